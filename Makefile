@@ -1,0 +1,34 @@
+# dualbench: two commands for a new user (see README.md).
+#   make bench   set up .venv (CPU builds), offline data, run the default comparison
+#   make test    set up .venv and run the test suite
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: setup data bench test clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[cpu,data,report,dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+# Offline data: Fashion-MNIST from Debian (needs root or sudo; skipped quietly otherwise).
+data:
+	@if [ ! -d /usr/share/datasets/fashion-mnist ]; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist; \
+	  elif command -v sudo >/dev/null; then sudo apt-get update -qq && sudo apt-get install -y -qq dataset-fashion-mnist; \
+	  else echo "note: cannot install dataset-fashion-mnist (no root); using mnist5k"; fi; fi
+
+bench: setup data
+	$(VENV)/bin/dualbench run --task mnist-lenet --dataset fashion-mnist --backend torch,paddle --out runs/quickstart
+	@echo "tables: runs/quickstart/runs.csv"
+
+test: setup
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf $(VENV) runs

@@ -1,0 +1,48 @@
+"""Backends by name, imported lazily so that `common` and the CLI work with one framework missing.
+
+Each backend package (`backends.torch`, `backends.paddle`) has the same modules with the same public
+functions: device, models, data, weights, train. tests/test_backend_mirror.py checks that with ast.
+"""
+import importlib
+import importlib.util
+
+from common.errors import UserError
+
+BACKENDS = ("torch", "paddle")
+FRAMEWORK_MODULE = {"torch": "torch", "paddle": "paddle"}
+INSTALL_HINT = {
+    "torch": "pip install torch torchvision",
+    "paddle": "pip install 'dualbench[cpu]' (or 'dualbench[gpu]' on a CUDA machine)",
+}
+
+
+def is_installed(name):
+    return importlib.util.find_spec(FRAMEWORK_MODULE[name]) is not None
+
+
+def check_name(name):
+    if name not in BACKENDS:
+        raise UserError(f"unknown backend '{name}' (known: {', '.join(BACKENDS)})")
+    return name
+
+
+def parse_backends(text):
+    names = [check_name(n.strip()) for n in text.split(",") if n.strip()]
+    if not names:
+        raise UserError("no backend given (use torch, paddle or torch,paddle)")
+    return names
+
+
+def require(name):
+    """Check, without importing it, that a backend's framework is installed (one-line UserError)."""
+    check_name(name)
+    if not is_installed(name):
+        raise UserError(f"backend '{name}' needs {FRAMEWORK_MODULE[name]}, which is not installed: "
+                        f"{INSTALL_HINT[name]}")
+    return name
+
+
+def load(name):
+    """Import backends.<name>; a missing framework is a one-line UserError naming the extra."""
+    require(name)
+    return importlib.import_module(f"backends.{name}")

@@ -1,0 +1,158 @@
+"""Training and evaluation with native PaddlePaddle: loss, optimizer, scheduler, clipping, one epoch.
+
+The epoch loop around these functions (early stopping, best checkpoint, rows) is framework-blind
+and lives in benchmarks/engine.py; everything here is the paddle side of one step.
+"""
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import paddle
+import paddle.nn.functional as F
+
+
+@dataclass
+class TrainState:
+    task: object
+    model: paddle.nn.Layer
+    optimizer: paddle.optimizer.Optimizer
+    scheduler: Optional[object]
+    loss_fn: Callable
+    dev: str
+
+
+def make_loss(task):
+    """Data loss on the model output: ce | mse_value | mse_onehot (output already softmaxed)."""
+    if task.loss == "ce":
+        return F.cross_entropy
+    if task.loss == "mse_value":
+        return lambda out, y: F.mse_loss(out.squeeze(1), y.astype(out.dtype))
+    if task.loss == "mse_onehot":
+        return lambda out, y: F.mse_loss(out, F.one_hot(y, out.shape[1]).astype(out.dtype))
+    raise ValueError(f"unknown loss {task.loss!r}")
+
+
+def predict_classes(out, num_classes):
+    """argmax for class scores; rounded value (clipped to the classes) for a 1-output regressor."""
+    if out.shape[1] == 1:
+        return out.squeeze(1).round().clip(0, num_classes - 1).astype("int64")
+    return out.argmax(1)
+
+
+def make_optimizer(task, model, learning_rate):
+    opt = task.protocol.optimizer
+    params = [p for p in model.parameters() if not p.stop_gradient]
+    wd = opt.weight_decay or None   # a float is coupled L2Decay, as torch's weight_decay
+    if opt.name == "sgd":
+        return paddle.optimizer.SGD(learning_rate=learning_rate, parameters=params, weight_decay=wd)
+    if opt.name == "momentum":
+        return paddle.optimizer.Momentum(learning_rate=learning_rate, momentum=opt.momentum,
+                                         parameters=params, weight_decay=wd)
+    if opt.name == "adam":
+        return paddle.optimizer.Adam(learning_rate=learning_rate, parameters=params, weight_decay=wd)
+    raise ValueError(f"unknown optimizer {opt.name!r}")
+
+
+def make_scheduler(task):
+    """paddle's scheduler *is* the optimizer's learning_rate (None: a constant float)."""
+    sched, lr = task.protocol.schedule, task.protocol.optimizer.lr
+    if sched.name == "none":
+        return None
+    if sched.name == "step":
+        return paddle.optimizer.lr.StepDecay(learning_rate=lr, step_size=sched.step_size, gamma=sched.gamma)
+    if sched.name == "plateau":
+        return paddle.optimizer.lr.ReduceOnPlateau(learning_rate=lr, mode="min", factor=sched.factor,
+                                                   patience=sched.patience, cooldown=0)
+    raise ValueError(f"unknown schedule {sched.name!r}")
+
+
+def make_state(task, model, dev):
+    scheduler = make_scheduler(task)
+    optimizer = make_optimizer(task, model, scheduler if scheduler is not None else task.protocol.optimizer.lr)
+    return TrainState(task, model, optimizer, scheduler, make_loss(task), dev)
+
+
+def regularisation(task, model):
+    """Loss-term regularisers over all trainable parameters (seed 001's L1, seed 003's L2)."""
+    l1, l2 = task.protocol.l1, task.protocol.l2
+    if not (l1 or l2):
+        return None
+    params = [p for p in model.parameters() if not p.stop_gradient]
+    reg = 0.0
+    if l1:
+        reg = reg + l1 * sum(p.abs().sum() for p in params)
+    if l2:
+        reg = reg + l2 * sum((p * p).sum() for p in params)
+    return reg
+
+
+def train_step(state, xb, yb):
+    """One optimizer step; returns (data loss, model output), both still on the device."""
+    out = state.model(xb)
+    loss = state.loss_fn(out, yb)
+    reg = regularisation(state.task, state.model)
+    objective = loss if reg is None else loss + reg
+    state.optimizer.clear_grad(set_to_zero=False)
+    objective.backward()
+    if state.task.protocol.grad_clip:
+        # torch's formula (eps 1e-6), bit-identical grads; ClipGradByGlobalNorm has no eps (notes/)
+        paddle.nn.utils.clip_grad_norm_(state.model.parameters(), state.task.protocol.grad_clip)
+    state.optimizer.step()
+    return loss.detach(), out.detach()
+
+
+def train_epoch(state, loader, on_step=None):
+    """One pass over the loader in train mode; sums stay on the device until the end."""
+    from backends.paddle.data import to_device
+    state.model.train()
+    num_classes = state.task.num_classes
+    loss_sum = paddle.zeros([], dtype="float64")
+    correct = paddle.zeros([], dtype="int64")
+    n = 0
+    for batch in loader:
+        xb, yb = to_device(batch, state.dev)
+        loss, out = train_step(state, xb, yb)
+        loss_sum += loss.astype("float64") * len(yb)
+        correct += (predict_classes(out, num_classes) == yb).astype("int64").sum()
+        n += len(yb)
+        if on_step is not None:
+            on_step(len(yb))
+    return {"loss": float(loss_sum) / max(n, 1), "acc": int(correct) / max(n, 1), "n": n}
+
+
+@paddle.no_grad()
+def evaluate(state, loader):
+    from backends.paddle.data import to_device
+    state.model.eval()
+    num_classes = state.task.num_classes
+    loss_sum = paddle.zeros([], dtype="float64")
+    correct = paddle.zeros([], dtype="int64")
+    n = 0
+    for batch in loader:
+        xb, yb = to_device(batch, state.dev)
+        out = state.model(xb)
+        loss_sum += state.loss_fn(out, yb).astype("float64") * len(yb)
+        correct += (predict_classes(out, num_classes) == yb).astype("int64").sum()
+        n += len(yb)
+    return {"loss": float(loss_sum) / max(n, 1), "acc": int(correct) / max(n, 1), "n": n}
+
+
+def scheduler_step(state, val_loss=None):
+    """Once per epoch, after validation (ReduceOnPlateau watches the validation loss)."""
+    if state.scheduler is None:
+        return
+    if state.task.protocol.schedule.name == "plateau":
+        state.scheduler.step(val_loss)
+    else:
+        state.scheduler.step()
+
+
+def current_lr(state):
+    return float(state.optimizer.get_lr())
+
+
+@paddle.no_grad()
+def predict(model, x, num_classes, dev):
+    """Class predictions and raw outputs for a float32 numpy batch."""
+    model.eval()
+    out = model(paddle.to_tensor(x))
+    return predict_classes(out, num_classes).numpy(), out.numpy()

@@ -1,0 +1,154 @@
+"""Training and evaluation with native PyTorch: loss, optimizer, scheduler, clipping, one epoch.
+
+The epoch loop around these functions (early stopping, best checkpoint, rows) is framework-blind
+and lives in benchmarks/engine.py; everything here is the torch side of one step.
+"""
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass
+class TrainState:
+    task: object
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Optional[object]
+    loss_fn: Callable
+    dev: torch.device
+
+
+def make_loss(task):
+    """Data loss on the model output: ce | mse_value | mse_onehot (output already softmaxed)."""
+    if task.loss == "ce":
+        return F.cross_entropy
+    if task.loss == "mse_value":
+        return lambda out, y: F.mse_loss(out.squeeze(1), y.to(out.dtype))
+    if task.loss == "mse_onehot":
+        return lambda out, y: F.mse_loss(out, F.one_hot(y, out.shape[1]).to(out.dtype))
+    raise ValueError(f"unknown loss {task.loss!r}")
+
+
+def predict_classes(out, num_classes):
+    """argmax for class scores; rounded value (clipped to the classes) for a 1-output regressor."""
+    if out.shape[1] == 1:
+        return out.squeeze(1).round().clamp(0, num_classes - 1).long()
+    return out.argmax(1)
+
+
+def make_optimizer(task, model):
+    opt = task.protocol.optimizer
+    params = [p for p in model.parameters() if p.requires_grad]
+    if opt.name == "sgd":
+        return torch.optim.SGD(params, lr=opt.lr, weight_decay=opt.weight_decay)
+    if opt.name == "momentum":
+        return torch.optim.SGD(params, lr=opt.lr, momentum=opt.momentum, weight_decay=opt.weight_decay)
+    if opt.name == "adam":
+        return torch.optim.Adam(params, lr=opt.lr, weight_decay=opt.weight_decay)
+    raise ValueError(f"unknown optimizer {opt.name!r}")
+
+
+def make_scheduler(task, optimizer):
+    sched = task.protocol.schedule
+    if sched.name == "none":
+        return None
+    if sched.name == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=sched.step_size, gamma=sched.gamma)
+    if sched.name == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=sched.factor,
+                                                          patience=sched.patience, cooldown=0)
+    raise ValueError(f"unknown schedule {sched.name!r}")
+
+
+def make_state(task, model, dev):
+    model.to(dev)
+    optimizer = make_optimizer(task, model)
+    return TrainState(task, model, optimizer, make_scheduler(task, optimizer), make_loss(task), dev)
+
+
+def regularisation(task, model):
+    """Loss-term regularisers over all trainable parameters (seed 001's L1, seed 003's L2)."""
+    l1, l2 = task.protocol.l1, task.protocol.l2
+    if not (l1 or l2):
+        return None
+    params = [p for p in model.parameters() if p.requires_grad]
+    reg = 0.0
+    if l1:
+        reg = reg + l1 * sum(p.abs().sum() for p in params)
+    if l2:
+        reg = reg + l2 * sum((p * p).sum() for p in params)
+    return reg
+
+
+def train_step(state, xb, yb):
+    """One optimizer step; returns (data loss, model output), both still on the device."""
+    out = state.model(xb)
+    loss = state.loss_fn(out, yb)
+    reg = regularisation(state.task, state.model)
+    objective = loss if reg is None else loss + reg
+    state.optimizer.zero_grad(set_to_none=True)
+    objective.backward()
+    if state.task.protocol.grad_clip:
+        torch.nn.utils.clip_grad_norm_(state.model.parameters(), state.task.protocol.grad_clip)
+    state.optimizer.step()
+    return loss.detach(), out.detach()
+
+
+def train_epoch(state, loader, on_step=None):
+    """One pass over the loader in train mode; sums stay on the device until the end."""
+    from backends.torch.data import to_device
+    state.model.train()
+    num_classes = state.task.num_classes
+    loss_sum = torch.zeros((), dtype=torch.float64, device=state.dev)
+    correct = torch.zeros((), dtype=torch.int64, device=state.dev)
+    n = 0
+    for batch in loader:
+        xb, yb = to_device(batch, state.dev)
+        loss, out = train_step(state, xb, yb)
+        loss_sum += loss * len(yb)
+        correct += (predict_classes(out, num_classes) == yb).sum()
+        n += len(yb)
+        if on_step is not None:
+            on_step(len(yb))
+    return {"loss": loss_sum.item() / max(n, 1), "acc": correct.item() / max(n, 1), "n": n}
+
+
+@torch.no_grad()
+def evaluate(state, loader):
+    from backends.torch.data import to_device
+    state.model.eval()
+    num_classes = state.task.num_classes
+    loss_sum = torch.zeros((), dtype=torch.float64, device=state.dev)
+    correct = torch.zeros((), dtype=torch.int64, device=state.dev)
+    n = 0
+    for batch in loader:
+        xb, yb = to_device(batch, state.dev)
+        out = state.model(xb)
+        loss_sum += state.loss_fn(out, yb) * len(yb)
+        correct += (predict_classes(out, num_classes) == yb).sum()
+        n += len(yb)
+    return {"loss": loss_sum.item() / max(n, 1), "acc": correct.item() / max(n, 1), "n": n}
+
+
+def scheduler_step(state, val_loss=None):
+    """Once per epoch, after validation (ReduceLROnPlateau watches the validation loss)."""
+    if state.scheduler is None:
+        return
+    if state.task.protocol.schedule.name == "plateau":
+        state.scheduler.step(val_loss)
+    else:
+        state.scheduler.step()
+
+
+def current_lr(state):
+    return float(state.optimizer.param_groups[0]["lr"])
+
+
+@torch.no_grad()
+def predict(model, x, num_classes, dev):
+    """Class predictions and raw outputs for a float32 numpy batch."""
+    model.eval()
+    out = model(torch.from_numpy(x).to(dev))
+    return predict_classes(out, num_classes).cpu().numpy(), out.cpu().numpy()

@@ -1,0 +1,1 @@
+"""The dualbench command line and its engines (run, predict, ...)."""

@@ -1,0 +1,111 @@
+"""The framework-blind training loop of one cell (task x backend x seed), run inside a worker process.
+
+It calls only the backend interface (device, models, data, weights, train), so the same loop drives
+torch and paddle: the same batches, the same early stopping and best-checkpoint rules, the same rows.
+"""
+import sys
+import time
+import uuid
+from pathlib import Path
+
+from tqdm import tqdm
+
+import backends
+from common.data.sources import load_dataset
+from common.data.split import epoch_batches, eval_batches, order_hash, prepare_splits
+from common.fsutil import atomic_path
+from common.init import shared_weights
+from common.results import host_metadata, now
+from common.tasks import get_task
+
+EVAL_BATCH = 1000
+
+
+def new_run_id():
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
+
+
+def _improved(monitor, value, best):
+    if best is None:
+        return True
+    return value < best if monitor == "val_loss" else value > best
+
+
+def run_cell(cell, progress=True):
+    """Train and evaluate one cell; returns (rows, checkpoint path or None)."""
+    task = get_task(cell["task"])
+    backend = backends.load(cell["backend"])
+    dev, dev_info = backend.device.configure(cell["threads"], cell.get("device", "cpu"),
+                                             cell.get("deterministic", False))
+    dataset = load_dataset(cell["dataset"], cell.get("data_path"))
+    splits = prepare_splits(dataset, task, cell.get("limit_train"))
+    data_meta = {"dataset": dataset.name, "dataset_source": dataset.source,
+                 "dataset_sha256": dataset.sha256, "synthetic": dataset.synthetic}
+    del dataset   # keep one copy of the data per process: the normalised splits
+
+    seed = int(cell["seed"])
+    backend.device.seed(seed)
+    model = backend.models.build_model(task.model)
+    if cell.get("init", "own") == "shared":
+        backend.weights.import_weights(model, shared_weights(task.model, seed))
+    state = backend.train.make_state(task, model, dev)
+    proto = task.protocol
+    epochs = int(cell.get("epochs") or proto.epochs)
+    n_train = len(splits.train_y)
+    has_val = splits.val_x is not None and len(splits.val_y) > 0
+
+    def loader(x, y, batches):
+        return backend.data.make_loader(x, y, batches, dev)
+
+    base = {"run_id": cell["run_id"], "task": task.name, "backend": backend.NAME, "seed": seed,
+            "n_train": n_train, "n_val": len(splits.val_y) if has_val else 0, "n_test": len(splits.test_y),
+            "batch_size": proto.batch_size, "init": cell.get("init", "own"),
+            "init_scheme": "shared-numpy" if cell.get("init") == "shared" else f"{backend.NAME}:{task.model.init}",
+            **data_meta, **dev_info, **host_metadata()}
+    rows = []
+    best_value = best_weights = best_epoch = None
+    stale = 0
+    status = "ok"
+    bar = tqdm(total=epochs * n_train, unit="img", unit_scale=True, file=sys.stderr, leave=False,
+               desc=f"{task.name} {backend.NAME} seed {seed}", disable=not progress, mininterval=0.5)
+    for epoch in range(1, epochs + 1):
+        batches = epoch_batches(n_train, proto.batch_size, seed, epoch, proto.drop_last)
+        lr = backend.train.current_lr(state)
+        start = time.perf_counter()
+        train = backend.train.train_epoch(state, loader(splits.train_x, splits.train_y, batches), bar.update)
+        backend.device.synchronize(dev)
+        seconds = time.perf_counter() - start
+        val = backend.train.evaluate(state, loader(splits.val_x, splits.val_y,
+                                                   eval_batches(len(splits.val_y), EVAL_BATCH))) if has_val else None
+        backend.train.scheduler_step(state, val["loss"] if val else None)
+        rows.append({**base, "epoch": epoch, "status": "ok", "train_loss": train["loss"],
+                     "train_acc": train["acc"], "val_loss": val["loss"] if val else None,
+                     "val_acc": val["acc"] if val else None, "lr": lr, "epoch_seconds": seconds,
+                     "samples_per_s": train["n"] / seconds, "batch_order_hash": order_hash(batches),
+                     "timestamp": now()})
+        if val and (proto.best_checkpoint or proto.early_stop_patience):
+            value = val["loss"] if proto.monitor == "val_loss" else val["acc"]
+            if _improved(proto.monitor, value, best_value):
+                best_value, best_epoch, stale = value, epoch, 0
+                if proto.best_checkpoint:
+                    best_weights = backend.weights.export_weights(state.model)
+            else:
+                stale += 1
+            if proto.early_stop_patience and stale >= proto.early_stop_patience:
+                status = "early_stopped"
+                break
+    bar.close()
+    if best_weights is not None:
+        backend.weights.import_weights(state.model, best_weights)
+    test = backend.train.evaluate(state, loader(splits.test_x, splits.test_y,
+                                                eval_batches(len(splits.test_y), EVAL_BATCH)))
+    rows[-1].update({"status": status, "test_loss": test["loss"], "test_acc": test["acc"],
+                     "best_epoch": best_epoch if best_epoch is not None else rows[-1]["epoch"]})
+    checkpoint = None
+    if cell.get("out_dir"):
+        ckpt_dir = Path(cell["out_dir"]) / "checkpoints"
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        checkpoint = ckpt_dir / f"{task.name}-{backend.NAME}-seed{seed}{backend.CHECKPOINT_SUFFIX}"
+        with atomic_path(checkpoint, suffix=backend.CHECKPOINT_SUFFIX) as tmp:
+            backend.weights.save_checkpoint(state.model, tmp)
+    return rows, checkpoint

@@ -1,0 +1,128 @@
+"""Tidy result rows: one schema, atomic CSV append, run metadata.
+
+Every row is self-describing (versions, device, threads, seed, data checksum, batch-order hash,
+git commit), so tables and plots can be rebuilt from the CSV alone.
+"""
+import datetime
+import io
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+import common
+from common.errors import DataError
+from common.fsutil import atomic_path
+
+# Columns of runs.csv, one row per (task, backend, seed, epoch). Documented in README.md.
+RUN_COLUMNS = [
+    "run_id", "task", "backend", "seed", "epoch", "status",
+    "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "lr",
+    "epoch_seconds", "samples_per_s", "n_train", "n_val", "n_test", "batch_size", "best_epoch",
+    "init", "init_scheme", "dataset", "dataset_source", "dataset_sha256", "synthetic",
+    "batch_order_hash", "framework_version", "device", "device_name", "threads",
+    "python", "numpy", "platform", "git_commit", "dualbench_version", "timestamp",
+]
+
+
+INT_COLUMNS = ("seed", "epoch", "n_train", "n_val", "n_test", "batch_size", "best_epoch", "threads")
+
+
+def cpu_name():
+    """The CPU model (Linux /proc/cpuinfo), else the machine type."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def git_commit():
+    """The commit of the dualbench checkout, with '+dirty' when it has local changes."""
+    root = Path(common.__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"],
+                              capture_output=True, text=True, timeout=5)
+        if head.returncode != 0:
+            return "unknown"
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return head.stdout.strip() + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def host_metadata():
+    return {
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "platform": f"{platform.system()}-{platform.machine()}",
+        "git_commit": git_commit(),
+        "dualbench_version": common.__version__,
+    }
+
+
+def now():
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def read_csv(path, columns=None):
+    """Read a results CSV; a malformed file is a DataError naming it."""
+    try:
+        frame = pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        raise DataError(path, f"not a readable results CSV ({str(e).splitlines()[0]})") from None
+    if columns is not None and list(frame.columns) != list(columns):
+        raise DataError(path, "columns differ from this version's schema; write to a new --out directory")
+    return frame
+
+
+def append_rows(path, rows, columns):
+    """Append rows to a CSV atomically: the file is either the old one or old + all new rows."""
+    path = Path(path)
+    if not rows:
+        return
+    frame = pd.DataFrame(rows)
+    unknown = set(frame.columns) - set(columns)
+    if unknown:
+        raise ValueError(f"rows have columns outside the schema: {sorted(unknown)}")
+    frame = frame.reindex(columns=columns)
+    for col in INT_COLUMNS:
+        if col in frame:
+            frame[col] = pd.to_numeric(frame[col]).astype("Int64")
+    old = b""
+    if path.exists() and path.stat().st_size > 0:
+        read_csv(path, columns)   # refuse to append to a file with another schema or broken content
+        old = path.read_bytes()
+        if not old.endswith(b"\n"):
+            old += b"\n"
+    buf = io.StringIO()
+    frame.to_csv(buf, index=False, header=not old, lineterminator="\n")
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(old + buf.getvalue().encode("utf-8"))
+
+
+def write_table(path, frame):
+    """Write a whole CSV atomically."""
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False, lineterminator="\n")
+
+
+def thread_env(threads):
+    """Environment that pins every math library of a child process to `threads` threads."""
+    env = dict(os.environ)
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "FLAGS_paddle_num_threads"):
+        env[var] = str(threads)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def python_executable():
+    return sys.executable

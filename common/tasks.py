@@ -1,0 +1,286 @@
+"""The task registry: every task of the seed notes, as plain data.
+
+A task says *what* is trained (layers, loss, data, protocol); each backend says *how*, natively.
+Layer names are part of the spec, so both backends use the same parameter names
+(`conv1.weight`, `fc2.bias`, `bn1.running_mean`) and parity can match layers by name.
+"""
+from dataclasses import dataclass, field, replace
+from typing import Optional, Tuple
+
+from common.errors import UserError
+
+# ---------------------------------------------------------------------------------------------
+# Model spec
+
+
+@dataclass(frozen=True)
+class Layer:
+    kind: str   # conv | linear | bn2d | relu | sigmoid | tanh | softmax | maxpool | flatten | dropout | dropout2d
+    name: str
+    args: Tuple[Tuple[str, object], ...] = ()
+
+    def arg(self, key, default=None):
+        return dict(self.args).get(key, default)
+
+
+PARAM_KINDS = ("conv", "linear", "bn2d")
+
+
+def conv(name, cin, cout, k, pad=0):
+    return Layer("conv", name, (("cin", cin), ("cout", cout), ("k", k), ("pad", pad)))
+
+
+def linear(name, fin, fout):
+    return Layer("linear", name, (("fin", fin), ("fout", fout)))
+
+
+def bn2d(name, c):
+    return Layer("bn2d", name, (("c", c),))
+
+
+def act(kind, name):
+    return Layer(kind, name)
+
+
+def maxpool(name, k=2):
+    return Layer("maxpool", name, (("k", k),))
+
+
+def flatten(name="flatten"):
+    return Layer("flatten", name)
+
+
+def dropout(name, p):
+    return Layer("dropout", name, (("p", p),))
+
+
+def dropout2d(name, p):
+    return Layer("dropout2d", name, (("p", p),))
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str                      # the seed's class name (Net, NetWidth, LeNet, ...)
+    layers: Tuple[Layer, ...]
+    input_shape: Tuple[int, int, int]
+    # "framework": each framework's default initialisation (recorded; they differ, see notes/).
+    # "kaiming_normal": conv/linear weights ~ N(0, sqrt(2/fan_in)), biases 0 (seed 001).
+    init: str = "framework"
+
+    @property
+    def num_outputs(self):
+        last = [layer for layer in self.layers if layer.kind == "linear"][-1]
+        return last.arg("fout")
+
+
+def parameter_shapes(model):
+    """Canonical trainable parameter shapes (torch orientation: Linear weight is [out, in])."""
+    shapes = {}
+    for layer in model.layers:
+        a = dict(layer.args)
+        if layer.kind == "conv":
+            shapes[f"{layer.name}.weight"] = (a["cout"], a["cin"], a["k"], a["k"])
+            shapes[f"{layer.name}.bias"] = (a["cout"],)
+        elif layer.kind == "linear":
+            shapes[f"{layer.name}.weight"] = (a["fout"], a["fin"])
+            shapes[f"{layer.name}.bias"] = (a["fout"],)
+        elif layer.kind == "bn2d":
+            shapes[f"{layer.name}.weight"] = (a["c"],)
+            shapes[f"{layer.name}.bias"] = (a["c"],)
+    return shapes
+
+
+def buffer_shapes(model):
+    """Canonical non-trainable state: BatchNorm running statistics."""
+    return {f"{layer.name}.{stat}": (layer.arg("c"),)
+            for layer in model.layers if layer.kind == "bn2d"
+            for stat in ("running_mean", "running_var")}
+
+
+def count_parameters(model):
+    total = 0
+    for shape in parameter_shapes(model).values():
+        n = 1
+        for d in shape:
+            n *= d
+        total += n
+    return total
+
+
+# ---------------------------------------------------------------------------------------------
+# Protocol
+
+
+@dataclass(frozen=True)
+class Optimizer:
+    name: str              # sgd | momentum | adam
+    lr: float
+    momentum: float = 0.0  # only for "momentum" (dampening 0: paddle has none, see notes/)
+    weight_decay: float = 0.0  # coupled L2 (g += wd * w), identical in both frameworks
+
+
+@dataclass(frozen=True)
+class Schedule:
+    name: str = "none"     # none | step | plateau   (stepped once per epoch)
+    step_size: int = 30    # step
+    gamma: float = 0.1     # step
+    factor: float = 0.1    # plateau (on validation loss, mode 'min', cooldown 0)
+    patience: int = 10     # plateau
+
+
+@dataclass(frozen=True)
+class Protocol:
+    optimizer: Optimizer
+    batch_size: int
+    epochs: int
+    schedule: Schedule = Schedule()
+    drop_last: bool = False
+    l1: float = 0.0        # loss term l1 * sum|p| over all trainable parameters (seed 001)
+    l2: float = 0.0        # loss term l2 * sum p^2 over all trainable parameters (seed 003)
+    grad_clip: Optional[float] = None     # global-norm clipping (torch formula, eps 1e-6)
+    val_fraction: float = 0.0             # part of the training set held out for validation
+    early_stop_patience: Optional[int] = None  # epochs without improvement of `monitor`
+    monitor: str = "val_loss"             # val_loss (min) | val_acc (max)
+    best_checkpoint: bool = False         # test with the best-`monitor` weights, not the last
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    dataset: str                          # default dataset name (see common.data.sources)
+    normalize: Tuple[float, float]        # (mean, std) applied to pixels scaled to [0, 1]
+    classes: Optional[Tuple[int, ...]] = None  # keep these original labels, relabel 0..k-1
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    title: str
+    seed_note: str         # which seed note(s) it comes from
+    model: ModelSpec
+    loss: str              # ce | mse_value (regress the digit value) | mse_onehot (softmax output vs one-hot)
+    protocol: Protocol
+    data: DataSpec
+    notes: str = ""
+    target_accuracy: Optional[float] = None  # for time-to-target in benchmarks
+
+    @property
+    def num_classes(self):
+        if self.data.classes is not None:
+            return len(self.data.classes)
+        return 10 if self.loss == "mse_value" else self.model.num_outputs
+
+
+LOSSES = ("ce", "mse_value", "mse_onehot")
+
+# ---------------------------------------------------------------------------------------------
+# The MNIST family (seeds 000, 001, 002, 004)
+
+MNIST_SHAPE = (1, 28, 28)
+MNIST_CE_NORM = (0.1307, 0.3081)     # seed 001: ToTensor + Normalize((0.1307,), (0.3081,))
+HALF_NORM = (0.5, 0.5)               # seeds 002/004: Normalize(127.5, 127.5) on 0..255 == [-1, 1]
+
+
+def _mlp_layers(hidden, outputs, act_kind, dropout_p=None, relu_on_logits=False):
+    layers = [flatten()]
+    fin = 784
+    for i, width in enumerate(hidden, start=1):
+        layers.append(linear(f"fc{i}", fin, width))
+        if dropout_p:
+            layers.append(dropout(f"drop{i}", dropout_p))   # seed 001: Linear, Dropout, ReLU
+        layers.append(act(act_kind, f"{act_kind}{i}"))
+        fin = width
+    layers.append(linear(f"fc{len(hidden) + 1}", fin, outputs))
+    if relu_on_logits:
+        layers.append(act("relu", f"relu{len(hidden) + 1}"))
+    return tuple(layers)
+
+
+def _mnist_conv_layers(outputs, softmax=False):
+    layers = (conv("conv1", 1, 20, 5, pad=2), act("relu", "relu1"), maxpool("pool1"),
+              conv("conv2", 20, 20, 5, pad=2), act("relu", "relu2"), maxpool("pool2"),
+              flatten(), linear("fc", 980, outputs))
+    return layers + ((act("softmax", "softmax"),) if softmax else ())
+
+
+LENET_LAYERS = (conv("conv1", 1, 6, 3, pad=1), act("relu", "relu1"), maxpool("pool1"),
+                conv("conv2", 6, 16, 5), act("relu", "relu2"), maxpool("pool2"),
+                flatten(), linear("fc1", 400, 120), linear("fc2", 120, 84), linear("fc3", 84, 10))
+
+_sgd_004 = Protocol(Optimizer("sgd", 0.001), batch_size=100, epochs=10)
+_sgd_002 = Protocol(Optimizer("sgd", 0.01), batch_size=100, epochs=10)
+_mlp_001 = Protocol(Optimizer("sgd", 0.01), batch_size=200, epochs=10, val_fraction=1 / 6)
+_mnist = DataSpec("mnist", HALF_NORM)
+_mnist_001 = DataSpec("mnist", MNIST_CE_NORM)
+
+
+def _mlp(name, title, notes="", hidden=(200, 200), outputs=10, act_kind="relu", loss="ce",
+         protocol=_mlp_001, **layer_kw):
+    model = ModelSpec("MLP", _mlp_layers(hidden, outputs, act_kind, **layer_kw), MNIST_SHAPE,
+                      init="kaiming_normal")
+    return Task(name, title, "001", model, loss, protocol, _mnist_001, notes)
+
+
+_TASKS = [
+    Task("mnist-linear-mse", "Linear 784->1 regressing the digit value (MSE)", "004",
+         ModelSpec("Linear", (flatten(), linear("fc", 784, 1)), MNIST_SHAPE),
+         "mse_value", _sgd_004, _mnist,
+         "square_error_cost + mean on the digit value; accuracy = rounded prediction == label."),
+    Task("mnist-mlp-sigmoid-mse", "MLP 784-10-10-1 with sigmoid, MSE to the digit value", "004",
+         ModelSpec("MLP", _mlp_layers((10, 10), 1, "sigmoid"), MNIST_SHAPE),
+         "mse_value", _sgd_004, _mnist),
+    Task("mnist-conv-mse", "Conv net (20@5x5 x2, fc 980->1), MSE to the digit value", "002/004",
+         ModelSpec("SimpleNet", _mnist_conv_layers(1), MNIST_SHAPE), "mse_value", _sgd_002, _mnist,
+         "Labels are float32 for the MSE model (seed 004)."),
+    Task("mnist-conv-ce", "Conv net (20@5x5 x2, fc 980->10), cross-entropy", "002/004",
+         ModelSpec("SimpleNet", _mnist_conv_layers(10), MNIST_SHAPE), "ce", _sgd_002, _mnist,
+         "Labels must be int64 for cross-entropy (the seed's float labels are a bug)."),
+    Task("mnist-conv-softmax-mse", "Conv net with softmax output, MSE to one-hot", "000/002",
+         ModelSpec("SimpleNet", _mnist_conv_layers(10, softmax=True), MNIST_SHAPE), "mse_onehot",
+         _sgd_002, _mnist, "The loss seed 000 argues against: MSE between softmax(p) and one-hot(y)."),
+    _mlp("mnist-mlp", "MLP 784-200-200-10 ReLU, kaiming-normal init, cross-entropy",
+         "Seed 001's intended MLP (no ReLU on the logits), on a seeded 50k/10k train/val split."),
+    _mlp("mnist-mlp-relu-logits", "Seed 001's buggy MLP: ReLU applied to the logits",
+         "Kept to show the effect of the bug the seed reports as 10% test accuracy.",
+         relu_on_logits=True),
+    _mlp("mnist-mlp-mse-value", "MLP 784-200-200-1, MSE to the digit value", outputs=1, loss="mse_value"),
+    _mlp("mnist-mlp-softmax-mse", "MLP 784-200-200-10 softmax output, MSE to one-hot",
+         loss="mse_onehot"),
+    _mlp("mnist-mlp-l2", "mnist-mlp + L2 as weight decay 0.01 (coupled, in the optimizer)",
+         protocol=replace(_mlp_001, optimizer=Optimizer("sgd", 0.01, weight_decay=0.01))),
+    _mlp("mnist-mlp-l1", "mnist-mlp + L1 loss term 0.01 * sum|w| over all parameters",
+         protocol=replace(_mlp_001, l1=0.01)),
+    _mlp("mnist-mlp-momentum", "mnist-mlp + SGD momentum 0.9",
+         protocol=replace(_mlp_001, optimizer=Optimizer("momentum", 0.01, momentum=0.9))),
+    _mlp("mnist-mlp-dropout", "mnist-mlp + Dropout(0.5) after each hidden Linear", dropout_p=0.5),
+    _mlp("mnist-mlp-steplr", "mnist-mlp + StepLR(step_size=30, gamma=0.1)",
+         "The seed's schedule; it only changes the lr after 30 epochs (use --epochs > 30 to see it).",
+         protocol=replace(_mlp_001, schedule=Schedule("step", step_size=30, gamma=0.1))),
+    _mlp("mnist-mlp-plateau", "mnist-mlp + ReduceLROnPlateau('min') on validation loss",
+         "torch ReduceLROnPlateau / paddle lr.ReduceOnPlateau: factor 0.1, patience 10, cooldown 0.",
+         protocol=replace(_mlp_001, schedule=Schedule("plateau", factor=0.1, patience=10))),
+    _mlp("mnist-mlp-earlystop", "mnist-mlp + early stopping (patience 3 on val loss), best weights",
+         "Up to 30 epochs; stops after 3 epochs without a lower validation loss and tests the best.",
+         protocol=replace(_mlp_001, epochs=30, early_stop_patience=3, best_checkpoint=True)),
+    Task("mnist-lenet", "LeNet (paddle.vision.models.LeNet), Adam 1e-3, batch 64", "004",
+         ModelSpec("LeNet", LENET_LAYERS, MNIST_SHAPE),
+         "ce", Protocol(Optimizer("adam", 1e-3), batch_size=64, epochs=5), _mnist,
+         "paddle high-level API protocol: Adam 1e-3, batch 64, 5 epochs, evaluated on the test set. "
+         "No activations between the fc layers, as in paddle.vision.models.LeNet.",
+         target_accuracy=0.97),
+]
+
+TASKS = {t.name: t for t in _TASKS}
+
+
+def get_task(name):
+    try:
+        return TASKS[name]
+    except KeyError:
+        raise UserError(f"unknown task '{name}' (see `dualbench tasks`; known: {', '.join(TASKS)})") from None
+
+
+def select_tasks(names):
+    """Comma-separated names or 'all'."""
+    if names in (None, "", "all"):
+        return list(TASKS.values())
+    return [get_task(n.strip()) for n in names.split(",") if n.strip()]

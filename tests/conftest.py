@@ -1,0 +1,38 @@
+"""Shared fixtures: a private data cache with the synthetic MNIST files, CLI runner, both backends."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session", autouse=True)
+def data_home(tmp_path_factory):
+    """Every test uses a private DUALBENCH_DATA, so nothing on the machine is read or written."""
+    home = tmp_path_factory.mktemp("dualbench-data")
+    os.environ["DUALBENCH_DATA"] = str(home)
+    return home
+
+
+@pytest.fixture(scope="session")
+def synthetic_mnist(data_home):
+    from common.data.sources import load_dataset
+    return load_dataset("synthetic-mnist")
+
+
+def run_cli(*args, env=None, timeout=600):
+    """Run `python -m benchmarks.cli ARGS` in a subprocess; returns CompletedProcess (text)."""
+    full_env = dict(os.environ, **(env or {}))
+    return subprocess.run([sys.executable, "-m", "benchmarks.cli", *map(str, args)], cwd=ROOT, env=full_env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(params=["torch", "paddle"])
+def backend(request):
+    import backends
+    if not backends.is_installed(request.param):
+        pytest.skip(f"{request.param} not installed")
+    return backends.load(request.param)
