@@ -17,7 +17,10 @@ INSTALL_HINT = {
 
 
 def is_installed(name):
-    return importlib.util.find_spec(FRAMEWORK_MODULE[name]) is not None
+    try:
+        return importlib.util.find_spec(FRAMEWORK_MODULE[name]) is not None
+    except (ImportError, ValueError):   # ValueError: a module blocked with sys.modules[name] = None
+        return False
 
 
 def check_name(name):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from common.errors import UserError
 
-COMMAND_MODULES = []   # e.g. "benchmarks.data_cmd": modules with a register(subparsers) function
+COMMAND_MODULES = ["benchmarks.data_cmd"]   # e.g. "benchmarks.data_cmd": modules with a register(subparsers) function
 
 
 class OneLineParser(argparse.ArgumentParser):

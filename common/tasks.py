@@ -269,6 +269,74 @@ _TASKS = [
          target_accuracy=0.97),
 ]
 
+# ---------------------------------------------------------------------------------------------
+# CIFAR-10 bird vs airplane (seed 003) and Food-11 (seed 000)
+
+CIFAR_SHAPE = (3, 32, 32)
+_cifar2 = DataSpec("cifar10", (0.0, 1.0), classes=(0, 2))   # ToTensor only; airplane -> 0, bird -> 1
+_cifar_sgd = Protocol(Optimizer("sgd", 1e-2), batch_size=64, epochs=100, drop_last=True)
+
+
+def _cifar_layers(width, batchnorm=False, dropout_p=None):
+    """Seed 003's Net family: conv-tanh-pool x2, fc (width/2)*8*8 -> 32 tanh -> 2."""
+    half = width // 2
+    layers = []
+    for i, (cin, cout) in enumerate(((3, width), (width, half)), start=1):
+        layers.append(conv(f"conv{i}", cin, cout, 3, pad=1))
+        if batchnorm:
+            layers.append(bn2d(f"conv{i}_batchnorm", cout))        # before tanh, as the seed
+        layers += [act("tanh", f"tanh{i}"), maxpool(f"pool{i}")]
+        if dropout_p:
+            layers.append(dropout2d(f"conv{i}_dropout", dropout_p))
+    return tuple(layers + [flatten(), linear("fc1", half * 8 * 8, 32), act("tanh", "tanh3"),
+                           linear("fc2", 32, 2)])
+
+
+_SEED_003_FIX = ("The seed's forward pass skips conv2 (tanh applied to conv1's pooled output twice), "
+                 "which cannot run (shape mismatch); this is the intended conv1 -> conv2 network.")
+
+_TASKS += [
+    Task("cifar2-net", "Net: conv 3->16->8 tanh, fc 512->32->2 (bird vs airplane)", "003",
+         ModelSpec("Net", _cifar_layers(16), CIFAR_SHAPE), "ce", _cifar_sgd, _cifar2,
+         "Seed 003 (100 epochs, torch): train 0.9037 / val 0.8765; the seed's val set is CIFAR-10's "
+         "test batch (our test split). 18,090 parameters."),
+    Task("cifar2-netwidth", "NetWidth: n_channel 32 (conv 3->32->16, fc 1024->32->2)", "003",
+         ModelSpec("NetWidth", _cifar_layers(32), CIFAR_SHAPE), "ce", _cifar_sgd, _cifar2,
+         _SEED_003_FIX + " 38,386 parameters."),
+    Task("cifar2-netdropout", "NetWidth + Dropout2d(0.4) after each conv block", "003",
+         ModelSpec("NetDropout", _cifar_layers(32, dropout_p=0.4), CIFAR_SHAPE), "ce", _cifar_sgd, _cifar2,
+         _SEED_003_FIX + " The seed also applies conv2_dropout twice; here each block has its own."),
+    Task("cifar2-netbatchnorm", "NetWidth + BatchNorm2d after each conv, CE + 0.001 * sum(p^2)", "003",
+         ModelSpec("NetBatchNorm", _cifar_layers(32, batchnorm=True), CIFAR_SHAPE), "ce",
+         replace(_cifar_sgd, l2=0.001), _cifar2,
+         "L2 over all parameters (BN's gamma/beta included), as the seed writes it. "
+         "Seed 003: train 0.9860 / val 0.8805."),
+]
+
+FOOD_SHAPE = (3, 128, 128)
+
+
+def _food_layers():
+    layers = []
+    channels = (3, 64, 128, 256, 512, 512)
+    for i in range(1, 6):
+        layers += [conv(f"conv{i}", channels[i - 1], channels[i], 3, pad=1), bn2d(f"bn{i}", channels[i]),
+                   act("relu", f"relu{i}"), maxpool(f"pool{i}")]
+    return tuple(layers + [flatten(), linear("fc1", 512 * 4 * 4, 1024), act("relu", "relu6"),
+                           linear("fc2", 1024, 512), act("relu", "relu7"), linear("fc3", 512, 11)])
+
+
+_TASKS.append(
+    Task("food11-cnn", "Food-11: 5 x [conv3x3, BN, ReLU, maxpool] (64..512), fc 8192->1024->512->11", "000",
+         ModelSpec("Classifier", _food_layers(), FOOD_SHAPE), "ce",
+         Protocol(Optimizer("adam", 3e-4, weight_decay=1e-5), batch_size=64, epochs=30, grad_clip=10.0,
+                  early_stop_patience=6, monitor="val_acc", best_checkpoint=True),
+         DataSpec("food11", (0.0, 1.0)),
+         "The note shows no optimizer: Adam lr 3e-4, weight_decay 1e-5 (coupled), batch 64 come from the "
+         "course sample. Gradient clipping at global norm 10 (torch formula, eps 1e-6, in both). Best "
+         "checkpoint on validation accuracy; the note stops when stale > patience 5, i.e. after 6 epochs "
+         "without improvement (early_stop_patience=6 here)."))
+
 TASKS = {t.name: t for t in _TASKS}
 
 
