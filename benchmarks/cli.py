@@ -2,6 +2,7 @@
 import argparse
 import importlib
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -58,11 +59,11 @@ def cmd_tasks(args):
 def cmd_run(args):
     import backends
     from benchmarks.run import parse_seeds, run
-    from common.tasks import select_tasks
+    from common.tasks import select_tasks, with_overrides
 
     if not args.task:
         raise UserError("--task is required (a name from `dualbench tasks`, a comma list, or 'all')")
-    tasks = select_tasks(args.task)
+    tasks = [with_overrides(t, args.lr, args.batch_size) for t in select_tasks(args.task)]   # validates
     names = backends.parse_backends(args.backend)
     if args.epochs is not None and args.epochs < 1:
         raise UserError(f"--epochs must be at least 1, got {args.epochs}")
@@ -71,7 +72,7 @@ def cmd_run(args):
         get_info(args.dataset)
     run(tasks, names, parse_seeds(args.seeds), args.out, epochs=args.epochs, dataset=args.dataset,
         data_path=args.data_path, limit_train=args.limit_train, init=args.init, device=args.device,
-        threads=args.threads, progress=not args.no_progress)
+        threads=args.threads, progress=not args.no_progress, lr=args.lr, batch_size=args.batch_size)
 
 
 def cmd_predict(args):
@@ -100,6 +101,8 @@ def build_parser():
     p.add_argument("--dataset", help="dataset name (default: the task's; see `dualbench data list`)")
     p.add_argument("--data-path", type=Path, help="folder (or file) holding the dataset's files")
     p.add_argument("--limit-train", type=int, help="use only the first N training samples")
+    p.add_argument("--lr", type=float, help="override the task's learning rate")
+    p.add_argument("--batch-size", type=int, help="override the task's batch size")
     p.add_argument("--init", choices=["own", "shared"], default="own",
                    help="own: each framework's initialisation (default); shared: identical numpy weights")
     p.add_argument("--threads", type=int, help=f"math threads per framework (default: all {os.cpu_count()} cores)")
@@ -125,7 +128,16 @@ def build_parser():
     return parser
 
 
+class Terminated(Exception):
+    """SIGTERM, turned into an exception so that cleanup (stopping the worker) runs."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
 def main(argv=None):
+    signal.signal(signal.SIGTERM, _raise_terminated)
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
@@ -137,8 +149,11 @@ def main(argv=None):
         print(f"dualbench: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("dualbench: interrupted", file=sys.stderr)
+        print("dualbench: interrupted; finished cells are saved, rerun the same command to resume", file=sys.stderr)
         return 130
+    except Terminated:
+        print("dualbench: terminated; finished cells are saved, rerun the same command to resume", file=sys.stderr)
+        return 143
     return 0
 
 

@@ -3,6 +3,8 @@
 It calls only the backend interface (device, models, data, weights, train), so the same loop drives
 torch and paddle: the same batches, the same early stopping and best-checkpoint rules, the same rows.
 """
+import hashlib
+import json
 import sys
 import time
 import uuid
@@ -16,13 +18,23 @@ from common.data.split import epoch_batches, eval_batches, order_hash, prepare_s
 from common.fsutil import atomic_path
 from common.init import shared_weights
 from common.results import host_metadata, now
-from common.tasks import get_task
+from common.tasks import get_task, with_overrides
 
 EVAL_BATCH = 1000
 
 
 def new_run_id():
     return time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
+
+
+KEY_FIELDS = ("task", "backend", "seed", "epochs", "lr", "batch_size", "dataset", "data_path", "limit_train", "init", "device",
+              "threads", "deterministic")
+
+
+def cell_key(cell):
+    """A stable id of what a cell computes; a rerun with the same arguments skips finished keys."""
+    text = json.dumps({k: cell.get(k) for k in KEY_FIELDS}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _improved(monitor, value, best):
@@ -33,7 +45,7 @@ def _improved(monitor, value, best):
 
 def run_cell(cell, progress=True):
     """Train and evaluate one cell; returns (rows, checkpoint path or None)."""
-    task = get_task(cell["task"])
+    task = with_overrides(get_task(cell["task"]), cell.get("lr"), cell.get("batch_size"))
     backend = backends.load(cell["backend"])
     dev, dev_info = backend.device.configure(cell["threads"], cell.get("device", "cpu"),
                                              cell.get("deterministic", False))
@@ -57,14 +69,14 @@ def run_cell(cell, progress=True):
     def loader(x, y, batches):
         return backend.data.make_loader(x, y, batches, dev)
 
-    base = {"run_id": cell["run_id"], "task": task.name, "backend": backend.NAME, "seed": seed,
+    base = {"run_id": cell["run_id"], "cell_key": cell_key(cell), "task": task.name, "backend": backend.NAME, "seed": seed,
             "n_train": n_train, "n_val": len(splits.val_y) if has_val else 0, "n_test": len(splits.test_y),
             "batch_size": proto.batch_size, "init": cell.get("init", "own"),
             "init_scheme": "shared-numpy" if cell.get("init") == "shared" else f"{backend.NAME}:{task.model.init}",
             **data_meta, **dev_info, **host_metadata()}
     rows = []
     best_value = best_weights = best_epoch = None
-    stale = 0
+    stale = steps_done = 0
     status = "ok"
     bar = tqdm(total=epochs * n_train, unit="img", unit_scale=True, file=sys.stderr, leave=False,
                desc=f"{task.name} {backend.NAME} seed {seed}", disable=not progress, mininterval=0.5)
@@ -75,14 +87,28 @@ def run_cell(cell, progress=True):
         train = backend.train.train_epoch(state, loader(splits.train_x, splits.train_y, batches), bar.update)
         backend.device.synchronize(dev)
         seconds = time.perf_counter() - start
+        row = {**base, "epoch": epoch, "status": "ok", "train_loss": train["loss"], "train_acc": train["acc"],
+               "lr": lr, "epoch_seconds": seconds, "samples_per_s": train["n"] / seconds if train["n"] else None,
+               "batch_order_hash": order_hash(batches), "timestamp": now()}
+        rows.append(row)
+        diverged_step = train["diverged_step"]
+        if diverged_step is None and not backend.train.parameters_finite(state.model):
+            diverged_step = len(batches)
+        if diverged_step is not None:
+            last_finite = train["loss"] if train["n"] else (rows[-2]["train_loss"] if len(rows) > 1 else None)
+            row.update({"status": "diverged", "diverged_step": steps_done + diverged_step,
+                        "last_finite_loss": last_finite})
+            bar.close()
+            print(f"dualbench: {task.name} {backend.NAME} seed {seed} diverged at step "
+                  f"{steps_done + diverged_step} (epoch {epoch}): loss {train.get('bad_loss', 'finite, weights not')}, "
+                  f"last finite epoch-mean loss {last_finite}", file=sys.stderr)
+            return rows, None
+        steps_done += len(batches)
         val = backend.train.evaluate(state, loader(splits.val_x, splits.val_y,
                                                    eval_batches(len(splits.val_y), EVAL_BATCH))) if has_val else None
         backend.train.scheduler_step(state, val["loss"] if val else None)
-        rows.append({**base, "epoch": epoch, "status": "ok", "train_loss": train["loss"],
-                     "train_acc": train["acc"], "val_loss": val["loss"] if val else None,
-                     "val_acc": val["acc"] if val else None, "lr": lr, "epoch_seconds": seconds,
-                     "samples_per_s": train["n"] / seconds, "batch_order_hash": order_hash(batches),
-                     "timestamp": now()})
+        if val:
+            row.update({"val_loss": val["loss"], "val_acc": val["acc"]})
         if val and (proto.best_checkpoint or proto.early_stop_patience):
             value = val["loss"] if proto.monitor == "val_loss" else val["acc"]
             if _improved(proto.monitor, value, best_value):
@@ -99,7 +125,11 @@ def run_cell(cell, progress=True):
         backend.weights.import_weights(state.model, best_weights)
     test = backend.train.evaluate(state, loader(splits.test_x, splits.test_y,
                                                 eval_batches(len(splits.test_y), EVAL_BATCH)))
+    # eval-mode accuracy on the whole training split, as seed 003 reports "train accuracy"
+    final_train = backend.train.evaluate(state, loader(splits.train_x, splits.train_y,
+                                                       eval_batches(n_train, EVAL_BATCH)))
     rows[-1].update({"status": status, "test_loss": test["loss"], "test_acc": test["acc"],
+                     "final_train_acc": final_train["acc"],
                      "best_epoch": best_epoch if best_epoch is not None else rows[-1]["epoch"]})
     checkpoint = None
     if cell.get("out_dir"):

@@ -14,10 +14,10 @@ from pathlib import Path
 import pandas as pd
 
 import backends
-from benchmarks.engine import new_run_id
+from benchmarks.engine import cell_key, new_run_id
 from common.data.sources import get_info, locate, missing_message
 from common.errors import UserError
-from common.results import RUN_COLUMNS, append_rows, thread_env
+from common.results import RUN_COLUMNS, append_rows, host_metadata, now, read_csv, thread_env
 
 
 def parse_seeds(text):
@@ -40,46 +40,92 @@ def check_dataset(task, dataset, data_path):
 
 
 def run_worker(cell, threads):
-    """Run one cell in a child process; returns (returncode, result dict or None)."""
+    """Run one cell in a child process; returns (returncode, result dict or None).
+
+    If this process is interrupted (Ctrl-C, SIGTERM) the child is stopped too and nothing of the
+    cell is returned, so an unfinished cell is never recorded as finished.
+    """
     with tempfile.TemporaryDirectory(prefix="dualbench-cell-") as tmp:
         cell_path, result_path = Path(tmp) / "cell.json", Path(tmp) / "result.json"
         cell_path.write_text(json.dumps(cell))
-        proc = subprocess.run([sys.executable, "-m", "benchmarks.worker", str(cell_path), str(result_path)],
-                              env=thread_env(threads), cwd=Path(__file__).resolve().parent.parent)
-        result = json.loads(result_path.read_text()) if proc.returncode == 0 and result_path.exists() else None
-    return proc.returncode, result
+        proc = subprocess.Popen([sys.executable, "-m", "benchmarks.worker", str(cell_path), str(result_path)],
+                                env=thread_env(threads), cwd=Path(__file__).resolve().parent.parent)
+        try:
+            rc = proc.wait()
+        except BaseException:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            raise
+        result = json.loads(result_path.read_text()) if result_path.exists() else None
+    if rc < 0:
+        result = {"error": f"worker killed by signal {-rc}"}
+    return rc, result
+
+
+def finished_keys(csv_path):
+    """cell_keys already finished in runs.csv: tested, early-stopped or diverged (failed ones rerun)."""
+    if not csv_path.exists():
+        return set()
+    frame = read_csv(csv_path, RUN_COLUMNS)
+    done = frame[frame.test_acc.notna() | frame.status.isin(["early_stopped", "diverged"])]
+    return set(done.cell_key)
+
+
+def failed_row(cell, error):
+    return {"run_id": cell["run_id"], "cell_key": cell_key(cell), "task": cell["task"], "backend": cell["backend"],
+            "seed": cell["seed"], "status": "failed", "error": error, "dataset": cell["dataset"],
+            "init": cell["init"], "device": cell["device"], "threads": cell["threads"], "timestamp": now(),
+            **host_metadata()}
 
 
 def run(tasks, backend_names, seeds, out_dir, epochs=None, dataset=None, data_path=None, limit_train=None,
-        init="own", device="cpu", threads=None, progress=True):
-    """Run every task x seed x backend cell; returns the final rows (one per cell)."""
+        init="own", device="cpu", threads=None, progress=True, lr=None, batch_size=None):
+    """Run every task x seed x backend cell; returns the final rows (one per cell).
+
+    Cells already finished in OUT/runs.csv with the same arguments are skipped, so rerunning an
+    interrupted command resumes it. A failing cell is recorded as `failed` and the others go on.
+    """
     for name in backend_names:
         backends.require(name)
     threads = threads or os.cpu_count() or 1
     out_dir = Path(out_dir)
     csv_path = out_dir / "runs.csv"
     run_id = new_run_id()
-    finals, failed = [], []
+    done = finished_keys(csv_path)
+    cells = []
     for task in tasks:
         ds = dataset or task.data.dataset
         check_dataset(task, ds, data_path)
         for seed in seeds:
             for name in backend_names:
-                cell = {"run_id": run_id, "task": task.name, "backend": name, "seed": seed, "epochs": epochs,
-                        "dataset": ds, "data_path": str(data_path) if data_path else None,
-                        "limit_train": limit_train, "init": init, "device": device, "threads": threads,
-                        "out_dir": str(out_dir), "progress": progress}
-                rc, result = run_worker(cell, threads)
-                if rc == 2:
-                    raise SystemExit(2)   # the worker already printed the one-line error
-                if result is None:
-                    print(f"dualbench: cell {task.name}/{name}/seed {seed} failed (exit code {rc})", file=sys.stderr)
-                    failed.append(cell)
-                    continue
-                append_rows(csv_path, result["rows"], RUN_COLUMNS)
-                finals.append(result["rows"][-1])
+                cells.append({"run_id": run_id, "task": task.name, "backend": name, "seed": seed, "epochs": epochs,
+                              "lr": lr, "batch_size": batch_size,
+                              "dataset": ds, "data_path": str(data_path) if data_path else None,
+                              "limit_train": limit_train, "init": init, "device": device, "threads": threads,
+                              "deterministic": False, "out_dir": str(out_dir), "progress": progress})
+    todo = [c for c in cells if cell_key(c) not in done]
+    if len(todo) < len(cells):
+        print(f"resuming: {len(cells) - len(todo)} of {len(cells)} cells already finished in {csv_path}",
+              file=sys.stderr)
+    finals, failed = [], 0
+    for cell in todo:
+        rc, result = run_worker(cell, threads)
+        if rc == 2:
+            raise SystemExit(2)   # the worker already printed the one-line error
+        if result is None or "error" in result:
+            error = (result or {}).get("error", f"worker exited with code {rc}")
+            print(f"dualbench: {cell['task']} {cell['backend']} seed {cell['seed']} failed: {error}", file=sys.stderr)
+            append_rows(csv_path, [failed_row(cell, error)], RUN_COLUMNS)
+            failed += 1
+            continue
+        append_rows(csv_path, result["rows"], RUN_COLUMNS)
+        finals.append(result["rows"][-1])
     print_summary(finals, csv_path)
     if failed:
+        print(f"dualbench: {failed} cell(s) failed (status 'failed' in {csv_path})", file=sys.stderr)
         raise SystemExit(1)
     return finals
 
@@ -90,5 +136,6 @@ def print_summary(finals, csv_path):
     frame = pd.DataFrame(finals)
     cols = ["task", "backend", "seed", "epoch", "status", "train_loss", "val_acc", "test_acc", "samples_per_s",
             "dataset", "threads"]
-    print(frame[cols].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    frame = frame.reindex(columns=cols)
+    print(frame.to_string(index=False, float_format=lambda v: f"{v:.4g}", na_rep="-"))
     print(f"rows appended to {csv_path}")

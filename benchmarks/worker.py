@@ -1,7 +1,8 @@
-"""Worker process: runs one cell with one framework imported, writes its rows as JSON.
+"""Worker process: runs one cell with one framework imported, writes its result as JSON.
 
-`python -m benchmarks.worker CELL.json RESULT.json`. Exit 0 on success, 2 on a user error (one
-line on stderr), 1 on any other failure (its last line on stderr).
+`python -m benchmarks.worker CELL.json RESULT.json`. Exit 0 with {"rows": ...} on success; exit 2
+on a user error (one line on stderr, nothing written); exit 1 with {"error": "..."} on any other
+failure; 130 when interrupted (nothing written: the cell in flight never counts as finished).
 """
 import json
 import sys
@@ -10,19 +11,36 @@ from common.errors import UserError
 from common.fsutil import atomic_write_text
 
 
+def error_line(exc, cell):
+    """The exception's last line, with advice for out-of-memory."""
+    text = str(exc).strip().splitlines()
+    line = f"{type(exc).__name__}: {text[-1] if text else ''}".strip()
+    if isinstance(exc, MemoryError) or "out of memory" in line.lower():
+        line += (f" (out of memory at batch size {cell.get('batch_size') or 'of the task'}; "
+                 "try a smaller --batch-size or --limit-train)")
+    return line
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     cell_path, result_path = argv
     with open(cell_path) as f:
         cell = json.load(f)
-    from benchmarks.engine import run_cell
     try:
+        from benchmarks.engine import run_cell
         rows, checkpoint = run_cell(cell, progress=cell.get("progress", True))
+        result = {"rows": rows, "checkpoint": str(checkpoint) if checkpoint else None}
     except UserError as e:
         print(f"dualbench: error: {e}", file=sys.stderr)
         return 2
-    atomic_write_text(result_path, json.dumps({"rows": rows, "checkpoint": str(checkpoint) if checkpoint else None},
-                                              default=float))
+    except KeyboardInterrupt:
+        return 130
+    except Exception as e:  # noqa: BLE001 - any failure of one cell is recorded, the suite goes on
+        atomic_write_text(result_path, json.dumps({"error": error_line(e, cell)}))
+        import traceback
+        traceback.print_exc()
+        return 1
+    atomic_write_text(result_path, json.dumps(result, default=float))
     return 0
 
 

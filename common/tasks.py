@@ -347,6 +347,20 @@ def get_task(name):
         raise UserError(f"unknown task '{name}' (see `dualbench tasks`; known: {', '.join(TASKS)})") from None
 
 
+def with_overrides(task, lr=None, batch_size=None):
+    """The task with its learning rate and/or batch size replaced (None keeps the spec's)."""
+    proto = task.protocol
+    if lr is not None:
+        if not lr > 0:
+            raise UserError(f"--lr must be positive, got {lr}")
+        proto = replace(proto, optimizer=replace(proto.optimizer, lr=float(lr)))
+    if batch_size is not None:
+        if batch_size < 1:
+            raise UserError(f"--batch-size must be at least 1, got {batch_size}")
+        proto = replace(proto, batch_size=int(batch_size))
+    return replace(task, protocol=proto)
+
+
 def select_tasks(names):
     """Comma-separated names or 'all'."""
     if names in (None, "", "all"):

@@ -3,6 +3,7 @@
 The epoch loop around these functions (early stopping, best checkpoint, rows) is framework-blind
 and lives in benchmarks/engine.py; everything here is the paddle side of one step.
 """
+import math
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -105,18 +106,26 @@ def train_epoch(state, loader, on_step=None):
     from backends.paddle.data import to_device
     state.model.train()
     num_classes = state.task.num_classes
-    loss_sum = paddle.zeros([], dtype="float64")
     correct = paddle.zeros([], dtype="int64")
-    n = 0
-    for batch in loader:
+    loss_sum, n = 0.0, 0
+    for step, batch in enumerate(loader, start=1):
         xb, yb = to_device(batch, state.dev)
         loss, out = train_step(state, xb, yb)
-        loss_sum += loss.astype("float64") * len(yb)
+        value = float(loss)   # one host sync per step: divergence is caught at the step it happens
+        if not math.isfinite(value):
+            return {"loss": loss_sum / max(n, 1), "acc": int(correct) / max(n, 1), "n": n,
+                    "diverged_step": step, "bad_loss": value}
+        loss_sum += value * len(yb)
         correct += (predict_classes(out, num_classes) == yb).astype("int64").sum()
         n += len(yb)
         if on_step is not None:
             on_step(len(yb))
-    return {"loss": float(loss_sum) / max(n, 1), "acc": int(correct) / max(n, 1), "n": n}
+    return {"loss": loss_sum / max(n, 1), "acc": int(correct) / max(n, 1), "n": n, "diverged_step": None}
+
+
+def parameters_finite(model):
+    """False when any parameter or BN statistic holds NaN/Inf."""
+    return all(bool(paddle.isfinite(t).all()) for t in model.state_dict().values() if t.is_floating_point())
 
 
 @paddle.no_grad()

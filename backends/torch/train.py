@@ -3,6 +3,7 @@
 The epoch loop around these functions (early stopping, best checkpoint, rows) is framework-blind
 and lives in benchmarks/engine.py; everything here is the torch side of one step.
 """
+import math
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -101,18 +102,26 @@ def train_epoch(state, loader, on_step=None):
     from backends.torch.data import to_device
     state.model.train()
     num_classes = state.task.num_classes
-    loss_sum = torch.zeros((), dtype=torch.float64, device=state.dev)
     correct = torch.zeros((), dtype=torch.int64, device=state.dev)
-    n = 0
-    for batch in loader:
+    loss_sum, n = 0.0, 0
+    for step, batch in enumerate(loader, start=1):
         xb, yb = to_device(batch, state.dev)
         loss, out = train_step(state, xb, yb)
-        loss_sum += loss * len(yb)
+        value = loss.item()   # one host sync per step: divergence is caught at the step it happens
+        if not math.isfinite(value):
+            return {"loss": loss_sum / max(n, 1), "acc": correct.item() / max(n, 1), "n": n,
+                    "diverged_step": step, "bad_loss": value}
+        loss_sum += value * len(yb)
         correct += (predict_classes(out, num_classes) == yb).sum()
         n += len(yb)
         if on_step is not None:
             on_step(len(yb))
-    return {"loss": loss_sum.item() / max(n, 1), "acc": correct.item() / max(n, 1), "n": n}
+    return {"loss": loss_sum / max(n, 1), "acc": correct.item() / max(n, 1), "n": n, "diverged_step": None}
+
+
+def parameters_finite(model):
+    """False when any parameter or BN statistic holds NaN/Inf."""
+    return all(bool(torch.isfinite(t).all()) for t in model.state_dict().values() if t.is_floating_point())
 
 
 @torch.no_grad()
