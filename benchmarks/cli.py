@@ -8,7 +8,7 @@ from pathlib import Path
 
 from common.errors import UserError
 
-COMMAND_MODULES = ["benchmarks.data_cmd"]   # e.g. "benchmarks.data_cmd": modules with a register(subparsers) function
+COMMAND_MODULES = ["benchmarks.data_cmd", "benchmarks.parity", "benchmarks.bench", "benchmarks.report"]   # e.g. "benchmarks.data_cmd": modules with a register(subparsers) function
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -72,7 +72,8 @@ def cmd_run(args):
         get_info(args.dataset)
     run(tasks, names, parse_seeds(args.seeds), args.out, epochs=args.epochs, dataset=args.dataset,
         data_path=args.data_path, limit_train=args.limit_train, init=args.init, device=args.device,
-        threads=args.threads, progress=not args.no_progress, lr=args.lr, batch_size=args.batch_size)
+        threads=args.threads, progress=not args.no_progress, lr=args.lr, batch_size=args.batch_size,
+        augment=args.augment)
 
 
 def cmd_predict(args):
@@ -103,6 +104,8 @@ def build_parser():
     p.add_argument("--limit-train", type=int, help="use only the first N training samples")
     p.add_argument("--lr", type=float, help="override the task's learning rate")
     p.add_argument("--batch-size", type=int, help="override the task's batch size")
+    p.add_argument("--augment", choices=["none", "hflip"],
+                   help="training augmentation, done in numpy in common so both backends get identical batches")
     p.add_argument("--init", choices=["own", "shared"], default="own",
                    help="own: each framework's initialisation (default); shared: identical numpy weights")
     p.add_argument("--threads", type=int, help=f"math threads per framework (default: all {os.cpu_count()} cores)")

@@ -14,6 +14,7 @@ from tqdm import tqdm
 
 import backends
 from common.data.sources import load_dataset
+from common.data.augment import batch_transform
 from common.data.split import epoch_batches, eval_batches, order_hash, prepare_splits
 from common.fsutil import atomic_path
 from common.init import shared_weights
@@ -27,8 +28,8 @@ def new_run_id():
     return time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
 
 
-KEY_FIELDS = ("task", "backend", "seed", "epochs", "lr", "batch_size", "dataset", "data_path", "limit_train", "init", "device",
-              "threads", "deterministic")
+KEY_FIELDS = ("task", "backend", "seed", "epochs", "lr", "batch_size", "augment", "dataset", "data_path",
+              "limit_train", "init", "device", "threads", "deterministic")
 
 
 def cell_key(cell):
@@ -45,7 +46,7 @@ def _improved(monitor, value, best):
 
 def run_cell(cell, progress=True):
     """Train and evaluate one cell; returns (rows, checkpoint path or None)."""
-    task = with_overrides(get_task(cell["task"]), cell.get("lr"), cell.get("batch_size"))
+    task = with_overrides(get_task(cell["task"]), cell.get("lr"), cell.get("batch_size"), cell.get("augment"))
     backend = backends.load(cell["backend"])
     dev, dev_info = backend.device.configure(cell["threads"], cell.get("device", "cpu"),
                                              cell.get("deterministic", False))
@@ -66,12 +67,12 @@ def run_cell(cell, progress=True):
     n_train = len(splits.train_y)
     has_val = splits.val_x is not None and len(splits.val_y) > 0
 
-    def loader(x, y, batches):
-        return backend.data.make_loader(x, y, batches, dev)
+    def loader(x, y, batches, transform=None):
+        return backend.data.make_loader(x, y, batches, dev, transform)
 
     base = {"run_id": cell["run_id"], "cell_key": cell_key(cell), "task": task.name, "backend": backend.NAME, "seed": seed,
             "n_train": n_train, "n_val": len(splits.val_y) if has_val else 0, "n_test": len(splits.test_y),
-            "batch_size": proto.batch_size, "init": cell.get("init", "own"),
+            "batch_size": proto.batch_size, "augment": proto.augment, "init": cell.get("init", "own"),
             "init_scheme": "shared-numpy" if cell.get("init") == "shared" else f"{backend.NAME}:{task.model.init}",
             **data_meta, **dev_info, **host_metadata()}
     rows = []
@@ -84,7 +85,9 @@ def run_cell(cell, progress=True):
         batches = epoch_batches(n_train, proto.batch_size, seed, epoch, proto.drop_last)
         lr = backend.train.current_lr(state)
         start = time.perf_counter()
-        train = backend.train.train_epoch(state, loader(splits.train_x, splits.train_y, batches), bar.update)
+        augment = batch_transform(proto.augment, seed, epoch)
+        train = backend.train.train_epoch(state, loader(splits.train_x, splits.train_y, batches, augment),
+                                          bar.update)
         backend.device.synchronize(dev)
         seconds = time.perf_counter() - start
         row = {**base, "epoch": epoch, "status": "ok", "train_loss": train["loss"], "train_acc": train["acc"],

@@ -82,7 +82,7 @@ def failed_row(cell, error):
 
 
 def run(tasks, backend_names, seeds, out_dir, epochs=None, dataset=None, data_path=None, limit_train=None,
-        init="own", device="cpu", threads=None, progress=True, lr=None, batch_size=None):
+        init="own", device="cpu", threads=None, progress=True, lr=None, batch_size=None, augment=None):
     """Run every task x seed x backend cell; returns the final rows (one per cell).
 
     Cells already finished in OUT/runs.csv with the same arguments are skipped, so rerunning an
@@ -102,7 +102,7 @@ def run(tasks, backend_names, seeds, out_dir, epochs=None, dataset=None, data_pa
         for seed in seeds:
             for name in backend_names:
                 cells.append({"run_id": run_id, "task": task.name, "backend": name, "seed": seed, "epochs": epochs,
-                              "lr": lr, "batch_size": batch_size,
+                              "lr": lr, "batch_size": batch_size, "augment": augment,
                               "dataset": ds, "data_path": str(data_path) if data_path else None,
                               "limit_train": limit_train, "init": init, "device": device, "threads": threads,
                               "deterministic": False, "out_dir": str(out_dir), "progress": progress})

@@ -22,7 +22,7 @@ from common.fsutil import atomic_path
 RUN_COLUMNS = [
     "run_id", "task", "backend", "seed", "epoch", "status",
     "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "lr",
-    "final_train_acc", "epoch_seconds", "samples_per_s", "n_train", "n_val", "n_test", "batch_size",
+    "final_train_acc", "epoch_seconds", "samples_per_s", "n_train", "n_val", "n_test", "batch_size", "augment",
     "best_epoch", "diverged_step", "last_finite_loss", "error", "cell_key",
     "init", "init_scheme", "dataset", "dataset_source", "dataset_sha256", "synthetic",
     "batch_order_hash", "framework_version", "device", "device_name", "threads",

@@ -142,6 +142,7 @@ class Protocol:
     early_stop_patience: Optional[int] = None  # epochs without improvement of `monitor`
     monitor: str = "val_loss"             # val_loss (min) | val_acc (max)
     best_checkpoint: bool = False         # test with the best-`monitor` weights, not the last
+    augment: str = "none"                 # training augmentation in common (see common.data.augment)
 
 
 @dataclass(frozen=True)
@@ -347,9 +348,11 @@ def get_task(name):
         raise UserError(f"unknown task '{name}' (see `dualbench tasks`; known: {', '.join(TASKS)})") from None
 
 
-def with_overrides(task, lr=None, batch_size=None):
-    """The task with its learning rate and/or batch size replaced (None keeps the spec's)."""
+def with_overrides(task, lr=None, batch_size=None, augment=None):
+    """The task with its learning rate, batch size or augmentation replaced (None keeps the spec's)."""
     proto = task.protocol
+    if augment is not None:
+        proto = replace(proto, augment=augment)
     if lr is not None:
         if not lr > 0:
             raise UserError(f"--lr must be positive, got {lr}")

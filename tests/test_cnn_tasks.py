@@ -100,3 +100,28 @@ def test_short_training_loss_falls(backend, task, small_food):
     losses = [r["train_loss"] for r in rows]
     assert len(losses) == epochs and losses[-1] < losses[0], losses
     assert all(r["synthetic"] for r in rows) and rows[-1]["test_acc"] is not None
+
+
+def test_augmentation_gives_identical_batches_in_both_backends():
+    import backends
+    from common.data.augment import batch_transform
+    from common.data.split import epoch_batches
+    if not all(backends.is_installed(n) for n in backends.BACKENDS):
+        pytest.skip("needs both frameworks")
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(50, 3, 8, 8)).astype(np.float32)
+    y = rng.integers(0, 2, 50).astype(np.int64)
+    original = x.copy()
+    batches = epoch_batches(50, 16, seed=1, epoch=1)
+    seen = {}
+    for name in backends.BACKENDS:
+        b = backends.load(name)
+        loader = b.data.make_loader(x, y, batches, b.device.resolve_device("cpu"), batch_transform("hflip", 1, 1))
+        seen[name] = [xb.numpy() for xb, _ in loader]
+    flipped = 0
+    for t, p, idx in zip(seen["torch"], seen["paddle"], batches):
+        assert np.array_equal(t, p)
+        flipped += sum(not np.array_equal(t[k], x[i]) for k, i in enumerate(idx))
+        assert all(np.array_equal(t[k], x[i]) or np.array_equal(t[k], x[i][..., ::-1]) for k, i in enumerate(idx))
+    assert 10 < flipped < 40   # about half of the 50 images are mirrored
+    assert np.array_equal(x, original)   # the shared source array is never modified in place

@@ -9,19 +9,21 @@ from paddle.io import DataLoader, Dataset
 class BatchDataset(Dataset):
     """Item i is batch i of the given order: (float32 images, int64 labels)."""
 
-    def __init__(self, x, y, batches):
-        self.x, self.y, self.batches = x, y, batches
+    def __init__(self, x, y, batches, transform=None):
+        self.x, self.y, self.batches, self.transform = x, y, batches, transform
 
     def __len__(self):
         return len(self.batches)
 
     def __getitem__(self, i):
         idx = self.batches[i]
-        return self.x[idx], self.y[idx]
+        xb = self.x[idx] if self.transform is None else self.transform(self.x[idx], i)
+        return xb, self.y[idx]
 
 
-def make_loader(x, y, batches, dev):
-    return DataLoader(BatchDataset(x, y, batches), batch_size=None, shuffle=False, num_workers=0)
+def make_loader(x, y, batches, dev, transform=None):
+    """transform: common.data.augment's batch function (the same numpy code in both backends)."""
+    return DataLoader(BatchDataset(x, y, batches, transform), batch_size=None, shuffle=False, num_workers=0)
 
 
 def to_device(batch, dev):
