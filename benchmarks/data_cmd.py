@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from common.data.augment import AUGMENTATIONS
 from common.errors import UserError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -79,15 +80,18 @@ def digest_batches(pairs):
 
 
 def _splits_and_batches(spec):
+    from common.data.augment import batch_transform
     from common.data.sources import load_dataset
     from common.data.split import epoch_batches, prepare_splits
-    from common.tasks import get_task
-    task = get_task(spec["task"])
+    from common.tasks import get_task, with_overrides
+    task = with_overrides(get_task(spec["task"]), augment=spec.get("augment"))
     dataset = load_dataset(spec["dataset"], spec["data_path"], progress=False)
     splits = prepare_splits(dataset, task, spec["limit_train"])
     batches = epoch_batches(len(splits.train_y), task.protocol.batch_size, spec["seed"], spec["epoch"],
                             task.protocol.drop_last)
-    return dataset, splits, batches
+    # the task's training augmentation too (numpy, seeded per batch): hash what training consumes
+    transform = batch_transform(task.protocol.augment, spec["seed"], spec["epoch"])
+    return dataset, splits, batches, transform
 
 
 def batch_hash_worker(spec):
@@ -95,10 +99,10 @@ def batch_hash_worker(spec):
     import backends
     backend = backends.load(spec["backend"])
     dev, info = backend.device.configure(spec["threads"], "cpu")
-    _, splits, batches = _splits_and_batches(spec)
+    _, splits, batches, transform = _splits_and_batches(spec)
 
     def loader():
-        return backend.data.make_loader(splits.train_x, splits.train_y, batches, dev)
+        return backend.data.make_loader(splits.train_x, splits.train_y, batches, dev, transform)
 
     start = time.perf_counter()
     for _ in loader():   # timing pass: the loader alone, as the training loop consumes it
@@ -128,17 +132,19 @@ def cmd_batch_hash(args):
     from common.data.sources import get_info
     get_info(dataset_name)
     spec = {"task": task.name, "dataset": dataset_name, "data_path": str(args.data_path) if args.data_path else None,
-            "limit_train": args.limit_train, "seed": args.seed, "epoch": args.epoch, "threads": args.threads}
-    dataset, splits, batches = _splits_and_batches(spec)
-    reference = digest_batches((splits.train_x[b], splits.train_y[b]) for b in batches)
+            "limit_train": args.limit_train, "seed": args.seed, "epoch": args.epoch, "threads": args.threads,
+            "augment": args.augment}
+    dataset, splits, batches, transform = _splits_and_batches(spec)
+    reference = digest_batches((splits.train_x[b] if transform is None else transform(splits.train_x[b], i),
+                                splits.train_y[b]) for i, b in enumerate(batches))
     print(f"task {task.name}, dataset {dataset.name} (sha256 {dataset.sha256[:16]}), seed {args.seed}, "
           f"epoch {args.epoch}: {reference[1]} batches of {task.protocol.batch_size}, {reference[2]} samples, "
           f"order {order_hash(batches)}")
     results = [_run_worker({**spec, "backend": n}) for n in names]
-    print(f"{'source':<16} {'batches':>7} {'samples':>7}  {'sha256':<64}  loader ms/batch")
-    print(f"{'common (numpy)':<16} {reference[1]:>7} {reference[2]:>7}  {reference[0]}  -")
+    print(f"{'source':<20} {'batches':>7} {'samples':>7}  {'sha256':<64}  loader ms/batch")
+    print(f"{'common (numpy)':<20} {reference[1]:>7} {reference[2]:>7}  {reference[0]}  -")
     for r in results:
-        print(f"{r['backend'] + ' ' + r['version']:<16} {r['batches']:>7} {r['samples']:>7}  {r['sha256']}  "
+        print(f"{r['backend'] + ' ' + r['version']:<20} {r['batches']:>7} {r['samples']:>7}  {r['sha256']}  "
               f"{r['loader_ms_per_batch']:.3f}")
     differ = [r["backend"] for r in results if r["sha256"] != reference[0]]
     if differ:
@@ -185,6 +191,7 @@ def register(sub):
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--epoch", type=int, default=1)
     q.add_argument("--threads", type=int, default=1)
+    q.add_argument("--augment", choices=AUGMENTATIONS, help="override the task's training augmentation")
     q.set_defaults(func=cmd_batch_hash)
 
 

@@ -8,6 +8,7 @@ its published md5 and only then renamed to `dest`; a mismatch deletes the `.part
 """
 import http.client
 import os
+import socket
 import sys
 import time
 import urllib.error
@@ -44,6 +45,8 @@ def _open(url, offset, timeout):
             raise TransientError(f"HTTP {e.code} {e.reason}") from None
         raise DataError(url, f"HTTP {e.code} {e.reason}") from None
     except urllib.error.URLError as e:
+        if isinstance(e.reason, socket.gaierror):   # no DNS: offline, or a wrong host; retrying won't help
+            raise DataError(url, f"cannot resolve the host ({e.reason}); offline? use --from PATH") from None
         raise TransientError(f"cannot connect ({e.reason})") from None
     except (OSError, http.client.HTTPException) as e:
         raise TransientError(f"cannot connect ({type(e).__name__}: {e})") from None

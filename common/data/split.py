@@ -67,7 +67,9 @@ def prepare_splits(dataset, task, limit_train=None):
     train_x, train_y = filter_classes(dataset.train_x, dataset.train_y, classes, dataset.source)
     test_x, test_y = filter_classes(dataset.test_x, dataset.test_y, classes, dataset.source)
     val_x = val_y = None
-    if dataset.val_x is not None and task.protocol.val_fraction > 0:
+    if dataset.val_x is not None:
+        # the format ships its own validation split (mnist.json.gz, Food-11's validation/): always
+        # use it, never carve one out of train (food11-cnn early-stops on it with val_fraction 0)
         val_x, val_y = filter_classes(dataset.val_x, dataset.val_y, classes, dataset.source)
     elif task.protocol.val_fraction > 0:
         tr, va = train_val_split(len(train_y), task.protocol.val_fraction)

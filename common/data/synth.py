@@ -113,5 +113,5 @@ def install_synthetic(name):
     with staged_dir(dest, replace=False) as tmp:
         where = write_synthetic(name, tmp)
         files = manifest_files(tmp, data_files(info, where))
-        write_manifest(tmp, name, "synthetic", files, {"sha256": dataset_sha256(info, where)})
+        write_manifest(tmp, name, "generated (synthetic)", files, {"sha256": dataset_sha256(info, where)})
     return dest
