@@ -214,3 +214,11 @@ def test_pickle_module_never_used_plainly_for_reading():
     for path in list((root / "common" / "data").glob("*.py")) + [root / "benchmarks" / "data_cmd.py"]:
         text = path.read_text()
         assert not re.search(r"(?<!safe)pickle\.loads?\(|\bUnpickler\(", text), path
+
+
+def test_synth_files_stay_labelled_synthetic_under_a_real_name(tmp_path):
+    from common.data.sources import load_dataset
+    out = tmp_path / "cifar"
+    proc = run_cli("data", "synth", "cifar10", "--out", out, "--train", "50", "--test", "20")
+    assert proc.returncode == 0, proc.stderr
+    assert load_dataset("cifar10", out / "cifar-10-batches-py", progress=False).synthetic

@@ -347,7 +347,9 @@ def load_dataset(name, path=None, progress=True):
         raise DataError(where, f"expected a directory with the files of '{name}'")
     digest = dataset_sha256(info, where)
     arrays = read_arrays(info, where, digest, progress)
-    return Dataset(name, str(where), digest, info.synthetic, arrays["train_x"], arrays["train_y"],
+    # files from `dualbench data synth` stay labelled synthetic even when read under a real name
+    synthetic = info.synthetic or any((d / "DUALBENCH_SYNTHETIC").exists() for d in (where, *list(where.parents)[:2]))
+    return Dataset(name, str(where), digest, synthetic, arrays["train_x"], arrays["train_y"],
                    arrays["test_x"], arrays["test_y"], arrays.get("val_x"), arrays.get("val_y"))
 
 

@@ -17,6 +17,7 @@ from common.data.sources import IDX_FILES, cache_dir, data_files, dataset_sha256
 from common.fsutil import atomic_path
 
 SYNTH_SEED = 1234
+SYNTHETIC_MARKER = "DUALBENCH_SYNTHETIC"   # marks a folder of generated files, whatever name reads it
 DEFAULT_SIZES = {   # (train, test) per format; Food-11 also writes a validation split of `test` images
     "idx": (2000, 500), "mnist-json": (2000, 500), "cifar-python": (2000, 500), "food-folder": (220, 110),
 }
@@ -58,6 +59,8 @@ def write_synthetic(name, out_dir, n_train=None, n_test=None, seed=SYNTH_SEED):
     shape and class count are used."""
     info = get_info(name)
     default_train, default_test = DEFAULT_SIZES[info.format]
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    (Path(out_dir) / SYNTHETIC_MARKER).write_text("written by dualbench's synthetic generator: not real data\n")
     n_train = default_train if n_train is None else n_train
     n_test = default_test if n_test is None else n_test
     out_dir = Path(out_dir)
