@@ -33,17 +33,17 @@ def cast_model(model, dtype):
     model.to(dtype=dtype)
 
 
-def watch_layers(model, callback):
-    """Call callback(name, input_numpy, output_numpy) after every named layer's forward.
-
-    Returns a function that removes the hooks.
+def watch_layers(model, callback, names=None):
+    """Call callback(name, input_numpy, output_numpy) after the forward of every named layer
+    (or only of those in `names`). Returns a function that removes the hooks.
     """
     def hook_for(name):
         def hook(layer, inputs, output):
             callback(name, to_numpy(inputs[0]), to_numpy(output))
         return hook
 
-    handles = [layer.register_forward_post_hook(hook_for(name)) for name, layer in model.named_children()]
+    handles = [layer.register_forward_post_hook(hook_for(name)) for name, layer in model.named_children()
+               if names is None or name in names]
     return lambda: [h.remove() for h in handles]
 
 
