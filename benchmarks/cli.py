@@ -8,7 +8,8 @@ from pathlib import Path
 
 from common.errors import UserError
 
-COMMAND_MODULES = ["benchmarks.data_cmd", "benchmarks.parity", "benchmarks.bench", "benchmarks.report"]   # e.g. "benchmarks.data_cmd": modules with a register(subparsers) function
+# Modules with a register(subparsers) function, one subcommand each.
+COMMAND_MODULES = ["benchmarks.data_cmd", "benchmarks.parity", "benchmarks.bench", "benchmarks.report"]
 
 
 class OneLineParser(argparse.ArgumentParser):
