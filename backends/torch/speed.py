@@ -1,0 +1,97 @@
+"""Speed helpers for benchmarks with native PyTorch: compile, AMP, pre-loaded batches, peak memory.
+
+The mirror of backends/paddle/speed.py (same public names). The timing loops themselves are
+framework-blind and live in benchmarks/bench_worker.py.
+"""
+import contextlib
+
+import torch
+
+from backends.torch.train import regularisation, train_step
+from common.memory import reset_rss_peak, rss_peak_mb
+
+
+def compile_model(state):
+    """Replace the eager model by torch.compile(model) (parameters are shared, so the optimizer still fits).
+
+    Compilation happens lazily at the first call, so the first step's time includes it.
+    """
+    state.model = torch.compile(state.model)
+    return state
+
+
+def amp_dtype(dev):
+    """float16 on GPU (with loss scaling); bfloat16 on CPU, the only autocast type torch offers there."""
+    return torch.float16 if dev.type == "cuda" else torch.bfloat16
+
+
+def amp_context(dev, enabled=True):
+    """torch.autocast for the forward pass and loss, or a no-op when disabled."""
+    if not enabled:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=dev.type, dtype=amp_dtype(dev))
+
+
+def make_scaler(dev, enabled=True):
+    """A GradScaler for float16 on GPU; None where no scaling is needed (disabled, or bfloat16 on CPU)."""
+    if not enabled or dev.type != "cuda":
+        return None
+    return torch.amp.GradScaler("cuda")
+
+
+def make_step(state, amp=False):
+    """The train-step function (state, xb, yb) -> (loss, output) for a precision.
+
+    fp32 is the backend's own train_step (what `dualbench run` uses). AMP runs the same step under
+    autocast, with GradScaler on GPU (unscaling before gradient clipping, as the AMP recipe says).
+    """
+    if not amp:
+        return train_step
+    scaler = make_scaler(state.dev, True)
+    clip = state.task.protocol.grad_clip
+
+    def amp_train_step(state, xb, yb):
+        with amp_context(state.dev, True):
+            out = state.model(xb)
+            loss = state.loss_fn(out, yb)
+        reg = regularisation(state.task, state.model)
+        objective = loss.float() if reg is None else loss.float() + reg
+        state.optimizer.zero_grad(set_to_none=True)
+        if scaler is None:
+            objective.backward()
+            if clip:
+                torch.nn.utils.clip_grad_norm_(state.model.parameters(), clip)
+            state.optimizer.step()
+        else:
+            scaler.scale(objective).backward()
+            if clip:
+                scaler.unscale_(state.optimizer)
+                torch.nn.utils.clip_grad_norm_(state.model.parameters(), clip)
+            scaler.step(state.optimizer)
+            scaler.update()
+        return loss.detach(), out.detach()
+
+    return amp_train_step
+
+
+def preload(x, y, batches, dev):
+    """Batches as tensors already on the device: the input of the bare loop (no reader in the timing)."""
+    pairs = [(torch.from_numpy(x[idx]).to(dev), torch.from_numpy(y[idx]).to(dev)) for idx in batches]
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    return pairs
+
+
+def reset_peak_memory(dev):
+    """Start a new peak: the CUDA allocator's on GPU, the process RSS on CPU."""
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+    else:
+        reset_rss_peak()
+
+
+def peak_memory(dev):
+    """(MiB, kind): allocator peak on GPU ('gpu_allocated'), peak RSS of the process on CPU ('rss')."""
+    if dev.type == "cuda":
+        return torch.cuda.max_memory_allocated(dev) / 2 ** 20, "gpu_allocated"
+    return rss_peak_mb(), "rss"

@@ -1,0 +1,310 @@
+"""Bench worker: one framework per process; times the cells the parent sends, one at a time.
+
+`python -m benchmarks.bench_worker BACKEND RESULT_FD`. Reads cells as JSON lines on stdin until EOF; for
+each cell writes one JSON line to file descriptor RESULT_FD: {"rows": [...]} or {"error": "...", "user": bool}.
+Framework output on stdout/stderr never mixes with results. The parent keeps one worker per backend
+alive for a repeat and alternates between them, so backends are interleaved task by task while each
+framework is imported once per repeat.
+
+Cell kinds (all framework-blind; they call backends.<name>.{device,models,train,data,speed}):
+- "speed": warm-up, then `windows` timed windows of `steps` steps through the native DataLoader (loop
+  "engine"), optionally alternating with windows over pre-loaded device tensors (loop "bare") on the
+  same model, optimizer and batch size. The device is synchronised before every clock read.
+- "ttt": time to target accuracy: train epochs through the engine's train_epoch until the evaluation
+  accuracy reaches the task's target (or the epoch budget runs out).
+"""
+import hashlib
+import importlib
+import json
+import math
+import os
+import sys
+import time
+import traceback
+
+import numpy as np
+
+import backends
+from common.data.sources import load_dataset
+from common.data.split import epoch_batches, eval_batches, normalize, order_hash, prepare_splits
+from common.errors import UserError
+from common.results import host_metadata, now
+from common.stats import median_ci
+from common.tasks import get_task
+
+MAX_AUTO_STEPS = 2000     # cap on auto-sized windows (a window of a tiny model at ~0.3 ms/step)
+BARE_DISTINCT_BATCHES = 16
+
+
+class BatchOrder:
+    """Lazy, endless-enough sequence of index batches: epoch after epoch of the common seeded order."""
+
+    def __init__(self, n, batch_size, seed, length):
+        self.n, self.batch_size, self.seed, self.length = n, batch_size, seed, length
+        self.per_epoch = n // batch_size
+        self._epoch, self._batches = None, None
+
+    def __len__(self):
+        return self.length
+
+    def __getitem__(self, i):
+        if not 0 <= i < self.length:
+            raise IndexError(i)
+        epoch = i // self.per_epoch + 1
+        if epoch != self._epoch:
+            self._epoch, self._batches = epoch, epoch_batches(self.n, self.batch_size, self.seed, epoch, True)
+        return self._batches[i % self.per_epoch]
+
+
+def random_data(task, n, seed, cache):
+    """Uniform random uint8 pixels of the task's input shape, normalised as the task does, random labels.
+
+    Speed does not depend on pixel values; the arrays are large enough (n samples) that batches are
+    gathered from main memory as with a real dataset.
+    """
+    key = ("random", tuple(task.model.input_shape), task.num_classes, n, seed)
+    if key not in cache:
+        rng = np.random.default_rng(seed)
+        images = rng.integers(0, 256, size=(n, *task.model.input_shape), dtype=np.uint8)
+        labels = rng.integers(0, task.num_classes, size=n).astype(np.int64)
+        digest = hashlib.sha256(images.tobytes() + labels.tobytes()).hexdigest()
+        cache[key] = (images, labels, digest)
+    images, labels, digest = cache[key]
+    norm_key = key + tuple(task.data.normalize)
+    if norm_key not in cache:
+        cache[norm_key] = normalize(images, *task.data.normalize)
+    meta = {"dataset": f"random-uint8-n{n}", "dataset_sha256": digest, "synthetic": True}
+    return cache[norm_key], labels, meta
+
+
+def dataset_splits(task, name, cache):
+    """A named dataset (real or synthetic), prepared for the task; cached per process."""
+    if ("dataset", name) not in cache:
+        cache[("dataset", name)] = load_dataset(name)
+    dataset = cache[("dataset", name)]
+    splits = prepare_splits(dataset, task)
+    meta = {"dataset": dataset.name, "dataset_sha256": dataset.sha256, "synthetic": dataset.synthetic}
+    return splits, meta
+
+
+def bench_data(task, cell, cache):
+    if cell.get("dataset") in (None, "", "random"):
+        return random_data(task, int(cell["samples"]), int(cell["seed"]), cache)
+    splits, meta = dataset_splits(task, cell["dataset"], cache)
+    return splits.train_x, splits.train_y, meta
+
+
+def setup_state(backend, speed, task, cell, dev):
+    """Seeded model + optimizer, compiled and/or with the AMP step as the cell asks."""
+    backend.device.seed(int(cell["seed"]))
+    model = backend.models.build_model(task.model)
+    state = backend.train.make_state(task, model, dev)
+    if cell["mode"] == "compiled":
+        speed.compile_model(state)
+    step = speed.make_step(state, amp=cell["precision"] == "amp")
+    state.model.train()
+    return state, step
+
+
+def engine_window(backend, state, step, it, steps, dev):
+    """`steps` steps through the native DataLoader; returns (seconds, seconds spent in the reader)."""
+    to_device, sync, clock = backend.data.to_device, backend.device.synchronize, time.perf_counter
+    reader = 0.0
+    sync(dev)
+    start = clock()
+    for _ in range(steps):
+        r0 = clock()
+        xb, yb = to_device(next(it), dev)
+        reader += clock() - r0
+        step(state, xb, yb)
+    sync(dev)
+    return clock() - start, reader
+
+
+def bare_window(backend, state, step, preloaded, offset, steps, dev):
+    """`steps` steps over tensors already on the device (no reader); returns seconds."""
+    sync, clock = backend.device.synchronize, time.perf_counter
+    n = len(preloaded)
+    sync(dev)
+    start = clock()
+    for i in range(offset, offset + steps):
+        xb, yb = preloaded[i % n]
+        step(state, xb, yb)
+    sync(dev)
+    return clock() - start
+
+
+def summarise_windows(seconds, steps, batch_size):
+    """Per-window ms/step and samples/s -> medians with order-statistic CIs."""
+    ms = [1000.0 * s / steps for s in seconds]
+    sps = [steps * batch_size / s for s in seconds]
+    ms_med, ms_lo, ms_hi = median_ci(ms)
+    sps_med, sps_lo, sps_hi = median_ci(sps)
+    return {"samples_per_s": sps_med, "samples_per_s_lo": sps_lo, "samples_per_s_hi": sps_hi,
+            "ms_per_step": ms_med, "ms_per_step_lo": ms_lo, "ms_per_step_hi": ms_hi,
+            "window_ms_per_step": ";".join(f"{v:.4f}" for v in ms)}
+
+
+def run_speed_cell(cell, backend, speed, dev, cache):
+    """Warm-up, then timed windows (engine and/or bare, alternating); returns one row per loop."""
+    task = get_task(cell["task"])
+    batch_size = int(cell["batch_size"])
+    x, y, data_meta = bench_data(task, cell, cache)
+    n = len(y)
+    if n < batch_size:
+        raise UserError(f"{task.name}: {n} samples cannot fill one batch of {batch_size}")
+    loops = cell["loops"]
+    windows, warmup = int(cell["windows"]), int(cell["warmup"])
+    fixed_steps = None if cell["steps"] == "auto" else int(cell["steps"])
+    length = warmup + 2 + windows * (fixed_steps or MAX_AUTO_STEPS) + 1000   # warm-up may run longer (time floor)
+    order = BatchOrder(n, batch_size, int(cell["seed"]), length)
+
+    speed.reset_peak_memory(dev)
+    state, step = setup_state(backend, speed, task, cell, dev)
+    it = iter(backend.data.make_loader(x, y, order, dev))
+    sync, clock = backend.device.synchronize, time.perf_counter
+
+    # Warm-up (excluded): at least `warmup` steps and `warmup_seconds`, which also lets the other
+    # worker's idle math threads stop spinning before anything is timed.
+    sync(dev)
+    t0 = clock()
+    engine_window(backend, state, step, it, 1, dev)
+    first_step = clock() - t0
+    step_times, done = [], 1
+    while done < warmup or clock() - t0 < float(cell["warmup_seconds"]):
+        step_times.append(engine_window(backend, state, step, it, 1, dev)[0])
+        done += 1
+        if done >= length - windows * (fixed_steps or MAX_AUTO_STEPS) - 2:
+            break
+    warmup_s = clock() - t0
+    typical = float(np.median(step_times)) if step_times else first_step
+    steps = fixed_steps or int(min(MAX_AUTO_STEPS, max(1, math.ceil(float(cell["window_seconds"]) / max(typical, 1e-6)))))
+
+    preloaded = None
+    if "bare" in loops:
+        preloaded = speed.preload(x, y, [order[i] for i in range(min(BARE_DISTINCT_BATCHES, order.per_epoch))], dev)
+        bare_window(backend, state, step, preloaded, 0, max(2, warmup // 2), dev)   # warm the bare path too
+
+    engine_s, reader_s, bare_s = [], [], []
+    for w in range(windows):
+        # engine and bare windows alternate, and which goes first alternates too (no order bias)
+        for loop in (("engine", "bare") if w % 2 == 0 else ("bare", "engine")):
+            if loop not in loops:
+                continue
+            if loop == "engine":
+                seconds, reader = engine_window(backend, state, step, it, steps, dev)
+                engine_s.append(seconds)
+                reader_s.append(reader)
+            else:
+                bare_s.append(bare_window(backend, state, step, preloaded, w * steps, steps, dev))
+    peak_mb, peak_kind = speed.peak_memory(dev)
+
+    common = {"warmup_steps": done, "warmup_s": warmup_s, "first_step_s": first_step,
+              "steps_per_window": steps, "windows": windows, "n_samples": n,
+              "peak_mem_mb": peak_mb, "peak_mem_kind": peak_kind,
+              "batch_order_hash": order_hash([order[i] for i in range(min(len(order), order.per_epoch))]),
+              **data_meta}
+    rows = []
+    epoch_samples = cell.get("epoch_samples")
+    if engine_s:
+        row = {**common, "loop": "engine", **summarise_windows(engine_s, steps, batch_size)}
+        reader_ms = float(np.median([1000.0 * r / steps for r in reader_s]))
+        row["reader_ms_per_step"] = reader_ms
+        row["compute_ms_per_step"] = float(np.median([1000.0 * (s - r) / steps for s, r in zip(engine_s, reader_s)]))
+        row["reader_share"] = float(np.median([r / s for s, r in zip(engine_s, reader_s)]))
+        rows.append(row)
+    if bare_s:
+        row = {**common, "loop": "bare", **summarise_windows(bare_s, steps, batch_size)}
+        row["compute_ms_per_step"] = row["ms_per_step"]
+        row["reader_ms_per_step"], row["reader_share"] = 0.0, 0.0
+        rows.append(row)
+    for row in rows:
+        row["epoch_samples"] = epoch_samples
+        row["epoch_seconds"] = epoch_samples / row["samples_per_s"] if epoch_samples else math.nan
+    return rows
+
+
+def run_ttt_cell(cell, backend, speed, dev, cache):
+    """Train whole epochs (engine path) until the evaluation accuracy reaches the task's target."""
+    task = get_task(cell["task"])
+    target = float(task.target_accuracy)
+    splits, data_meta = dataset_splits(task, cell["dataset"], cache)
+    speed.reset_peak_memory(dev)
+    state, _ = setup_state(backend, speed, task, {**cell, "mode": "eager", "precision": "fp32"}, dev)
+    use_val = splits.val_x is not None and len(splits.val_y) > 0
+    eval_x, eval_y = (splits.val_x, splits.val_y) if use_val else (splits.test_x, splits.test_y)
+    n, batch_size, seed = len(splits.train_y), int(cell["batch_size"]), int(cell["seed"])
+    sync, clock = backend.device.synchronize, time.perf_counter
+    train_s, epoch_s, acc, reached, epoch, first_order = 0.0, [], math.nan, False, 0, None
+    for epoch in range(1, int(cell["max_epochs"]) + 1):
+        batches = epoch_batches(n, batch_size, seed, epoch, task.protocol.drop_last)
+        first_order = first_order or order_hash(batches)
+        sync(dev)
+        start = clock()
+        backend.train.train_epoch(state, backend.data.make_loader(splits.train_x, splits.train_y, batches, dev))
+        sync(dev)
+        epoch_s.append(clock() - start)
+        train_s += epoch_s[-1]
+        acc = backend.train.evaluate(state, backend.data.make_loader(
+            eval_x, eval_y, eval_batches(len(eval_y), 1000), dev))["acc"]   # not timed
+        if acc >= target:
+            reached = True
+            break
+    peak_mb, peak_kind = speed.peak_memory(dev)
+    return [{"loop": "ttt", "target_accuracy": target, "ttt_seconds": train_s if reached else math.nan,
+             "ttt_epochs": epoch, "ttt_acc": acc, "ttt_reached": reached, "ttt_eval_split": "val" if use_val else "test",
+             "epoch_seconds": float(np.median(epoch_s)), "samples_per_s": n / float(np.median(epoch_s)),
+             "epoch_samples": n, "n_samples": n, "peak_mem_mb": peak_mb, "peak_mem_kind": peak_kind,
+             "batch_order_hash": first_order, **data_meta}]
+
+
+def run_bench_cell(cell, backend, speed, cache):
+    """One cell -> its rows, each carrying the cell's identity and the machine/framework metadata."""
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else math.nan   # before this cell adds its own
+    dev, dev_info = backend.device.configure(int(cell["threads"]), cell.get("device", "cpu"))
+    if cell["kind"] == "ttt":
+        rows = run_ttt_cell(cell, backend, speed, dev, cache)
+    else:
+        rows = run_speed_cell(cell, backend, speed, dev, cache)
+    identity = {k: cell[k] for k in ("suite", "task", "backend", "mode", "precision", "batch_size", "repeat",
+                                     "seed", "run_id") if k in cell}
+    meta = {**dev_info, **host_metadata(), "timestamp": now(), "load_avg": load, "cpu_count": os.cpu_count()}
+    out = []
+    for row in rows:
+        row = {**identity, **row, **meta}
+        row["cell_key"] = cell["keys"][row["loop"]]
+        out.append(row)
+    return out
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    backend_name, result_fd = argv[0], int(argv[1])
+    results = os.fdopen(result_fd, "w", buffering=1)
+    try:
+        backend = backends.load(backend_name)
+        speed = importlib.import_module(f"backends.{backend_name}.speed")
+    except UserError as e:
+        results.write(json.dumps({"error": str(e), "user": True}) + "\n")
+        return 2
+    cache = {}
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        cell = json.loads(line)
+        try:
+            reply = {"rows": run_bench_cell(cell, backend, speed, cache)}
+        except UserError as e:
+            reply = {"error": str(e), "user": True}
+        except Exception as e:   # reported to the parent, which goes on with the next cell
+            reply = {"error": f"{type(e).__name__}: {e}", "user": False,
+                     "traceback": traceback.format_exc(limit=6)}
+        results.write(json.dumps(reply, default=float) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except (KeyboardInterrupt, BrokenPipeError):
+        sys.exit(130)

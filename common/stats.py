@@ -1,0 +1,152 @@
+"""Statistics for paired benchmarks and accuracy comparisons (numpy; scipy for t and test p-values).
+
+Choices, and why:
+- Throughput of one backend: the **median** (robust to a slow window or repeat on a shared machine) with
+  a distribution-free 95% CI from order statistics (binomial, exact coverage >= 95% for any continuous
+  distribution). It needs at least 6 values; with fewer, no 95% interval exists and we say so (NaN).
+- Speed ratio torch/paddle: the repeats are interleaved pairs (torch and paddle run back to back), so
+  machine drift hits both members of a pair alike. We analyse the **per-pair log ratio**
+  d_r = log(torch_r) - log(paddle_r): the estimate is the geometric mean ratio exp(mean d) and the CI is
+  the paired Student-t interval on d (the bioequivalence analysis of a geometric mean ratio). Logs make a
+  ratio symmetric (1.1 and 1/1.1 are equally far from 1) and timing noise close to normal; the t interval
+  is calibrated at the small numbers of pairs a benchmark can afford (5-10), where a percentile bootstrap
+  undercovers. A bootstrap over pairs is available (method="bootstrap") for many pairs or odd tails.
+- Verdict, with an equivalence band of +-5% around 1 (the CI, not the point estimate, decides):
+  faster (CI entirely above 1.05), slower (entirely below 0.95), same (CI entirely inside [0.95, 1.05],
+  i.e. equivalence shown as in a two one-sided tests procedure), otherwise inconclusive (the CI
+  straddles a band edge: more repeats would settle it). A point-estimate rule would call noise a verdict.
+- Accuracy over seeds: mean with a Student-t 95% CI; backends compared with Welch's t-test (no equal
+  variance assumed) and, when both have the same seeds, a paired t-test by seed (same batch order).
+"""
+import math
+
+import numpy as np
+
+LEVEL = 0.95
+BAND = 0.05          # "same speed" means within +-5%
+VERDICTS = ("faster", "same", "slower", "inconclusive", "n/a")
+
+
+def _finite(values):
+    x = np.asarray(values, dtype=float).ravel()
+    return x[np.isfinite(x)]
+
+
+def _t_quantile(level, df):
+    from scipy import stats
+    return float(stats.t.ppf(0.5 + level / 2, df))
+
+
+def median_ci_rank(n, level=LEVEL):
+    """1-based rank k so that [x_(k), x_(n+1-k)] covers the median with probability >= level; None if impossible.
+
+    Coverage is 1 - 2 P(B <= k-1) with B ~ Binomial(n, 1/2).
+    """
+    best = None
+    cdf = 0.0
+    for k in range(1, n // 2 + 1):
+        cdf += math.comb(n, k - 1) / 2.0 ** n          # P(B <= k-1)
+        if 1 - 2 * cdf >= level:
+            best = k
+        else:
+            break
+    return best
+
+
+def median_ci(values, level=LEVEL):
+    """(median, lo, hi) with the order-statistic CI; lo/hi are NaN when n is too small (n < 6 at 95%)."""
+    x = np.sort(_finite(values))
+    if x.size == 0:
+        return math.nan, math.nan, math.nan
+    k = median_ci_rank(x.size, level)
+    med = float(np.median(x))
+    if k is None:
+        return med, math.nan, math.nan
+    return med, float(x[k - 1]), float(x[x.size - k])
+
+
+def mean_ci(values, level=LEVEL):
+    """(mean, lo, hi): Student-t interval; NaN bounds for fewer than 2 values."""
+    x = _finite(values)
+    if x.size == 0:
+        return math.nan, math.nan, math.nan
+    mean = float(x.mean())
+    if x.size < 2:
+        return mean, math.nan, math.nan
+    half = _t_quantile(level, x.size - 1) * x.std(ddof=1) / math.sqrt(x.size)
+    return mean, mean - half, mean + half
+
+
+def paired_ratio_ci(a, b, level=LEVEL, method="t", n_boot=10000, seed=0):
+    """Ratio a/b from paired positive measurements (a[i] and b[i] belong together).
+
+    Returns {"ratio", "lo", "hi", "n", "method"}: the geometric mean of a[i]/b[i] and its CI, by a
+    Student-t interval on the log ratios (method "t") or a percentile bootstrap over pairs ("bootstrap").
+    Pairs with a missing or non-positive member are dropped; with fewer than 2 pairs the CI is NaN.
+    """
+    a, b = np.asarray(a, dtype=float).ravel(), np.asarray(b, dtype=float).ravel()
+    if a.shape != b.shape:
+        raise ValueError(f"paired samples must have the same length, got {a.size} and {b.size}")
+    keep = np.isfinite(a) & np.isfinite(b) & (a > 0) & (b > 0)
+    d = np.log(a[keep]) - np.log(b[keep])
+    n = int(d.size)
+    out = {"ratio": math.nan, "lo": math.nan, "hi": math.nan, "n": n, "method": method}
+    if n == 0:
+        return out
+    out["ratio"] = float(np.exp(d.mean()))
+    if n < 2:
+        return out
+    if method == "t":
+        half = _t_quantile(level, n - 1) * d.std(ddof=1) / math.sqrt(n)
+        lo, hi = d.mean() - half, d.mean() + half
+    elif method == "bootstrap":
+        rng = np.random.default_rng(seed)
+        means = d[rng.integers(0, n, size=(n_boot, n))].mean(axis=1)
+        lo, hi = np.quantile(means, [0.5 - level / 2, 0.5 + level / 2])
+    else:
+        raise ValueError(f"unknown method {method!r} (t | bootstrap)")
+    out["lo"], out["hi"] = float(np.exp(lo)), float(np.exp(hi))
+    return out
+
+
+def verdict(lo, hi, band=BAND):
+    """faster | same | slower | inconclusive from a ratio CI and the +-band equivalence margin; n/a without a CI."""
+    if lo is None or hi is None or not (math.isfinite(lo) and math.isfinite(hi)):
+        return "n/a"
+    if lo > 1 + band:
+        return "faster"
+    if hi < 1 - band:
+        return "slower"
+    if lo >= 1 - band and hi <= 1 + band:
+        return "same"
+    return "inconclusive"
+
+
+def compare_means(a, b, level=LEVEL, pairs=None):
+    """Compare two groups (e.g. test accuracy of torch vs paddle over seeds).
+
+    Returns {"diff", "lo", "hi", "p_welch", "p_paired", "n_a", "n_b"}: diff = mean(a) - mean(b) with
+    Welch's CI and p-value; p_paired from a paired t-test over `pairs` [(a_i, b_i), ...] when given
+    (e.g. matched by seed) and at least 2 long. NaN where a test is impossible (too few values, or
+    zero variance in both groups).
+    """
+    from scipy import stats
+    a, b = _finite(a), _finite(b)
+    out = {"diff": math.nan, "lo": math.nan, "hi": math.nan, "p_welch": math.nan, "p_paired": math.nan,
+           "n_a": int(a.size), "n_b": int(b.size)}
+    if a.size and b.size:
+        out["diff"] = float(a.mean() - b.mean())
+    if a.size >= 2 and b.size >= 2:
+        va, vb = a.var(ddof=1) / a.size, b.var(ddof=1) / b.size
+        se = math.sqrt(va + vb)
+        if se > 0:
+            df = (va + vb) ** 2 / (va ** 2 / (a.size - 1) + vb ** 2 / (b.size - 1))
+            half = _t_quantile(level, df) * se
+            out["lo"], out["hi"] = out["diff"] - half, out["diff"] + half
+            out["p_welch"] = float(stats.ttest_ind(a, b, equal_var=False).pvalue)
+    if pairs is not None and len(pairs) >= 2:
+        pa, pb = np.asarray(pairs, dtype=float).T
+        d = pa - pb
+        if np.all(np.isfinite(d)) and d.std(ddof=1) > 0:
+            out["p_paired"] = float(stats.ttest_rel(pa, pb).pvalue)
+    return out

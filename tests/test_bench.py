@@ -1,0 +1,285 @@
+"""dualbench bench: the plan (interleaving, keys, suites), resume, atomic appends, the worker's cells.
+
+Nothing here asserts a speed: timings are measured by the command, not by tests.
+"""
+import ast
+import importlib
+import math
+import os
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from benchmarks import bench as B
+from common.results import append_rows, read_csv
+from common.tasks import TASKS
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = replace(B.SUITES["default"], repeats=2, warmup=1, warmup_seconds=0.0, steps="2", windows=2,
+               window_seconds=0.01, ttt=False)
+
+
+def public_names(path):
+    tree = ast.parse(Path(path).read_text())
+    return [n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef)) and not n.name.startswith("_")]
+
+
+def test_speed_modules_mirror_each_other():
+    names = public_names(ROOT / "backends/torch/speed.py")
+    assert names == public_names(ROOT / "backends/paddle/speed.py")
+    assert {"compile_model", "make_step", "preload", "reset_peak_memory", "peak_memory", "amp_context"} <= set(names)
+
+
+def test_bench_and_report_modules_import_no_framework():
+    import subprocess
+    import sys
+    code = ("import sys, benchmarks.bench, benchmarks.report, benchmarks.cli; benchmarks.cli.build_parser(); "
+            "print(sorted(m for m in ('torch', 'paddle') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
+def test_default_suite_takes_mnist_and_cifar_shaped_tasks_from_the_registry(monkeypatch):
+    names = [t.name for t in B.suite_tasks(B.SUITES["default"])]
+    assert "mnist-lenet" in names and "mnist-mlp" in names
+    assert all(tuple(TASKS[n].model.input_shape) in (B.MNIST_LIKE, B.CIFAR_LIKE) for n in names)
+    assert not any(t.startswith("food11") for t in names)
+    # a CIFAR-shaped task added to the registry joins without touching the suite
+    base = TASKS["mnist-lenet"]
+    new = replace(base, name="cifar2-probe", model=replace(base.model, input_shape=(3, 32, 32)))
+    monkeypatch.setitem(TASKS, "cifar2-probe", new)
+    assert "cifar2-probe" in [t.name for t in B.suite_tasks(B.SUITES["default"])]
+    assert [t.name for t in B.suite_tasks(replace(B.SUITES["default"], name="cifar2"))] == \
+        [t.name for t in TASKS.values() if t.name.startswith("cifar2")]
+
+
+def test_unknown_task_names_are_skipped_with_a_note(capsys):
+    tasks = B.suite_tasks(B.SUITES["default"], "mnist-mlp,no-such-task")
+    assert [t.name for t in tasks] == ["mnist-mlp"]
+    assert "no-such-task" in capsys.readouterr().err
+    with pytest.raises(B.UserError):
+        B.suite_tasks(B.SUITES["default"], "no-such-task")
+
+
+def test_plan_interleaves_backends_and_alternates_who_goes_first():
+    tasks = [TASKS["mnist-mlp"], TASKS["mnist-lenet"]]
+    suite = replace(TINY, ttt=True, batch_sizes=(None, 32))
+    groups = B.plan(suite, tasks, ["torch", "paddle"], [1, 2], "run")
+    assert [(g["threads"], g["repeat"]) for g in groups] == [(1, 1), (1, 2), (2, 1), (2, 2)]
+    firsts = []
+    for g in groups:
+        cells = g["cells"]
+        pairs = [cells[i:i + 2] for i in range(0, len(cells), 2)]
+        for a, b in pairs:     # each (task, config) runs once per backend, back to back
+            assert {a["backend"], b["backend"]} == {"torch", "paddle"}
+            assert (a["task"], a["batch_size"], a["kind"]) == (b["task"], b["batch_size"], b["kind"])
+            firsts.append(a["backend"])
+    assert firsts.count("torch") == firsts.count("paddle")     # order effects cancel
+    kinds = {(c["task"], c["kind"]) for g in groups for c in g["cells"]}
+    assert ("mnist-lenet", "ttt") in kinds and ("mnist-mlp", "ttt") not in kinds   # only tasks with a target
+    keys = [k for g in groups for c in g["cells"] for k in c["keys"].values()]
+    assert len(keys) == len(set(keys))
+    assert {c["batch_size"] for g in groups for c in g["cells"] if c["kind"] == "speed"} == {200, 64, 32}
+
+
+def test_cell_keys_are_deterministic_and_change_with_any_setting():
+    tasks = [TASKS["mnist-mlp"]]
+    a = B.plan(TINY, tasks, ["torch", "paddle"], [2], "run-a")
+    b = B.plan(TINY, tasks, ["torch", "paddle"], [2], "run-b")     # run ids differ: keys must not
+    assert [c["keys"] for g in a for c in g["cells"]] == [c["keys"] for g in b for c in g["cells"]]
+    c = B.plan(replace(TINY, windows=3), tasks, ["torch", "paddle"], [2], "run-a")
+    assert not set(a[0]["cells"][0]["keys"].values()) & set(c[0]["cells"][0]["keys"].values())
+
+
+def test_resume_skips_finished_loops_and_cells():
+    groups = B.plan(TINY, [TASKS["mnist-mlp"]], ["torch", "paddle"], [2], "run")
+    first = groups[0]["cells"][0]
+    done = {first["keys"]["engine"], first["keys"]["bare"], groups[0]["cells"][1]["keys"]["engine"]}
+    todo = B.pending_cells(groups, done)
+    cells = [c for g in todo for c in g["cells"]]
+    assert first["keys"]["engine"] not in [k for c in cells for k in c["keys"].values() if k in c["loops"]]
+    assert len(cells) == 3                          # 4 cells, one fully done
+    assert cells[0]["loops"] == ["bare"]            # half-done cell: only the missing loop runs
+    all_done = {k for g in groups for c in g["cells"] for k in c["keys"].values()}
+    assert B.pending_cells(groups, all_done) == []
+
+
+def test_atomic_append_leaves_the_old_file_on_failure(tmp_path, monkeypatch):
+    path = tmp_path / "bench.csv"
+    row = {c: None for c in B.BENCH_COLUMNS}
+    append_rows(path, [{**row, "cell_key": "a", "task": "t"}], B.BENCH_COLUMNS)
+    before = path.read_bytes()
+
+    def crash(src, dst):
+        raise KeyboardInterrupt   # Ctrl-C at the worst moment: after writing the temp file, before the rename
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(KeyboardInterrupt):
+        append_rows(path, [{**row, "cell_key": "b", "task": "t"}], B.BENCH_COLUMNS)
+    monkeypatch.undo()
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["bench.csv"]    # no temp file left behind
+    append_rows(path, [{**row, "cell_key": "b", "task": "t"}], B.BENCH_COLUMNS)
+    assert list(read_csv(path, B.BENCH_COLUMNS)["cell_key"]) == ["a", "b"]
+    assert B.done_keys(path) == {"a", "b"}
+
+
+def test_amp_on_cpu_is_refused_with_one_line(tmp_path):
+    from tests.conftest import run_cli
+    out = run_cli("bench", "--tasks", "mnist-mlp", "--amp", "--out", tmp_path)
+    assert out.returncode == 2
+    assert "GPU only" in out.stderr and len(out.stderr.strip().splitlines()) == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# The worker's cells, in this process, with both backends (the `backend` fixture skips a missing one)
+
+
+def worker_cell(backend_name, task="mnist-mlp", mode="eager", kind="speed", loops=("engine", "bare"), **kw):
+    suite = replace(TINY, ttt=True, **kw)
+    groups = B.plan(suite, [TASKS[task]], [backend_name], [1], "test-run", samples=512)
+    cell = next(c for c in groups[0]["cells"] if c["kind"] == kind)
+    cell = {**cell, "mode": mode}
+    if kind == "speed":
+        cell["loops"] = list(loops)
+    cell["keys"] = {loop: B.cell_key(cell, loop) for loop in cell["loops"]}
+    return cell
+
+
+def run_in_process(backend, cell):
+    from benchmarks.bench_worker import run_bench_cell
+    speed = importlib.import_module(f"backends.{backend.NAME}.speed")
+    return run_bench_cell(cell, backend, speed, {})
+
+
+def test_speed_cell_rows(backend):
+    cell = worker_cell(backend.NAME)
+    rows = run_in_process(backend, cell)
+    assert [r["loop"] for r in rows] == ["engine", "bare"]
+    assert set(rows[0]) <= set(B.BENCH_COLUMNS)
+    for row in rows:
+        assert row["cell_key"] == cell["keys"][row["loop"]]
+        assert row["backend"] == backend.NAME and row["threads"] == 1 and row["batch_size"] == 200
+        assert row["samples_per_s"] > 0 and row["steps_per_window"] == 2 and row["windows"] == 2
+        assert len(row["window_ms_per_step"].split(";")) == 2
+        assert row["peak_mem_mb"] > 0 and row["peak_mem_kind"] == "rss"
+        assert row["cpu_count"] >= 1 and row["load_avg"] >= 0
+        assert row["dataset"] == "random-uint8-n512" and row["synthetic"] is True
+        assert row["epoch_samples"] == 50000 and row["epoch_seconds"] > 0    # MNIST 60k less the 1/6 val split
+    engine, bare = rows
+    assert 0 <= engine["reader_share"] < 1 and engine["reader_ms_per_step"] > 0
+    assert bare["reader_ms_per_step"] == 0
+    assert engine["batch_order_hash"] == bare["batch_order_hash"]
+    assert math.isnan(engine["samples_per_s_lo"])      # 2 windows: no 95% order-statistic CI exists
+
+
+def test_speed_cells_of_both_backends_see_the_same_data_and_order():
+    import backends
+    if not all(backends.is_installed(n) for n in backends.BACKENDS):
+        pytest.skip("needs both frameworks")
+    rows = [run_in_process(backends.load(n), worker_cell(n, loops=("engine",)))[0] for n in backends.BACKENDS]
+    assert rows[0]["dataset_sha256"] == rows[1]["dataset_sha256"] and len(rows[0]["dataset_sha256"]) == 64
+    from common.data.split import epoch_batches, order_hash
+    expected = order_hash(epoch_batches(512, 200, 0, 1, True))
+    assert rows[0]["batch_order_hash"] == rows[1]["batch_order_hash"] == expected
+
+
+def test_compiled_mode_runs_with_paddle_to_static():
+    import backends
+    if not backends.is_installed("paddle"):
+        pytest.skip("paddle not installed")
+    paddle_backend = backends.load("paddle")
+    rows = run_in_process(paddle_backend, worker_cell("paddle", task="mnist-lenet", mode="compiled"))
+    assert [r["mode"] for r in rows] == ["compiled", "compiled"] and rows[0]["samples_per_s"] > 0
+
+
+def test_torch_compile_wraps_the_model_and_keeps_its_parameters():
+    import backends
+    if not backends.is_installed("torch"):
+        pytest.skip("torch not installed")
+    torch_backend = backends.load("torch")
+    from backends.torch import speed
+    task = TASKS["mnist-mlp"]
+    state = torch_backend.train.make_state(task, torch_backend.models.build_model(task.model), torch_backend.device.resolve_device("cpu"))
+    params = [id(p) for p in state.model.parameters()]
+    speed.compile_model(state)
+    assert type(state.model).__name__ == "OptimizedModule"       # compiled lazily at the first call
+    assert [id(p) for p in state.model.parameters()] == params
+
+
+def test_amp_step_runs_on_cpu(backend):
+    """The AMP code path (autocast; GradScaler only on GPU) on CPU: torch bfloat16, paddle a no-op cast."""
+    import numpy as np
+    speed = importlib.import_module(f"backends.{backend.NAME}.speed")
+    task = TASKS["mnist-lenet"]
+    dev, _ = backend.device.configure(1, "cpu")
+    state = backend.train.make_state(task, backend.models.build_model(task.model), dev)
+    assert speed.make_scaler(dev, True) is None
+    step = speed.make_step(state, amp=True)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((8, 1, 28, 28)).astype("float32")
+    y = rng.integers(0, 10, 8).astype("int64")
+    (xb, yb), = speed.preload(x, y, [np.arange(8)], dev)
+    loss, out = step(state, xb, yb)
+    assert math.isfinite(float(loss)) and tuple(out.shape) == (8, 10)
+    assert speed.make_step(state, amp=False) is backend.train.train_step
+
+
+def test_time_to_target_cell(backend):
+    cell = worker_cell(backend.NAME, task="mnist-lenet", kind="ttt")
+    assert cell["dataset"] == "synthetic-mnist"        # no real MNIST in the test cache: the synthetic twin
+    row, = run_in_process(backend, {**cell, "max_epochs": 2})
+    assert row["loop"] == "ttt" and row["target_accuracy"] == TASKS["mnist-lenet"].target_accuracy
+    assert 1 <= row["ttt_epochs"] <= 2 and 0 <= row["ttt_acc"] <= 1 and row["epoch_seconds"] > 0
+    assert row["ttt_reached"] == (row["ttt_acc"] >= row["target_accuracy"])
+    assert row["ttt_reached"] == math.isfinite(row["ttt_seconds"])
+
+
+# ---------------------------------------------------------------------------------------------
+# End to end through the CLI: both backends in worker processes, interrupted, resumed
+
+
+def tiny_bench_args(out):
+    return ["bench", "--tasks", "mnist-linear-mse", "--repeats", "2", "--windows", "2", "--steps", "2",
+            "--warmup", "1", "--warmup-seconds", "0", "--threads", "1", "--no-ttt", "--no-progress",
+            "--out", out]
+
+
+def test_bench_cli_interrupted_by_sigterm_resumes(tmp_path):
+    """Both backends in worker processes, killed after the first cell: the CSV stays readable, a rerun
+    does only the rest, and a third run has nothing to do."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    import backends
+    from tests.conftest import ROOT as root
+    from tests.conftest import run_cli
+    if not all(backends.is_installed(n) for n in backends.BACKENDS):
+        pytest.skip("needs both frameworks")
+    csv_path = tmp_path / "bench.csv"
+    proc = subprocess.Popen([sys.executable, "-m", "benchmarks.cli", *tiny_bench_args(tmp_path)], cwd=root,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (csv_path.exists() and csv_path.stat().st_size > 0):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode in (143, 0), err        # 0 only if it had already finished
+    partial = read_csv(csv_path, B.BENCH_COLUMNS)
+    assert 2 <= len(partial) <= 8 and partial["cell_key"].is_unique
+    out = run_cli(*tiny_bench_args(tmp_path))
+    assert out.returncode == 0, out.stderr
+    full = read_csv(csv_path, B.BENCH_COLUMNS)
+    assert len(full) == 2 * 2 * 2 and full["cell_key"].is_unique      # repeats x backends x (engine, bare)
+    assert full.iloc[:len(partial)]["cell_key"].tolist() == partial["cell_key"].tolist()
+    assert set(full["backend"]) == {"torch", "paddle"} and set(full["loop"]) == {"engine", "bare"}
+    assert (full.groupby("backend")["framework_version"].nunique() == 1).all()
+    assert "torch/paddle" in out.stdout and "resuming" in out.stderr
+    again = run_cli(*tiny_bench_args(tmp_path))        # nothing left to do: no new rows
+    assert again.returncode == 0, again.stderr
+    assert "resuming, 4 of 4 cells already" in again.stderr
+    assert read_csv(csv_path, B.BENCH_COLUMNS).equals(full)
+    time.sleep(0.2)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".bench.csv.")]   # no temp files

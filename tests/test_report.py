@@ -1,0 +1,162 @@
+"""dualbench report: tables, statistics and plots rebuilt from small hand-made CSVs with known answers."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from benchmarks.bench import BENCH_COLUMNS
+from benchmarks.report import accuracy_table, build_report, overhead_summary, speed_summary, ttt_summary
+from common.errors import UserError
+from common.results import RUN_COLUMNS, append_rows, read_csv
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def bench_rows(task, torch_sps, paddle_sps, rng, repeats=6, reader_share=0.02, harness=1.0):
+    """Interleaved pairs with a drift shared within each pair; engine and bare rows per cell."""
+    rows = []
+    for r in range(1, repeats + 1):
+        drift = float(np.exp(rng.normal(0, 0.05)))
+        for backend, sps in (("torch", torch_sps), ("paddle", paddle_sps)):
+            bare = sps * drift * float(np.exp(rng.normal(0, 0.002)))
+            bare_ms = 1000 * 64 / bare
+            compute_ms = bare_ms / harness
+            engine_ms = compute_ms / (1 - reader_share)
+            base = {"suite": "default", "task": task, "backend": backend, "mode": "eager", "precision": "fp32",
+                    "threads": 2, "batch_size": 64, "repeat": r, "device": "cpu", "dataset": "random-uint8-n10000",
+                    "framework_version": "9.9", "device_name": "test cpu", "platform": "Linux-x86_64",
+                    "python": "3.x", "numpy": "2.x", "git_commit": "abc", "peak_mem_mb": 500.0,
+                    "peak_mem_kind": "rss", "first_step_s": 0.1, "epoch_samples": 50000,
+                    "timestamp": f"2025-01-01T00:00:{r:02d}+00:00"}
+            rows.append({**base, "cell_key": f"{task}|{backend}|engine|{r}", "loop": "engine",
+                         "samples_per_s": 1000 * 64 / engine_ms, "ms_per_step": engine_ms,
+                         "compute_ms_per_step": compute_ms, "reader_ms_per_step": engine_ms - compute_ms,
+                         "reader_share": reader_share, "epoch_seconds": 50000 / (1000 * 64 / engine_ms)})
+            rows.append({**base, "cell_key": f"{task}|{backend}|bare|{r}", "loop": "bare",
+                         "samples_per_s": bare, "ms_per_step": bare_ms, "compute_ms_per_step": bare_ms,
+                         "reader_ms_per_step": 0.0, "reader_share": 0.0})
+    return rows
+
+
+def ttt_rows():
+    rows = []
+    for r in (1, 2):
+        for backend, secs in (("torch", 3.0), ("paddle", 6.0)):
+            rows.append({"cell_key": f"ttt|{backend}|{r}", "suite": "default", "task": "mnist-lenet",
+                         "backend": backend, "loop": "ttt", "mode": "eager", "precision": "fp32", "threads": 2,
+                         "batch_size": 64, "repeat": r, "device": "cpu", "dataset": "synthetic-mnist",
+                         "target_accuracy": 0.97, "ttt_seconds": secs, "ttt_epochs": 2, "ttt_acc": 0.98,
+                         "ttt_reached": True, "timestamp": f"2025-01-01T00:01:{r:02d}+00:00"})
+    return rows
+
+
+def run_rows():
+    rows = []
+    accs = {"torch": [0.981, 0.983, 0.979], "paddle": [0.901, 0.905, 0.899]}   # a clear difference
+    for backend, values in accs.items():
+        for seed, acc in enumerate(values):
+            for epoch in (1, 2, 3):
+                last = epoch == 3
+                rows.append({"run_id": f"run-{backend}", "task": "mnist-mlp", "backend": backend, "seed": seed,
+                             "epoch": epoch, "status": "ok", "train_loss": 1.0 / epoch, "train_acc": 0.8 + 0.05 * epoch,
+                             "val_acc": 0.8 + 0.04 * epoch, "val_loss": 1.1 / epoch,
+                             "test_acc": acc if last else None, "test_loss": 0.1 if last else None,
+                             "dataset": "synthetic-mnist", "synthetic": True, "framework_version": "9.9",
+                             "device": "cpu", "device_name": "test cpu", "threads": 2,
+                             "timestamp": f"2025-01-01T00:00:{epoch:02d}+00:00"})
+    return rows
+
+
+@pytest.fixture
+def results_dir(tmp_path):
+    rng = np.random.default_rng(0)
+    append_rows(tmp_path / "bench.csv", bench_rows("mnist-mlp", 20000.0, 10000.0, rng)       # torch 2x faster
+                + bench_rows("mnist-lenet", 5000.0, 5000.0, rng, harness=0.9)                 # same speed
+                + ttt_rows(), BENCH_COLUMNS)
+    append_rows(tmp_path / "runs.csv", run_rows(), RUN_COLUMNS)
+    return tmp_path
+
+
+def test_speed_summary_recovers_known_ratios_and_verdicts(results_dir):
+    summary = speed_summary(read_csv(results_dir / "bench.csv")).set_index("task")
+    assert summary.loc["mnist-mlp", "ratio"] == pytest.approx(2.0, rel=0.01)
+    assert summary.loc["mnist-mlp", "ratio_lo"] < 2.0 < summary.loc["mnist-mlp", "ratio_hi"]
+    assert summary.loc["mnist-mlp", "verdict"] == "faster"
+    assert summary.loc["mnist-lenet", "ratio"] == pytest.approx(1.0, rel=0.01)
+    assert summary.loc["mnist-lenet", "verdict"] == "same"
+    assert summary.loc["mnist-mlp", "pairs"] == 6
+    # per-backend medians over 6 repeats have an order-statistic CI ([min, max] at n = 6)
+    assert summary.loc["mnist-mlp", "torch_lo"] <= summary.loc["mnist-mlp", "torch_samples_per_s"] \
+        <= summary.loc["mnist-mlp", "torch_hi"]
+
+
+def test_overhead_and_ttt_summaries(results_dir):
+    bench = read_csv(results_dir / "bench.csv")
+    overhead = overhead_summary(bench).set_index(["task", "backend"])
+    assert overhead.loc[("mnist-mlp", "torch"), "compute"] == pytest.approx(1.0, rel=1e-6)
+    assert overhead.loc[("mnist-mlp", "torch"), "end_to_end"] == pytest.approx(0.98, rel=1e-6)
+    assert overhead.loc[("mnist-lenet", "paddle"), "compute"] == pytest.approx(0.9, rel=1e-6)
+    ttt = ttt_summary(bench).iloc[0]
+    assert ttt["torch_seconds"] == 3.0 and ttt["paddle_seconds"] == 6.0 and ttt["torch_reached"] == "2/2"
+
+
+def test_accuracy_table_detects_the_difference(results_dir):
+    table = accuracy_table(read_csv(results_dir / "runs.csv")).iloc[0]
+    assert table["torch acc"].startswith("0.9810 ±") and "(n=3)" in table["torch acc"]
+    assert table["differ at 5%?"] == "yes"
+    assert "synthetic" in table["dataset"]
+
+
+def test_report_markdown_and_plots(results_dir):
+    path = build_report(results_dir)
+    text = path.read_text()
+    for heading in ("## Accuracy per task and backend", "## Speed: torch / paddle throughput",
+                    "## Harness overhead", "## Time to target accuracy", "## Parity", "## Machine and versions"):
+        assert heading in text
+    assert "Parity was not run" in text
+    assert "| mnist-mlp | cpu, eager, fp32, 2 thr, batch 64 |" in text and "| faster |" in text and "| same |" in text
+    assert "test cpu" in text and "9.9" in text
+    pngs = sorted(p.name for p in (results_dir / "plots").iterdir())
+    assert pngs == ["curves-mnist-mlp.png", "throughput.png"]
+    for name in pngs:
+        assert (results_dir / "plots" / name).read_bytes()[:8] == PNG_MAGIC
+        assert f"](plots/{name})" in text                    # referenced by a relative path
+    assert (results_dir / "speed_summary.csv").exists()
+    assert not [p for p in results_dir.rglob(".*")]            # no temp files left
+
+
+def test_report_with_parity_and_without_bench(tmp_path):
+    append_rows(tmp_path / "runs.csv", run_rows(), RUN_COLUMNS)
+    pd.DataFrame([
+        {"task": "mnist-mlp", "check": "forward", "name": "fc1", "max_abs": 1e-7, "max_rel": 3e-7, "within": True, "cause": ""},
+        {"task": "mnist-mlp", "check": "eval", "name": "bn1", "max_abs": 4e-6, "max_rel": 2e-3, "within": False,
+         "cause": "BN running variance: unbiased in torch"},
+    ]).to_csv(tmp_path / "parity.csv", index=False)
+    text = build_report(tmp_path, plots=False).read_text()
+    assert "`dualbench bench` was not run" in text
+    assert "| mnist-mlp | 2 | 1 |" in text and "BN running variance" in text
+    assert not (tmp_path / "plots").exists()
+
+
+def test_report_refuses_an_empty_or_missing_folder(tmp_path):
+    with pytest.raises(UserError):
+        build_report(tmp_path)
+    with pytest.raises(UserError):
+        build_report(tmp_path / "nope")
+
+
+def test_report_cli_malformed_csv_is_one_line(tmp_path):
+    from tests.conftest import run_cli
+    (tmp_path / "bench.csv").write_bytes(b"\xff\xfe\x00garbage")
+    out = run_cli("report", tmp_path)
+    assert out.returncode == 2
+    assert "bench.csv" in out.stderr and len(out.stderr.strip().splitlines()) == 1
+
+
+def test_busy_machine_is_flagged(results_dir):
+    from benchmarks.report import machine_load_note
+    bench = read_csv(results_dir / "bench.csv")
+    assert machine_load_note(bench) is None                # no load recorded: nothing claimed
+    bench["cpu_count"], bench["load_avg"] = 2, 1.2
+    assert "Warning" not in machine_load_note(bench)
+    bench["load_avg"] = 4.5
+    assert "Warning: the machine was busy" in machine_load_note(bench)
