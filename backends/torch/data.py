@@ -3,6 +3,7 @@
 One item of the dataset is one whole batch (fancy indexing in numpy), so the hot path does no
 per-sample Python work; the DataLoader runs with automatic batching off (batch_size=None).
 """
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
@@ -18,7 +19,9 @@ class BatchDataset(Dataset):
 
     def __getitem__(self, i):
         idx = self.batches[i]
-        xb = self.x[idx] if self.transform is None else self.transform(self.x[idx], i)
+        xb = np.take(self.x, idx, axis=0)   # a little faster than x[idx] for row gathers
+        if self.transform is not None:
+            xb = self.transform(xb, i)
         return torch.from_numpy(xb), torch.from_numpy(self.y[idx])
 
 
