@@ -74,7 +74,7 @@ def cmd_run(args):
     run(tasks, names, parse_seeds(args.seeds), args.out, epochs=args.epochs, dataset=args.dataset,
         data_path=args.data_path, limit_train=args.limit_train, init=args.init, device=args.device,
         threads=args.threads, progress=not args.no_progress, lr=args.lr, batch_size=args.batch_size,
-        augment=args.augment)
+        augment=args.augment, deterministic=args.deterministic)
 
 
 def cmd_predict(args):
@@ -111,6 +111,8 @@ def build_parser():
                    help="own: each framework's initialisation (default); shared: identical numpy weights")
     p.add_argument("--threads", type=int, help=f"math threads per framework (default: all {os.cpu_count()} cores)")
     p.add_argument("--out", type=Path, default=Path("runs"), help="output folder (default: runs/)")
+    p.add_argument("--deterministic", action="store_true",
+                   help="GPU: deterministic algorithms / cuDNN (slower); CPU runs are deterministic anyway")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_run)
 

@@ -72,7 +72,8 @@ def run_cell(cell, progress=True):
 
     base = {"run_id": cell["run_id"], "cell_key": cell_key(cell), "task": task.name, "backend": backend.NAME, "seed": seed,
             "n_train": n_train, "n_val": len(splits.val_y) if has_val else 0, "n_test": len(splits.test_y),
-            "batch_size": proto.batch_size, "augment": proto.augment, "init": cell.get("init", "own"),
+            "batch_size": proto.batch_size, "augment": proto.augment,
+            "deterministic": bool(cell.get("deterministic", False)), "init": cell.get("init", "own"),
             "init_scheme": "shared-numpy" if cell.get("init") == "shared" else f"{backend.NAME}:{task.model.init}",
             **data_meta, **dev_info, **host_metadata()}
     rows = []

@@ -82,7 +82,8 @@ def failed_row(cell, error):
 
 
 def run(tasks, backend_names, seeds, out_dir, epochs=None, dataset=None, data_path=None, limit_train=None,
-        init="own", device="cpu", threads=None, progress=True, lr=None, batch_size=None, augment=None):
+        init="own", device="cpu", threads=None, progress=True, lr=None, batch_size=None, augment=None,
+        deterministic=False):
     """Run every task x seed x backend cell; returns the final rows (one per cell).
 
     Cells already finished in OUT/runs.csv with the same arguments are skipped, so rerunning an
@@ -105,7 +106,7 @@ def run(tasks, backend_names, seeds, out_dir, epochs=None, dataset=None, data_pa
                               "lr": lr, "batch_size": batch_size, "augment": augment,
                               "dataset": ds, "data_path": str(data_path) if data_path else None,
                               "limit_train": limit_train, "init": init, "device": device, "threads": threads,
-                              "deterministic": False, "out_dir": str(out_dir), "progress": progress})
+                              "deterministic": deterministic, "out_dir": str(out_dir), "progress": progress})
     todo = [c for c in cells if cell_key(c) not in done]
     if len(todo) < len(cells):
         print(f"resuming: {len(cells) - len(todo)} of {len(cells)} cells already finished in {csv_path}",

@@ -25,7 +25,7 @@ RUN_COLUMNS = [
     "final_train_acc", "epoch_seconds", "samples_per_s", "n_train", "n_val", "n_test", "batch_size", "augment",
     "best_epoch", "diverged_step", "last_finite_loss", "error", "cell_key",
     "init", "init_scheme", "dataset", "dataset_source", "dataset_sha256", "synthetic",
-    "batch_order_hash", "framework_version", "device", "device_name", "threads",
+    "batch_order_hash", "framework_version", "device", "device_name", "threads", "deterministic",
     "python", "numpy", "platform", "git_commit", "dualbench_version", "timestamp",
 ]
 
