@@ -23,9 +23,14 @@ data:
 	  elif command -v sudo >/dev/null; then sudo apt-get update -qq && sudo apt-get install -y -qq dataset-fashion-mnist; \
 	  else echo "note: cannot install dataset-fashion-mnist (no root); using mnist5k"; fi; fi
 
+# The default comparison: LeNet in both frameworks (Fashion-MNIST, else the real MNIST 5k subset),
+# the parity check of every task, and the report built from both.
 bench: setup data
-	$(VENV)/bin/dualbench run --task mnist-lenet --dataset fashion-mnist --backend torch,paddle --out runs/quickstart
-	@echo "tables: runs/quickstart/runs.csv"
+	@ds=$$(test -d /usr/share/datasets/fashion-mnist && echo fashion-mnist || echo mnist5k); \
+	$(VENV)/bin/dualbench run --task mnist-lenet --dataset $$ds --backend torch,paddle --seeds 0,1 --out runs/quickstart
+	-$(VENV)/bin/dualbench parity --all --out runs/quickstart > runs/quickstart/parity.txt
+	$(VENV)/bin/dualbench report runs/quickstart
+	@echo "tables: runs/quickstart/runs.csv, runs/quickstart/parity.csv, report: runs/quickstart/report.md"
 
 test: setup
 	$(PY) -m pytest -q
