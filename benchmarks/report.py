@@ -274,21 +274,25 @@ def save_figure(fig, path):
 COLORS = {"torch": "#d62728", "paddle": "#1f77b4"}
 
 
-def plot_curves(runs, task, path):
-    """Training curves of both backends overlaid: train loss, and val (else train) accuracy per epoch."""
+def plot_curves(runs, task, dataset, path):
+    """Training curves of both backends overlaid: train loss, and val (else train) accuracy per epoch.
+
+    One line per (backend, run, seed) of one task on one dataset, so runs never merge into one line.
+    """
     plt = _pyplot()
     final = final_runs(runs)
-    sub = runs[(runs["task"] == task) & runs["run_id"].isin(final[final["task"] == task]["run_id"])]
+    mine = final[(final["task"] == task) & (final["dataset"] == dataset)]
+    sub = runs[(runs["task"] == task) & (runs["dataset"] == dataset) & runs["run_id"].isin(mine["run_id"])]
     has_val = sub["val_acc"].notna().any()
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
-    for (backend, seed), g in sub.groupby(["backend", "seed"]):
+    for (backend, _, seed), g in sub.groupby(["backend", "run_id", "seed"]):
         g = g.sort_values("epoch")
         color = COLORS.get(backend, "gray")
         label = backend if seed == sub[sub["backend"] == backend]["seed"].min() else None
         axes[0].plot(g["epoch"], g["train_loss"], color=color, alpha=0.8, lw=1.2, label=label, marker=".")
         axes[1].plot(g["epoch"], g["val_acc" if has_val else "train_acc"], color=color, alpha=0.8, lw=1.2,
                      label=label, marker=".")
-    axes[0].set(xlabel="epoch", ylabel="train loss", title=f"{task}: training loss")
+    axes[0].set(xlabel="epoch", ylabel="train loss", title=f"{task} on {dataset}: training loss")
     axes[1].set(xlabel="epoch", ylabel="val accuracy" if has_val else "train accuracy",
                 title="validation accuracy" if has_val else "training accuracy")
     from matplotlib.ticker import MaxNLocator
@@ -416,10 +420,10 @@ def build_report(directory, out=None, plots=True):
                "works; it is not an accuracy claim.", "", markdown_table(accuracy_table(runs))]
         if plots:
             md += ["Training curves (each line one seed; torch red, paddle blue):", ""]
-            for task in final_runs(runs)["task"].unique():
-                name = f"curves-{safe_name(task)}.png"
-                plot_curves(runs, task, plot_dir / name)
-                md.append(f"![{task}]({PLOTS}/{name})")
+            for task, dataset in final_runs(runs)[["task", "dataset"]].drop_duplicates().itertuples(index=False):
+                name = f"curves-{safe_name(task)}-{safe_name(dataset)}.png"
+                plot_curves(runs, task, dataset, plot_dir / name)
+                md.append(f"![{task} on {dataset}]({PLOTS}/{name})")
             md.append("")
 
     md += ["## Speed: torch / paddle throughput", ""]

@@ -116,7 +116,7 @@ def test_report_markdown_and_plots(results_dir):
     assert "| mnist-mlp | cpu, eager, fp32, 2 thr, batch 64 |" in text and "| faster |" in text and "| same |" in text
     assert "test cpu" in text and "9.9" in text
     pngs = sorted(p.name for p in (results_dir / "plots").iterdir())
-    assert pngs == ["curves-mnist-mlp.png", "throughput.png"]
+    assert pngs == ["curves-mnist-mlp-synthetic-mnist.png", "throughput.png"]   # one plot per task and dataset
     for name in pngs:
         assert (results_dir / "plots" / name).read_bytes()[:8] == PNG_MAGIC
         assert f"](plots/{name})" in text                    # referenced by a relative path
