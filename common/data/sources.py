@@ -348,7 +348,8 @@ def load_dataset(name, path=None, progress=True):
     digest = dataset_sha256(info, where)
     arrays = read_arrays(info, where, digest, progress)
     # files from `dualbench data synth` stay labelled synthetic even when read under a real name
-    synthetic = info.synthetic or any((d / "DUALBENCH_SYNTHETIC").exists() for d in (where, *list(where.parents)[:2]))
+    marked = any((d / "DUALBENCH_SYNTHETIC").exists() for d in (where, *list(where.parents)[:2]))
+    synthetic = info.synthetic or marked
     return Dataset(name, str(where), digest, synthetic, arrays["train_x"], arrays["train_y"],
                    arrays["test_x"], arrays["test_y"], arrays.get("val_x"), arrays.get("val_y"))
 
