@@ -8,7 +8,6 @@ import io
 import os
 import platform
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -124,7 +123,3 @@ def thread_env(threads):
         env[var] = str(threads)
     env["PYTHONUNBUFFERED"] = "1"
     return env
-
-
-def python_executable():
-    return sys.executable

@@ -352,15 +352,3 @@ def load_dataset(name, path=None, progress=True):
     synthetic = info.synthetic or marked
     return Dataset(name, str(where), digest, synthetic, arrays["train_x"], arrays["train_y"],
                    arrays["test_x"], arrays["test_y"], arrays.get("val_x"), arrays.get("val_y"))
-
-
-def available():
-    """(name, location or None) for every dataset."""
-    out = []
-    for name, info in DATASETS.items():
-        try:
-            where = locate(name)
-        except UserError:
-            where = None
-        out.append((name, where))
-    return out
