@@ -9,7 +9,8 @@ from pathlib import Path
 from common.errors import UserError
 
 # Modules with a register(subparsers) function, one subcommand each.
-COMMAND_MODULES = ["benchmarks.data_cmd", "benchmarks.parity", "benchmarks.bench", "benchmarks.report"]
+COMMAND_MODULES = ["benchmarks.data_cmd", "benchmarks.parity", "benchmarks.bench", "benchmarks.report",
+                   "benchmarks.study"]
 
 
 class OneLineParser(argparse.ArgumentParser):

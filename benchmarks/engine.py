@@ -22,6 +22,7 @@ from common.results import host_metadata, now
 from common.tasks import get_task, with_overrides
 
 EVAL_BATCH = 1000
+PROBE_SAMPLES = 256   # fixed first training samples on which the output gradient is measured
 
 
 def new_run_id():
@@ -70,7 +71,11 @@ def run_cell(cell, progress=True):
     def loader(x, y, batches, transform=None):
         return backend.data.make_loader(x, y, batches, dev, transform)
 
+    probe = loader(splits.train_x, splits.train_y, [list(range(min(PROBE_SAMPLES, n_train)))])
+    grad_init = backend.train.output_gradient(state, probe)
+
     base = {"run_id": cell["run_id"], "cell_key": cell_key(cell), "task": task.name, "backend": backend.NAME, "seed": seed,
+            "epochs_planned": epochs,
             "n_train": n_train, "n_val": len(splits.val_y) if has_val else 0, "n_test": len(splits.test_y),
             "batch_size": proto.batch_size, "augment": proto.augment,
             "deterministic": bool(cell.get("deterministic", False)), "init": cell.get("init", "own"),
@@ -91,9 +96,13 @@ def run_cell(cell, progress=True):
                                           bar.update)
         backend.device.synchronize(dev)
         seconds = time.perf_counter() - start
-        row = {**base, "epoch": epoch, "status": "ok", "train_loss": train["loss"], "train_acc": train["acc"],
+        done_any = train["n"] > 0   # a loss that is NaN at the epoch's first step leaves no epoch mean
+        row = {**base, "epoch": epoch, "status": "ok", "train_loss": train["loss"] if done_any else None,
+               "train_acc": train["acc"] if done_any else None,
                "lr": lr, "epoch_seconds": seconds, "samples_per_s": train["n"] / seconds if train["n"] else None,
                "batch_order_hash": order_hash(batches), "timestamp": now()}
+        if epoch == 1:
+            row["output_grad_init"] = grad_init
         rows.append(row)
         diverged_step = train["diverged_step"]
         if diverged_step is None and not backend.train.parameters_finite(state.model):
@@ -108,6 +117,7 @@ def run_cell(cell, progress=True):
                   f"last finite epoch-mean loss {last_finite}", file=sys.stderr)
             return rows, None
         steps_done += len(batches)
+        row["output_grad"] = backend.train.output_gradient(state, probe)
         val = backend.train.evaluate(state, loader(splits.val_x, splits.val_y,
                                                    eval_batches(len(splits.val_y), EVAL_BATCH))) if has_val else None
         backend.train.scheduler_step(state, val["loss"] if val else None)

@@ -11,13 +11,29 @@ from common.errors import UserError
 from common.fsutil import atomic_write_text
 
 
-def error_line(exc, cell):
-    """The exception's last line, with advice for out-of-memory."""
-    text = str(exc).strip().splitlines()
-    line = f"{type(exc).__name__}: {text[-1] if text else ''}".strip()
-    if isinstance(exc, MemoryError) or "out of memory" in line.lower():
-        line += (f" (out of memory at batch size {cell.get('batch_size') or 'of the task'}; "
-                 "try a smaller --batch-size or --limit-train)")
+OOM_MARKERS = ("out of memory", "resourceexhausted", "fail to alloc", "cannot allocate memory")
+
+
+def is_out_of_memory(exc):
+    """MemoryError (paddle raises it for host and GPU), torch's OutOfMemoryError, or an OOM message."""
+    text = f"{type(exc).__name__} {exc}".lower()
+    return isinstance(exc, MemoryError) or any(marker in text for marker in OOM_MARKERS)
+
+
+def error_line(exc, cell, advice="try a smaller --batch-size or --limit-train"):
+    """The exception's last line, with advice for out-of-memory.
+
+    Out of memory names the batch size and suggests `advice`; for a multi-line message (paddle's end
+    with a hint and a source location) the line that mentions memory is shown instead of the last.
+    """
+    text = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    detail = text[-1] if text else ""
+    oom = is_out_of_memory(exc)
+    if oom:
+        detail = next((line for line in text if "memory" in line.lower()), detail)
+    line = f"{type(exc).__name__}: {detail}".strip()
+    if oom:
+        line += f" (out of memory at batch size {cell.get('batch_size') or 'of the task'}; {advice})"
     return line
 
 

@@ -3,7 +3,10 @@
 Every row is self-describing (versions, device, threads, seed, data checksum, batch-order hash,
 git commit), so tables and plots can be rebuilt from the CSV alone.
 """
+import contextlib
+import csv
 import datetime
+import fcntl
 import io
 import os
 import platform
@@ -26,10 +29,11 @@ RUN_COLUMNS = [
     "init", "init_scheme", "dataset", "dataset_source", "dataset_sha256", "synthetic",
     "batch_order_hash", "framework_version", "device", "device_name", "threads", "deterministic",
     "python", "numpy", "platform", "git_commit", "dualbench_version", "timestamp",
+    "epochs_planned", "output_grad_init", "output_grad",
 ]
 
 
-INT_COLUMNS = ("seed", "epoch", "n_train", "n_val", "n_test", "batch_size", "best_epoch", "threads",
+INT_COLUMNS = ("seed", "epoch", "epochs_planned", "n_train", "n_val", "n_test", "batch_size", "best_epoch", "threads",
                "diverged_step")
 
 
@@ -81,8 +85,28 @@ def read_csv(path, columns=None):
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
         raise DataError(path, f"not a readable results CSV ({str(e).splitlines()[0]})") from None
     if columns is not None and list(frame.columns) != list(columns):
-        raise DataError(path, "columns differ from this version's schema; write to a new --out directory")
+        if not set(frame.columns) <= set(columns):
+            unknown = sorted(set(frame.columns) - set(columns))
+            raise DataError(path, f"columns {unknown} are not in this version's schema; "
+                                  "write to a new --out directory")
+        # an older schema (a subset of today's columns): read it in today's layout, new columns empty
+        frame = frame.reindex(columns=list(columns))
     return frame
+
+
+@contextlib.contextmanager
+def locked(path):
+    """An exclusive lock on the CSV's folder, so that two dualbench processes appending to the same
+    CSV (e.g. two study queues) serialise their read-modify-rename instead of losing rows. Locking
+    the folder leaves no lock file behind."""
+    folder = Path(path).parent
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)   # closing releases the lock
 
 
 def append_rows(path, rows, columns):
@@ -95,19 +119,37 @@ def append_rows(path, rows, columns):
     if unknown:
         raise ValueError(f"rows have columns outside the schema: {sorted(unknown)}")
     frame = frame.reindex(columns=columns)
+    with locked(path):
+        old = b""
+        if path.exists() and path.stat().st_size > 0:
+            # refuses a file with foreign columns or broken content; an older schema is upgraded
+            existing = read_csv(path, columns)
+            if _header(path) != list(columns):
+                buf = io.StringIO()
+                _typed(existing).to_csv(buf, index=False, lineterminator="\n")
+                old = buf.getvalue().encode("utf-8")
+            else:
+                old = path.read_bytes()
+                if not old.endswith(b"\n"):
+                    old += b"\n"
+        buf = io.StringIO()
+        _typed(frame).to_csv(buf, index=False, header=not old, lineterminator="\n")
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(old + buf.getvalue().encode("utf-8"))
+
+
+def _typed(frame):
+    """Integer columns written as integers (pandas would write 3.0 for an int column with gaps)."""
+    frame = frame.copy()
     for col in INT_COLUMNS:
         if col in frame:
             frame[col] = pd.to_numeric(frame[col]).astype("Int64")
-    old = b""
-    if path.exists() and path.stat().st_size > 0:
-        read_csv(path, columns)   # refuse to append to a file with another schema or broken content
-        old = path.read_bytes()
-        if not old.endswith(b"\n"):
-            old += b"\n"
-    buf = io.StringIO()
-    frame.to_csv(buf, index=False, header=not old, lineterminator="\n")
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(old + buf.getvalue().encode("utf-8"))
+    return frame
+
+
+def _header(path):
+    with open(path, newline="") as f:
+        return next(csv.reader(f), [])
 
 
 def write_table(path, frame):

@@ -130,7 +130,10 @@ def compare_means(a, b, level=LEVEL, pairs=None):
     (e.g. matched by seed) and at least 2 long. NaN where a test is impossible (too few values, or
     zero variance in both groups).
     """
+    import warnings
+
     from scipy import stats
+    warnings.filterwarnings("ignore", "Precision loss occurred", RuntimeWarning)   # near-identical seeds are legit
     a, b = _finite(a), _finite(b)
     out = {"diff": math.nan, "lo": math.nan, "hi": math.nan, "p_welch": math.nan, "p_paired": math.nan,
            "n_a": int(a.size), "n_b": int(b.size)}
@@ -149,4 +152,18 @@ def compare_means(a, b, level=LEVEL, pairs=None):
         d = pa - pb
         if np.all(np.isfinite(d)) and d.std(ddof=1) > 0:
             out["p_paired"] = float(stats.ttest_rel(pa, pb).pvalue)
+    return out
+
+
+def holm(p_values):
+    """Holm's step-down adjustment of p-values (family-wise error over all of them); NaN stays NaN."""
+    p = np.asarray(p_values, dtype=float)
+    out = np.full(p.shape, math.nan)
+    ok = np.flatnonzero(np.isfinite(p))
+    m = ok.size
+    if m == 0:
+        return out
+    order = ok[np.argsort(p[ok], kind="stable")]
+    adjusted = np.maximum.accumulate((m - np.arange(m)) * p[order])
+    out[order] = np.minimum(adjusted, 1.0)
     return out

@@ -145,6 +145,31 @@ def evaluate(state, loader):
     return {"loss": float(loss_sum) / max(n, 1), "acc": int(correct) / max(n, 1), "n": n}
 
 
+def output_gradient(state, loader):
+    """Mean per-sample L2 norm of d(data loss)/d(output of the last Linear layer), no update.
+
+    This is seed 000's explanation of why softmax + MSE stalls: the gradient that reaches the logits
+    through the softmax is small. The loss is a batch mean, so the gradient is scaled by the batch size
+    to give each sample's own gradient. Eval mode: no dropout mask is drawn, the training RNG is untouched.
+    """
+    from backends.paddle.data import to_device
+    last = [m for m in state.model.sublayers() if isinstance(m, paddle.nn.Linear)][-1]
+    captured = {}
+    handle = last.register_forward_post_hook(lambda layer, inputs, output: captured.__setitem__("z", output))
+    state.model.eval()
+    total, n = 0.0, 0
+    try:
+        for batch in loader:
+            xb, yb = to_device(batch, state.dev)
+            loss = state.loss_fn(state.model(xb), yb)
+            (grad,) = paddle.grad(loss, captured["z"])
+            total += float(paddle.linalg.norm(grad * len(yb), axis=1).sum())
+            n += len(yb)
+    finally:
+        handle.remove()
+    return total / max(n, 1)
+
+
 def scheduler_step(state, val_loss=None):
     """Once per epoch, after validation (ReduceOnPlateau watches the validation loss)."""
     if state.scheduler is None:
