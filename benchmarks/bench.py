@@ -7,6 +7,10 @@ How a run is organised:
 - Per repeat, one worker process per backend is started with the same pinned thread environment and
   only its framework imported; the parent alternates cells between them (A B, then B A for the next
   cell), so machine noise hits both backends alike and order effects cancel.
+- A cell that fails (exception, out of memory, crashed worker) or diverges (NaN/Inf loss or weights) is
+  recorded too, as rows with status `failed` / `diverged` and the error's last line, and holds no timing;
+  the other cells go on. A rerun retries failed cells (ok and diverged ones count as finished); the exit
+  code is 1 when a cell failed.
 - Statistics (common.stats): per-task ratio torch/paddle over the interleaved pairs, with a 95% CI and
   a verdict faster / same (+-5%) / slower / inconclusive. See benchmarks/report.py for the tables.
 """
@@ -69,6 +73,10 @@ BENCH_COLUMNS = [
     "framework_version", "device", "device_name",
     "python", "numpy", "platform", "git_commit", "dualbench_version",
     "timestamp", "run_id",
+    # appended last, so that files written before they existed are a column subset (read as status ok)
+    "status",              # ok | failed: the cell raised or its worker died | diverged: NaN/Inf loss or weights
+    "error",               # failed: the error's last line (out of memory names the batch size); diverged: the
+                           # step and the last finite loss. Failed and diverged rows hold no timings.
 ]
 
 MNIST_LIKE, CIFAR_LIKE = (1, 28, 28), (3, 32, 32)
@@ -208,11 +216,45 @@ def plan(suite, tasks, backend_names, threads_list, run_id, seed=0, samples=1000
     return groups
 
 
-def done_keys(csv_path):
+def row_status(frame):
+    """Each row's status; empty (rows written before the column existed) reads as ok."""
+    if "status" not in frame:
+        import pandas as pd
+        return pd.Series("ok", index=frame.index, dtype=object)
+    return frame["status"].fillna("ok").astype(str).replace("", "ok")
+
+
+def recorded_keys(csv_path):
+    """(finished, failed) cell_keys in bench.csv. Finished: measured (ok) or diverged, skipped by a rerun;
+    failed: keys with only failed rows, which a rerun retries."""
     from common.results import read_csv
     if not csv_path.exists() or csv_path.stat().st_size == 0:
-        return set()
-    return set(read_csv(csv_path, BENCH_COLUMNS)["cell_key"].astype(str))
+        return set(), set()
+    frame = read_csv(csv_path, BENCH_COLUMNS)
+    failed = row_status(frame) == "failed"
+    done = set(frame.loc[~failed, "cell_key"].astype(str))
+    return done, set(frame.loc[failed, "cell_key"].astype(str)) - done
+
+
+def done_keys(csv_path):
+    """cell_keys finished in bench.csv (ok or diverged); failed cells are not, so a rerun retries them."""
+    return recorded_keys(csv_path)[0]
+
+
+def problem_rows(cell, status, error):
+    """Rows for a cell that failed or diverged: its identity and the error, one per pending loop, no timings.
+
+    The configuration columns match what the worker writes for a measured cell (the dataset name of
+    random data included), so the report groups them with the measured cells of the same configuration.
+    """
+    from common.results import host_metadata, now
+    dataset = cell.get("dataset") or f"random-uint8-n{cell['samples']}"
+    base = {k: cell[k] for k in ("suite", "task", "backend", "mode", "precision", "threads", "batch_size", "repeat",
+                                 "seed", "run_id", "device")}
+    base.update({"dataset": dataset, "status": status, "error": error, "timestamp": now(),
+                 "load_avg": os.getloadavg()[0] if hasattr(os, "getloadavg") else None, "cpu_count": os.cpu_count(),
+                 **host_metadata()})
+    return [{**base, "loop": loop, "cell_key": cell["keys"][loop]} for loop in cell["loops"]]
 
 
 def pending_cells(groups, done):
@@ -246,7 +288,8 @@ class Worker:
         self.backend = backend
 
     def run(self, cell):
-        """Send a cell, wait for its reply; None when the worker died (its log tail is printed)."""
+        """Send a cell, wait for its reply; when the worker died, a failed reply naming how (its log
+        tail is printed)."""
         try:
             self.proc.stdin.write(json.dumps(cell) + "\n")
             self.proc.stdin.flush()
@@ -259,7 +302,7 @@ class Worker:
             tail = self.log.read().strip().splitlines()[-5:]
             print(f"dualbench bench: {self.backend} worker died (exit code {self.proc.returncode}):\n  "
                   + "\n  ".join(tail), file=sys.stderr)
-            return None
+            return {"error": death_line(self.proc.returncode, tail, cell), "died": True}
         return json.loads(line)
 
     def close(self, kill=False):
@@ -280,14 +323,28 @@ class Worker:
         self.log.close()
 
 
+def death_line(returncode, log_tail, cell):
+    """One line for a worker that died without replying: the signal or exit code, and its last log line."""
+    last = next((line.strip() for line in reversed(log_tail) if line.strip()), "")
+    if returncode is not None and returncode < 0:
+        how = f"worker killed by signal {-returncode}"
+        if -returncode == 9:   # SIGKILL: most often the kernel's out-of-memory killer
+            how += (f" (possibly out of memory at batch size {cell.get('batch_size')}; "
+                    "try a smaller --batch-size)")
+    else:
+        how = f"worker exited with code {returncode}"
+    return how + (f": {last}" if last else "")
+
+
 def execute(groups, csv_path, progress=True):
-    """Run every pending cell; append its rows atomically as soon as it finishes. Returns failures."""
+    """Run every pending cell; append its rows atomically as soon as it finishes, a failed or diverged
+    cell's too. Returns [(cell, status, error)] for the cells that failed or diverged."""
     from tqdm import tqdm
 
     from common.results import append_rows
     total = sum(len(g["cells"]) for g in groups)
     bar = tqdm(total=total, unit="cell", file=sys.stderr, disable=not progress, desc="bench")
-    failures = []
+    problems = []
     for group in groups:
         workers, interrupted = {}, True
         try:
@@ -298,12 +355,14 @@ def execute(groups, csv_path, progress=True):
                 if name not in workers:
                     workers[name] = Worker(name, group["threads"])
                 reply = workers[name].run(cell)
-                if reply is None:          # a crashed worker: restart it for the next cell
+                if reply.get("died"):      # a crashed worker: restart it for the next cell
                     workers.pop(name).close(kill=True)
-                    failures.append((cell, "worker died"))
-                elif "error" in reply:
-                    failures.append((cell, reply["error"]))
-                    bar.write(f"dualbench bench: {cell['task']}/{name} repeat {cell['repeat']} failed: {reply['error']}")
+                if "error" in reply:
+                    status = "diverged" if reply.get("diverged") else "failed"
+                    problems.append((cell, status, reply["error"]))
+                    append_rows(csv_path, problem_rows(cell, status, reply["error"]), BENCH_COLUMNS)
+                    bar.write(f"dualbench bench: {cell['task']} {name} {cell['kind']} repeat {cell['repeat']} "
+                              f"{status}: {reply['error']}")
                 else:
                     append_rows(csv_path, reply["rows"], BENCH_COLUMNS)
                 bar.update(1)
@@ -312,7 +371,7 @@ def execute(groups, csv_path, progress=True):
             for worker in workers.values():
                 worker.close(kill=interrupted)
     bar.close()
-    return failures
+    return problems
 
 
 def bench(suite, tasks, backend_names, out_dir, threads_list, seed=0, samples=10000, dataset=None, progress=True):
@@ -323,19 +382,28 @@ def bench(suite, tasks, backend_names, out_dir, threads_list, seed=0, samples=10
         backends.require(name)
     csv_path = Path(out_dir) / "bench.csv"
     groups = plan(suite, tasks, backend_names, threads_list, new_run_id(), seed, samples, dataset)
-    todo = pending_cells(groups, done_keys(csv_path))
+    done, retried = recorded_keys(csv_path)
+    todo = pending_cells(groups, done)
     n_all, n_todo = sum(len(g["cells"]) for g in groups), sum(len(g["cells"]) for g in todo)
-    if n_todo < n_all:
-        print(f"dualbench bench: resuming, {n_all - n_todo} of {n_all} cells already in {csv_path}", file=sys.stderr)
+    n_retry = sum(1 for g in todo for c in g["cells"] if any(c["keys"][loop] in retried for loop in c["loops"]))
+    if n_todo < n_all or n_retry:
+        print(f"dualbench bench: resuming, {n_all - n_todo} of {n_all} cells already in {csv_path}"
+              + (f"; retrying {n_retry} failed cell(s)" if n_retry else ""), file=sys.stderr)
     started = time.perf_counter()
-    failures = execute(todo, csv_path, progress)
+    problems = execute(todo, csv_path, progress)
     elapsed = time.perf_counter() - started
     if csv_path.exists():
         from benchmarks.report import print_speed_summary
         print_speed_summary(csv_path)
     print(f"{n_todo} cells in {elapsed:.0f} s; rows in {csv_path}")
-    if failures:
-        print(f"dualbench bench: {len(failures)} cell(s) failed", file=sys.stderr)
+    n_failed = sum(1 for _, status, _ in problems if status == "failed")
+    n_diverged = len(problems) - n_failed
+    if n_diverged:
+        print(f"dualbench bench: {n_diverged} cell(s) diverged (status 'diverged' in {csv_path}; excluded from "
+              "the ratios)", file=sys.stderr)
+    if n_failed:
+        print(f"dualbench bench: {n_failed} cell(s) failed (status 'failed' in {csv_path}); rerun the same "
+              "command to retry them", file=sys.stderr)
         raise SystemExit(1)
     return csv_path
 

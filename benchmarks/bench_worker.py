@@ -1,7 +1,9 @@
 """Bench worker: one framework per process; times the cells the parent sends, one at a time.
 
 `python -m benchmarks.bench_worker BACKEND RESULT_FD`. Reads cells as JSON lines on stdin until EOF; for
-each cell writes one JSON line to file descriptor RESULT_FD: {"rows": [...]} or {"error": "...", "user": bool}.
+each cell writes one JSON line to file descriptor RESULT_FD: {"rows": [...]}, {"error": "...", "user": bool}
+(the error's last line; out of memory names the batch size), or {"error": "...", "diverged": true} when the
+loss or the weights became NaN/Inf. A framework that cannot be imported answers every cell with its error.
 Framework output on stdout/stderr never mixes with results. The parent keeps one worker per backend
 alive for a repeat and alternates between them, so backends are interleaved task by task while each
 framework is imported once per repeat.
@@ -12,6 +14,8 @@ Cell kinds (all framework-blind; they call backends.<name>.{device,models,train,
   same model, optimizer and batch size. The device is synchronised before every clock read.
 - "ttt": time to target accuracy: train epochs through the engine's train_epoch until the evaluation
   accuracy reaches the task's target (or the epoch budget runs out).
+Divergence: the loss is read (outside the timed region) after every warm-up step and at the end of every
+window, the weights at the end of the cell; a NaN/Inf stops the cell, which then measured nothing.
 """
 import hashlib
 import importlib
@@ -25,6 +29,7 @@ import traceback
 import numpy as np
 
 import backends
+from benchmarks.worker import error_line
 from common.data.sources import load_dataset
 from common.data.split import epoch_batches, eval_batches, normalize, order_hash, prepare_splits
 from common.errors import UserError
@@ -34,6 +39,38 @@ from common.tasks import get_task
 
 MAX_AUTO_STEPS = 2000     # cap on auto-sized windows (a window of a tiny model at ~0.3 ms/step)
 BARE_DISTINCT_BATCHES = 16
+OOM_ADVICE = "try a smaller --batch-size"
+
+
+class Diverged(Exception):
+    """The loss (or a weight) became NaN/Inf: the cell stops; its message is what bench.csv records."""
+
+    def __init__(self, step, loss, last_finite=None, last_step=None, window=1):
+        where = f"at step {step}" if window <= 1 else f"within steps {step - window + 1}-{step}"
+        text = f"diverged {where}: loss {loss}"
+        if last_finite is not None:
+            text += f"; last finite loss {last_finite:.6g}" + (f" at step {last_step}" if last_step else "")
+        super().__init__(text)
+        self.step, self.last_finite = step, last_finite
+
+
+class LossWatch:
+    """Counts training steps (warm-up, engine and bare, all on the same model) and checks the loss
+    returned by the last step of each window; only the window's last loss is read (one host copy)."""
+
+    def __init__(self):
+        self.steps, self.last_finite, self.last_step = 0, None, None
+
+    def check(self, loss, steps):
+        self.steps += steps
+        value = float(loss)
+        if not math.isfinite(value):
+            raise Diverged(self.steps, value, self.last_finite, self.last_step, window=steps)
+        self.last_finite, self.last_step = value, self.steps
+
+    def check_weights(self, backend, model):
+        if not backend.train.parameters_finite(model):
+            raise Diverged(self.steps, "finite, weights not", self.last_finite, self.last_step)
 
 
 class BatchOrder:
@@ -107,31 +144,31 @@ def setup_state(backend, speed, task, cell, dev):
 
 
 def engine_window(backend, state, step, it, steps, dev):
-    """`steps` steps through the native DataLoader; returns (seconds, seconds spent in the reader)."""
+    """`steps` steps through the native DataLoader; returns (seconds, seconds in the reader, last loss)."""
     to_device, sync, clock = backend.data.to_device, backend.device.synchronize, time.perf_counter
-    reader = 0.0
+    reader, loss = 0.0, None
     sync(dev)
     start = clock()
     for _ in range(steps):
         r0 = clock()
         xb, yb = to_device(next(it), dev)
         reader += clock() - r0
-        step(state, xb, yb)
+        loss, _ = step(state, xb, yb)
     sync(dev)
-    return clock() - start, reader
+    return clock() - start, reader, loss
 
 
 def bare_window(backend, state, step, preloaded, offset, steps, dev):
-    """`steps` steps over tensors already on the device (no reader); returns seconds."""
+    """`steps` steps over tensors already on the device (no reader); returns (seconds, last loss)."""
     sync, clock = backend.device.synchronize, time.perf_counter
-    n = len(preloaded)
+    n, loss = len(preloaded), None
     sync(dev)
     start = clock()
     for i in range(offset, offset + steps):
         xb, yb = preloaded[i % n]
-        step(state, xb, yb)
+        loss, _ = step(state, xb, yb)
     sync(dev)
-    return clock() - start
+    return clock() - start, loss
 
 
 def summarise_windows(seconds, steps, batch_size):
@@ -166,13 +203,17 @@ def run_speed_cell(cell, backend, speed, dev, cache):
 
     # Warm-up (excluded): at least `warmup` steps and `warmup_seconds`, which also lets the other
     # worker's idle math threads stop spinning before anything is timed.
+    watch = LossWatch()
     sync(dev)
     t0 = clock()
-    engine_window(backend, state, step, it, 1, dev)
+    loss = engine_window(backend, state, step, it, 1, dev)[2]
     first_step = clock() - t0
+    watch.check(loss, 1)
     step_times, done = [], 1
     while done < warmup or clock() - t0 < float(cell["warmup_seconds"]):
-        step_times.append(engine_window(backend, state, step, it, 1, dev)[0])
+        seconds, _, loss = engine_window(backend, state, step, it, 1, dev)
+        step_times.append(seconds)
+        watch.check(loss, 1)
         done += 1
         if done >= length - windows * (fixed_steps or MAX_AUTO_STEPS) - 2:
             break
@@ -183,7 +224,8 @@ def run_speed_cell(cell, backend, speed, dev, cache):
     preloaded = None
     if "bare" in loops:
         preloaded = speed.preload(x, y, [order[i] for i in range(min(BARE_DISTINCT_BATCHES, order.per_epoch))], dev)
-        bare_window(backend, state, step, preloaded, 0, max(2, warmup // 2), dev)   # warm the bare path too
+        warm = max(2, warmup // 2)
+        watch.check(bare_window(backend, state, step, preloaded, 0, warm, dev)[1], warm)   # warm the bare path too
 
     engine_s, reader_s, bare_s = [], [], []
     for w in range(windows):
@@ -192,11 +234,14 @@ def run_speed_cell(cell, backend, speed, dev, cache):
             if loop not in loops:
                 continue
             if loop == "engine":
-                seconds, reader = engine_window(backend, state, step, it, steps, dev)
+                seconds, reader, loss = engine_window(backend, state, step, it, steps, dev)
                 engine_s.append(seconds)
                 reader_s.append(reader)
             else:
-                bare_s.append(bare_window(backend, state, step, preloaded, w * steps, steps, dev))
+                seconds, loss = bare_window(backend, state, step, preloaded, w * steps, steps, dev)
+                bare_s.append(seconds)
+            watch.check(loss, steps)    # after the clock read: not timed
+    watch.check_weights(backend, state.model)
     peak_mb, peak_kind = speed.peak_memory(dev)
 
     common = {"warmup_steps": done, "warmup_s": warmup_s, "first_step_s": first_step,
@@ -236,14 +281,22 @@ def run_ttt_cell(cell, backend, speed, dev, cache):
     n, batch_size, seed = len(splits.train_y), int(cell["batch_size"]), int(cell["seed"])
     sync, clock = backend.device.synchronize, time.perf_counter
     train_s, epoch_s, acc, reached, epoch, first_order = 0.0, [], math.nan, False, 0, None
+    steps_done, last_finite = 0, None
     for epoch in range(1, int(cell["max_epochs"]) + 1):
         batches = epoch_batches(n, batch_size, seed, epoch, task.protocol.drop_last)
         first_order = first_order or order_hash(batches)
         sync(dev)
         start = clock()
-        backend.train.train_epoch(state, backend.data.make_loader(splits.train_x, splits.train_y, batches, dev))
+        train = backend.train.train_epoch(state, backend.data.make_loader(splits.train_x, splits.train_y, batches, dev))
         sync(dev)
         epoch_s.append(clock() - start)
+        if train["n"]:
+            last_finite = train["loss"]      # the epoch's mean loss up to the divergence, as `run` records
+        if train["diverged_step"] is not None:
+            raise Diverged(steps_done + train["diverged_step"], train.get("bad_loss", math.nan), last_finite)
+        steps_done += len(batches)
+        if not backend.train.parameters_finite(state.model):
+            raise Diverged(steps_done, "finite, weights not", last_finite)
         train_s += epoch_s[-1]
         acc = backend.train.evaluate(state, backend.data.make_loader(
             eval_x, eval_y, eval_batches(len(eval_y), 1000), dev))["acc"]   # not timed
@@ -268,7 +321,8 @@ def run_bench_cell(cell, backend, speed, cache):
         rows = run_speed_cell(cell, backend, speed, dev, cache)
     identity = {k: cell[k] for k in ("suite", "task", "backend", "mode", "precision", "batch_size", "repeat",
                                      "seed", "run_id") if k in cell}
-    meta = {**dev_info, **host_metadata(), "timestamp": now(), "load_avg": load, "cpu_count": os.cpu_count()}
+    meta = {**dev_info, **host_metadata(), "timestamp": now(), "load_avg": load, "cpu_count": os.cpu_count(),
+            "status": "ok"}
     out = []
     for row in rows:
         row = {**identity, **row, **meta}
@@ -281,23 +335,32 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     backend_name, result_fd = argv[0], int(argv[1])
     results = os.fdopen(result_fd, "w", buffering=1)
+    load_error = None
     try:
         backend = backends.load(backend_name)
         speed = importlib.import_module(f"backends.{backend_name}.speed")
     except UserError as e:
-        results.write(json.dumps({"error": str(e), "user": True}) + "\n")
-        return 2
+        load_error = {"error": str(e), "user": True}
+    except Exception as e:   # noqa: BLE001 - a broken install: every cell of this backend fails with it
+        traceback.print_exc()
+        load_error = {"error": error_line(e, {}, OOM_ADVICE), "user": False}
     cache = {}
     for line in sys.stdin:
         if not line.strip():
             continue
         cell = json.loads(line)
+        if load_error is not None:
+            results.write(json.dumps(load_error) + "\n")
+            continue
         try:
             reply = {"rows": run_bench_cell(cell, backend, speed, cache)}
         except UserError as e:
             reply = {"error": str(e), "user": True}
-        except Exception as e:   # reported to the parent, which goes on with the next cell
-            reply = {"error": f"{type(e).__name__}: {e}", "user": False,
+        except Diverged as e:
+            reply = {"error": str(e), "diverged": True}
+        except Exception as e:   # noqa: BLE001 - reported to the parent, which goes on with the next cell
+            traceback.print_exc()
+            reply = {"error": error_line(e, cell, OOM_ADVICE), "user": False,
                      "traceback": traceback.format_exc(limit=6)}
         results.write(json.dumps(reply, default=float) + "\n")
     return 0

@@ -3,6 +3,9 @@
 Reads DIR/runs.csv (dualbench run), DIR/bench.csv (dualbench bench) and DIR/parity.csv (dualbench
 parity), each if present, and writes DIR/report.md, DIR/speed_summary.csv and DIR/plots/*.png, every
 file atomically. Statistics come from common.stats (see its docstring for the choices).
+
+Bench rows with status failed or diverged hold no timings: they are listed in their own table and left
+out of every speed number; a cell that failed and then succeeded on a rerun counts as measured.
 """
 import math
 from pathlib import Path
@@ -10,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from benchmarks.bench import row_status
 from common.errors import UserError
 from common.stats import BAND, compare_means, mean_ci, median_ci, paired_ratio_ci, verdict
 
@@ -37,6 +41,21 @@ def latest(frame, keys):
     if "timestamp" in frame:
         frame = frame.sort_values("timestamp", kind="stable")
     return frame.drop_duplicates(keys, keep="last")
+
+
+def measured(bench):
+    """The bench rows that hold timings: status ok (empty in files written before the column existed)."""
+    return bench[row_status(bench) == "ok"]
+
+
+def problem_cells(bench):
+    """Rows of cells that failed or diverged and have no ok row (a retried cell that then succeeded is
+    measured, not a problem): the latest row per cell_key."""
+    status = row_status(bench)
+    bench = bench.assign(status=status, error=bench["error"] if "error" in bench else None)
+    ok_keys = set(bench.loc[status == "ok", "cell_key"])
+    bad = bench[(status != "ok") & ~bench["cell_key"].isin(ok_keys)]
+    return latest(bad, ["cell_key"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -117,11 +136,15 @@ def _pairs(group, value):
 
 def speed_summary(bench, loop="engine"):
     """Per task and configuration: throughput per backend (median over repeats, 95% CI), the paired
-    ratio torch/paddle with its CI and verdict, and the supporting per-step numbers."""
+    ratio torch/paddle with its CI and verdict, and the supporting per-step numbers.
+
+    Only ok rows count; `<backend>_failed` / `<backend>_diverged` count the cells left out, and a
+    configuration with no complete pair says which backend failed in its verdict."""
     rows = []
     frame = bench[bench["loop"] == loop]
-    for keys, group in frame.groupby(["task"] + CONFIG, sort=False, dropna=False):
+    for keys, all_rows in frame.groupby(["task"] + CONFIG, sort=False, dropna=False):
         info = dict(zip(["task"] + CONFIG, keys))
+        group, bad = measured(all_rows), problem_cells(all_rows)
         sps = _pairs(group, "samples_per_s")
         row = dict(info)
         for name in ("torch", "paddle"):
@@ -140,6 +163,12 @@ def speed_summary(bench, loop="engine"):
         ratio = paired_ratio_ci(t[common].values, p[common].values) if common else paired_ratio_ci([], [])
         row.update({"ratio": ratio["ratio"], "ratio_lo": ratio["lo"], "ratio_hi": ratio["hi"], "pairs": ratio["n"],
                     "verdict": verdict(ratio["lo"], ratio["hi"])})
+        for name in ("torch", "paddle"):
+            for status in ("failed", "diverged"):
+                row[f"{name}_{status}"] = int(((bad["backend"] == name) & (bad["status"] == status)).sum())
+        if not ratio["n"] and len(bad):
+            what = sorted(set(bad["backend"] + " " + bad["status"]))
+            row["verdict"] = f"n/a ({', '.join(what)})"
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -149,6 +178,7 @@ def overhead_summary(bench):
     end_to_end = engine samples/s / bare samples/s; compute = bare ms/step / engine compute ms/step
     (the engine's step time without the reader's)."""
     rows = []
+    bench = measured(bench)
     frame = bench[bench["loop"].isin(["engine", "bare"])]
     for keys, group in frame.groupby(["task", "backend"] + CONFIG, sort=False, dropna=False):
         group = latest(group, ["loop", "repeat"])
@@ -167,18 +197,24 @@ def overhead_summary(bench):
 
 
 def ttt_summary(bench):
+    """Time to target per task and configuration, ok rows only; `<backend>_reached` says how many
+    repeats reached the target, and how many failed or diverged (those have no time)."""
     frame = bench[bench["loop"] == "ttt"]
     rows = []
-    for keys, group in frame.groupby(["task"] + CONFIG, sort=False, dropna=False):
+    for keys, all_rows in frame.groupby(["task"] + CONFIG, sort=False, dropna=False):
+        group, bad = measured(all_rows), problem_cells(all_rows)
         row = dict(zip(["task"] + CONFIG, keys))
-        row["target"] = float(group["target_accuracy"].iloc[0])
+        targets = pd.to_numeric(group["target_accuracy"], errors="coerce").dropna()
+        row["target"] = float(targets.iloc[0]) if len(targets) else math.nan
         secs = _pairs(group, "ttt_seconds")
         for name in ("torch", "paddle"):
             sub = latest(group[group["backend"] == name], ["repeat"])
             reached = sub["ttt_reached"].astype(str).str.lower().eq("true")
             med, lo, hi = median_ci(secs.get(name, pd.Series(dtype=float)).values)
             row[f"{name}_seconds"], row[f"{name}_lo"], row[f"{name}_hi"] = med, lo, hi
-            row[f"{name}_reached"] = f"{int(reached.sum())}/{len(sub)}"
+            problems = bad[bad["backend"] == name]["status"].value_counts()
+            row[f"{name}_reached"] = f"{int(reached.sum())}/{len(sub)}" + "".join(
+                f" ({n} {status})" for status, n in problems.items())
             row[f"{name}_epochs"] = float(sub["ttt_epochs"].median()) if len(sub) else math.nan
         rows.append(row)
     return pd.DataFrame(rows)
@@ -199,6 +235,23 @@ def machine_load_note(bench):
     return (f"**Warning: the machine was busy** (median 1-minute load average {median_load:.1f} on {n_cores} CPUs, "
             f"max {float(load.max()):.1f}): other work competed with the benchmark, so throughputs are low and noisy "
             f"and CIs wide. Rerun on a quiet machine for numbers to quote.")
+
+
+def problem_table(bench):
+    """Failed and diverged cells, one line per task, backend, configuration, status and error (the repeats
+    and loops it hit listed)."""
+    bad = problem_cells(bench)
+    if not len(bad):
+        return None
+    bad = bad.assign(config=[config_label(r) for _, r in bad.iterrows()], error=bad["error"].fillna(""))
+    rows = []
+    for (task, backend, config, status, error), group in bad.groupby(
+            ["task", "backend", "config", "status", "error"], sort=False, dropna=False):
+        repeats = sorted({int(r) for r in group["repeat"].dropna()})
+        rows.append({"task": task, "backend": backend, "config": config,
+                     "loop": ", ".join(dict.fromkeys(group["loop"].astype(str))),
+                     "repeats": ", ".join(map(str, repeats)), "status": status, "error": error})
+    return pd.DataFrame(rows)
 
 
 def config_label(row):
@@ -347,6 +400,7 @@ def _speed_markdown(summary):
         "torch/paddle [95% CI]": [fmt_ci(r["ratio"], r["ratio_lo"], r["ratio_hi"], ratio=True) for _, r in summary.iterrows()],
         "verdict (torch is …)": summary["verdict"],
         "pairs": summary["pairs"],
+        "left out (failed / diverged)": [excluded_label(r) for _, r in summary.iterrows()],
     })
     details = pd.DataFrame({
         "task": summary["task"],
@@ -359,6 +413,13 @@ def _speed_markdown(summary):
         "peak MiB torch / paddle": [f"{fmt(r['torch_peak_mem_mb'], 4)} / {fmt(r['paddle_peak_mem_mb'], 4)}" for _, r in summary.iterrows()],
     })
     return markdown_table(table), markdown_table(details)
+
+
+def excluded_label(row):
+    """'paddle: 2 failed' for the cells of a configuration that are not in its numbers; '-' for none."""
+    parts = [f"{name}: {int(row[f'{name}_{status}'])} {status}" for name in ("torch", "paddle")
+             for status in ("failed", "diverged") if row.get(f"{name}_{status}", 0)]
+    return "; ".join(parts) or "-"
 
 
 def _overhead_markdown(overhead):
@@ -434,6 +495,14 @@ def build_report(directory, out=None, plots=True):
         busy = machine_load_note(bench)
         if busy:
             md += [busy, ""]
+        problems = problem_table(bench)
+        if problems is not None:
+            md += ["### Failed / diverged cells", "",
+                   f"{len(problem_cells(bench))} bench.csv row(s) recorded a cell that failed (an exception, out of "
+                   "memory or a crashed worker) or diverged (NaN/Inf loss or weights). They hold no timings and are "
+                   "left out of every number below; a configuration without a complete torch/paddle pair has no "
+                   "ratio. Rerunning the same `dualbench bench` command retries the failed cells.", "",
+                   markdown_table(problems)]
         if len(summary):
             write_table(directory / "speed_summary.csv", summary)
             table, details = _speed_markdown(summary)
@@ -476,7 +545,8 @@ def build_report(directory, out=None, plots=True):
                markdown_table(table) if table is not None else "_parity.csv has no task column_\n"]
 
     md += ["## Machine and versions", ""]
-    machine = machine_table({"runs": runs, "bench": bench, "parity": parity})
+    machine = machine_table({"runs": runs, "bench": measured(bench) if bench is not None else None,
+                             "parity": parity})
     md += [markdown_table(machine) if machine is not None else "_no metadata columns found_\n"]
     atomic_write_text(out, "\n".join(md) + "\n")
     return out
@@ -487,6 +557,11 @@ def print_speed_summary(csv_path):
     from common.results import read_csv
     bench = read_csv(csv_path)
     summary = speed_summary(bench)
+    problems = problem_table(bench)
+    if problems is not None:
+        print("failed / diverged cells (left out of the ratios):")
+        print(problems.to_string(index=False))
+        print()
     if not len(summary):
         return
     table = pd.DataFrame({

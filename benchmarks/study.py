@@ -64,7 +64,7 @@ def run_study(study, backend_names, out_root, datasets=None, seeds=None, threads
         print(f"[{study.name} {i}/{len(jobs)}] {arm.label} on {dataset}", file=sys.stderr)
         try:
             run([get_task(arm.task)], backend_names, list(seeds or plan.seeds), out, epochs=epochs, dataset=dataset,
-                limit_train=plan.limit_train, threads=threads, progress=progress)
+                limit_train=plan.limit_train, init=arm.init, threads=threads, progress=progress)
         except SystemExit as e:   # a failed cell: recorded as 'failed' in runs.csv, the study goes on
             if e.code != 1:
                 raise
@@ -81,7 +81,8 @@ def arm_rows(runs, study, arm, plan):
     from common.tasks import get_task
     epochs = arm.epochs or plan.epochs or get_task(arm.task).protocol.epochs
     datasets = {plan.dataset, plan.fallback} - {None}
-    mine = runs[(runs["task"] == arm.task) & runs["dataset"].isin(datasets) & (runs["epochs_planned"] == epochs)]
+    mine = runs[(runs["task"] == arm.task) & runs["dataset"].isin(datasets) & (runs["epochs_planned"] == epochs)
+                & (runs["init"].fillna("own") == arm.init)]
     if not len(mine):
         return mine
     last = mine.sort_values("timestamp", kind="stable").drop_duplicates(["backend", "seed"], keep="last")
@@ -181,18 +182,14 @@ def check_claims(runs, study):
                                 "acc_b": float(worse.mean()) if len(worse) else math.nan, "n_a": cmp["n_a"],
                                 "n_b": cmp["n_b"], "diverged_a": div_a, "diverged_b": div_b,
                                 "diff": cmp["diff"], "diff_lo": cmp["lo"], "diff_hi": cmp["hi"],
-                                "p_welch": cmp["p_welch"], "one_sided": not comparison.two_sided,
+                                "p_welch": cmp["p_welch"],
                                 "_comparison": comparison})
     frame = pd.DataFrame(records)
     if not len(frame):
         return frame
-    # one-sided claims halve Welch's two-sided p in the claimed direction; Holm over the whole study
-    p = frame["p_welch"].to_numpy(float).copy()
-    one = frame["one_sided"].to_numpy(bool)
-    diff = frame["diff"].to_numpy(float)
-    p[one] = np.where(diff[one] > 0, p[one] / 2, 1 - p[one] / 2)
-    frame["p"] = p
-    frame["p_holm"] = holm(p)
+    # two-sided Welch p (so that a claim can also be contradicted), Holm-adjusted over the whole study
+    frame["p"] = frame["p_welch"]
+    frame["p_holm"] = holm(frame["p_welch"].to_numpy(float))
     frame["verdict"] = [claim_verdict(r["_comparison"], r, r["diverged_a"], r["diverged_b"], r["synthetic"])
                         for _, r in frame.iterrows()]
     return frame.drop(columns=["_comparison"])
@@ -421,9 +418,10 @@ def build_section(study, out_root):
                   "Diverged runs stop at the first non-finite loss or weight; they have no test accuracy and are "
                   "left out of the means (counted in the `runs` column).", "", markdown_table(table.fillna("—"))]
     lines += ["## Statistics", "",
-              "Test accuracy: mean over seeds with a Student-t 95% CI. Claims: Welch's t-test over seeds "
-              "(one-sided in the claimed direction; two-sided where the seed only says a change happens), "
-              "p-values Holm-adjusted over every comparison of the study. torch vs paddle: Welch and paired "
+              "Test accuracy: mean over seeds with a Student-t 95% CI. Claims: two-sided Welch t-test over "
+              "seeds, p-values Holm-adjusted over every comparison of the study; a directional claim holds "
+              "when the difference has the claimed sign and p (Holm) < 0.05, and is contradicted when it is "
+              "significant the other way. torch vs paddle: Welch and paired "
               "by seed (same batch order), Holm over the arms. Diverged seeds are reported, not averaged.", ""]
     path = folder / "study.md"
     atomic_write_text(path, "\n".join(lines))

@@ -18,10 +18,12 @@ SEEDS = (0, 1, 2, 3, 4)
 class Arm:
     task: str
     epochs: Optional[int] = None   # None: the task's protocol
+    init: str = "own"              # own: each framework's initialisation; shared: identical numpy weights
 
     @property
     def label(self):
-        return self.task if self.epochs is None else f"{self.task} @{self.epochs}ep"
+        label = self.task if self.epochs is None else f"{self.task} @{self.epochs}ep"
+        return label if self.init == "own" else f"{label} [shared init]"
 
 
 @dataclass(frozen=True)
@@ -70,7 +72,8 @@ STUDIES = {s.name: s for s in [
     Study(
         "mse-vs-ce", "Cross-entropy vs MSE for classification", "000 / 002 / 004",
         arms=tuple(Arm(t) for t in ("mnist-conv-ce", "mnist-conv-softmax-mse", "mnist-conv-mse",
-                                    "mnist-mlp", "mnist-mlp-softmax-mse", "mnist-mlp-mse-value")),
+                                    "mnist-mlp", "mnist-mlp-softmax-mse", "mnist-mlp-mse-value"))
+        + (Arm("mnist-conv-ce", init="shared"),),
         data=_MNIST_LIKE,
         comparisons=(
             Comparison("mnist-conv-ce", "mnist-conv-softmax-mse", "CE trains the conv net better than softmax + MSE"),
@@ -82,7 +85,9 @@ STUDIES = {s.name: s for s in [
         notes="Seed 000 argues that MSE on a softmax output gives small gradients at the logits, so training "
               "stalls. `output_grad` is the mean per-sample L2 norm of d(loss)/d(last Linear output) on 256 "
               "fixed training images, at initialisation and after each epoch. Digit-value MSE treats classes "
-              "as ordered numbers, which Fashion-MNIST's are not."),
+              "as ordered numbers, which Fashion-MNIST's are not. The `[shared init]` arm starts both frameworks from "
+              "the same numpy weights: if torch and paddle differ with their own initialisations but not with "
+              "shared ones, the initialisation explains the difference."),
     Study(
         "mlp-regularisation", "The seed-001 MLP: regularisers, optimisers, schedules, early stopping", "001",
         arms=(Arm("mnist-mlp"),) + tuple(Arm(t) for t in _MLP_VARIANTS)

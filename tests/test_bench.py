@@ -283,3 +283,40 @@ def test_bench_cli_interrupted_by_sigterm_resumes(tmp_path):
     assert read_csv(csv_path, B.BENCH_COLUMNS).equals(full)
     time.sleep(0.2)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".bench.csv.")]   # no temp files
+
+
+def test_old_schema_bench_csv_is_upgraded_on_append(tmp_path):
+    """A bench.csv written before the status/error columns existed: read as all ok, and the next append
+    rewrites it in today's layout with the old rows intact."""
+    old_columns = [c for c in B.BENCH_COLUMNS if c not in ("status", "error")]
+    assert B.BENCH_COLUMNS[-2:] == ["status", "error"]
+    path = tmp_path / "bench.csv"
+    old = [{"cell_key": f"k{r}", "suite": "default", "task": "mnist-mlp", "backend": "torch", "loop": "engine",
+            "threads": 2, "batch_size": 200, "repeat": r, "samples_per_s": 1000.5 + r, "device": "cpu",
+            "window_ms_per_step": "1.5000;1.2500", "timestamp": f"2025-01-01T00:00:0{r}+00:00"} for r in (1, 2)]
+    import pandas as pd
+    pd.DataFrame(old).reindex(columns=old_columns).to_csv(path, index=False)
+    before = pd.read_csv(path)
+    assert B.done_keys(path) == {"k1", "k2"}                         # empty status reads as ok: not rerun
+    append_rows(path, [{"cell_key": "k3", "task": "mnist-mlp", "backend": "paddle", "loop": "engine",
+                        "repeat": 1, "status": "failed", "error": "RuntimeError: boom"}], B.BENCH_COLUMNS)
+    assert path.read_text().splitlines()[0] == ",".join(B.BENCH_COLUMNS)
+    after = read_csv(path, B.BENCH_COLUMNS)
+    pd.testing.assert_frame_equal(after.iloc[:2][old_columns], before, check_dtype=False)
+    assert after["status"].iloc[:2].isna().all() and after["status"].iloc[2] == "failed"
+    assert B.done_keys(path) == {"k1", "k2"}                         # the failed cell is retried
+
+
+def test_published_bench_csv_still_reads_and_reports(tmp_path):
+    """results/cpu/bench.csv predates the status column: it still resumes, reports and can be appended to."""
+    import shutil
+    from benchmarks.report import problem_table, speed_summary
+    published = ROOT / "results" / "cpu" / "bench.csv"
+    frame = read_csv(published, B.BENCH_COLUMNS)
+    assert len(B.done_keys(published)) == frame["cell_key"].nunique()
+    summary = speed_summary(read_csv(published))
+    assert len(summary) and summary["pairs"].min() >= 1 and problem_table(read_csv(published)) is None
+    copy = tmp_path / "bench.csv"
+    shutil.copy(published, copy)
+    append_rows(copy, [{"cell_key": "new", "task": "mnist-mlp", "status": "ok"}], B.BENCH_COLUMNS)
+    assert list(read_csv(copy, B.BENCH_COLUMNS)["cell_key"][:-1]) == list(frame["cell_key"])

@@ -160,3 +160,40 @@ def test_busy_machine_is_flagged(results_dir):
     assert "Warning" not in machine_load_note(bench)
     bench["load_avg"] = 4.5
     assert "Warning: the machine was busy" in machine_load_note(bench)
+
+
+def test_failed_and_diverged_cells_are_listed_and_left_out_of_the_ratios(tmp_path):
+    rng = np.random.default_rng(1)
+    good = bench_rows("mnist-mlp", 20000.0, 10000.0, rng) + bench_rows("mnist-lenet", 5000.0, 5000.0, rng)
+    # mnist-mlp paddle repeat 3 failed first, then succeeded on the rerun (same cell_key, later timestamp)
+    retried = next(r for r in good if r["cell_key"] == "mnist-mlp|paddle|engine|3")
+    failed_first = {k: retried[k] for k in ("cell_key", "suite", "task", "backend", "loop", "mode", "precision",
+                                            "threads", "batch_size", "repeat", "device", "dataset")}
+    failed_first.update(status="failed", error="RuntimeError: first try", timestamp="2024-12-31T00:00:00+00:00")
+    # every mnist-lenet paddle cell diverged
+    lenet = [r if not (r["task"] == "mnist-lenet" and r["backend"] == "paddle") else
+             {k: r[k] for k in failed_first if k not in ("status", "error", "timestamp")}
+             | {"status": "diverged", "error": "diverged at step 7: loss nan; last finite loss 2.3 at step 6",
+                "timestamp": r["timestamp"]} for r in good if r["task"] == "mnist-lenet"]
+    mlp = [r for r in good if r["task"] == "mnist-mlp"]
+    append_rows(tmp_path / "bench.csv", [failed_first] + mlp + lenet, BENCH_COLUMNS)
+
+    bench = read_csv(tmp_path / "bench.csv")
+    summary = speed_summary(bench).set_index("task")
+    assert summary.loc["mnist-mlp", "ratio"] == pytest.approx(2.0, rel=0.01)     # the retry counts, once
+    assert summary.loc["mnist-mlp", "pairs"] == 6 and summary.loc["mnist-mlp", "paddle_failed"] == 0
+    assert summary.loc["mnist-lenet", "pairs"] == 0 and np.isnan(summary.loc["mnist-lenet", "ratio"])
+    assert np.isnan(summary.loc["mnist-lenet", "paddle_samples_per_s"])        # never a 0 throughput
+    assert summary.loc["mnist-lenet", "paddle_diverged"] == 6 and summary.loc["mnist-lenet", "verdict"] == \
+        "n/a (paddle diverged)"
+    assert summary.loc["mnist-lenet", "torch_samples_per_s"] == pytest.approx(5000.0 * 0.98, rel=0.1)
+    overhead = overhead_summary(bench).set_index(["task", "backend"])
+    assert ("mnist-lenet", "paddle") not in overhead.index
+
+    text = build_report(tmp_path, plots=False).read_text()
+    assert "### Failed / diverged cells" in text and "first try" not in text
+    assert ("| mnist-lenet | paddle | cpu, eager, fp32, 2 thr, batch 64 | engine, bare | 1, 2, 3, 4, 5, 6 | "
+            "diverged | diverged at step 7: loss nan; last finite loss 2.3 at step 6 |") in text
+    assert "| n/a (paddle diverged) | 0 | paddle: 6 diverged |" in text
+    csv = pd.read_csv(tmp_path / "speed_summary.csv").set_index("task")
+    assert csv.loc["mnist-lenet", ["paddle_samples_per_s", "paddle_ms_per_step", "ratio"]].isna().all()

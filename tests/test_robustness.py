@@ -26,17 +26,24 @@ def test_divergence_is_recorded_not_hidden(tmp_path):
     assert frame.groupby("backend").epoch.max().max() == diverged.epoch.max()
 
 
+# A sitecustomize.py that makes paddle "installed" but `import paddle` run CRASH instead (in every
+# process started with its folder on PYTHONPATH), as a broken install or a killed worker would.
+PADDLE_IMPORT_HOOK = (
+    "import importlib.abc, importlib.machinery, os, signal, sys\n"
+    "class Boom(importlib.abc.Loader):\n"
+    "    def create_module(self, spec): return None\n"
+    "    def exec_module(self, module): {crash}\n"
+    "class Finder(importlib.abc.MetaPathFinder):\n"
+    "    def find_spec(self, name, path, target=None):\n"
+    "        return importlib.machinery.ModuleSpec(name, Boom()) if name == 'paddle' else None\n"
+    "sys.meta_path.insert(0, Finder())\n")
+PADDLE_RAISES = PADDLE_IMPORT_HOOK.format(crash="raise RuntimeError('simulated crash in paddle')")
+PADDLE_KILLED = PADDLE_IMPORT_HOOK.format(crash="os.kill(os.getpid(), signal.SIGKILL)")   # as the OOM killer would
+
+
 def test_failing_backend_is_recorded_and_others_go_on(tmp_path):
     # paddle "installed" but crashing on import in the worker, as a broken install would
-    (tmp_path / "sitecustomize.py").write_text(
-        "import importlib.abc, importlib.machinery, sys\n"
-        "class Boom(importlib.abc.Loader):\n"
-        "    def create_module(self, spec): return None\n"
-        "    def exec_module(self, module): raise RuntimeError('simulated crash in paddle')\n"
-        "class Finder(importlib.abc.MetaPathFinder):\n"
-        "    def find_spec(self, name, path, target=None):\n"
-        "        return importlib.machinery.ModuleSpec(name, Boom()) if name == 'paddle' else None\n"
-        "sys.meta_path.insert(0, Finder())\n")
+    (tmp_path / "sitecustomize.py").write_text(PADDLE_RAISES)
     out = tmp_path / "out"
     proc = run_cli("run", "--task", "mnist-linear-mse", "--epochs", "1", "--seeds", "0,1", "--out", out, *QUICK,
                    env={"PYTHONPATH": str(tmp_path)})
@@ -99,3 +106,154 @@ def test_reruns_are_bit_identical(tmp_path, backend):
     first = [{k: r.get(k) for k in metrics} for r in run_cell(cell, progress=False)[0]]
     second = [{k: r.get(k) for k in metrics} for r in run_cell(cell, progress=False)[0]]
     assert first == second
+
+
+# ---------------------------------------------------------------------------------------------
+# dualbench bench: failed and diverged cells are rows of bench.csv, reported, never in a ratio
+
+TINY_BENCH = ["--repeats", "2", "--windows", "2", "--steps", "2", "--warmup", "1", "--warmup-seconds", "0",
+              "--threads", "1", "--no-ttt", "--no-progress"]
+
+
+def read_bench(folder):
+    from benchmarks.bench import BENCH_COLUMNS
+    from common.results import read_csv
+    return read_csv(folder / "bench.csv", BENCH_COLUMNS)
+
+
+def test_bench_failing_backend_is_recorded_reported_and_retried(tmp_path):
+    import backends
+    if not backends.is_installed("torch"):
+        pytest.skip("torch not installed")
+    (tmp_path / "sitecustomize.py").write_text(PADDLE_RAISES)
+    out = tmp_path / "out"
+    args = ["bench", "--tasks", "mnist-linear-mse", *TINY_BENCH, "--out", out]
+    proc = run_cli(*args, env={"PYTHONPATH": str(tmp_path)})
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"dualbench bench: 2 cell(s) failed (status 'failed' in {out / 'bench.csv'}); rerun the same command "
+        "to retry them")
+    frame = read_bench(out)
+    paddle, torch = frame[frame.backend == "paddle"], frame[frame.backend == "torch"]
+    assert len(paddle) == 4 and (paddle.status == "failed").all()            # 2 repeats x (engine, bare)
+    assert (paddle.error == "RuntimeError: simulated crash in paddle").all()
+    assert paddle.samples_per_s.isna().all() and paddle.ms_per_step.isna().all()   # no timing, not a 0
+    assert sorted(paddle.repeat) == [1, 1, 2, 2] and set(paddle.loop) == {"engine", "bare"}
+    assert len(torch) == 4 and (torch.status == "ok").all() and (torch.samples_per_s > 0).all()
+
+    report = run_cli("report", out, "--no-plots")
+    assert report.returncode == 0, report.stderr
+    text = (out / "report.md").read_text()
+    assert "### Failed / diverged cells" in text
+    assert ("| mnist-linear-mse | paddle | cpu, eager, fp32, 1 thr, batch 100 | engine, bare | 1, 2 | failed | "
+            "RuntimeError: simulated crash in paddle |") in text
+    speed_row = next(line for line in text.splitlines() if line.startswith("| mnist-linear-mse | cpu, eager"))
+    cells = [c.strip() for c in speed_row.strip("|").split("|")]
+    assert cells[3:8] == ["n/a", "n/a", "n/a (paddle failed)", "0", "paddle: 2 failed"]   # no ratio, no 0 throughput
+    summary = pd.read_csv(out / "speed_summary.csv")
+    assert summary.paddle_samples_per_s.isna().all() and summary.ratio.isna().all()
+    assert list(summary.paddle_failed) == [2] and list(summary.torch_failed) == [0]
+
+    # the same command with paddle working: only the failed cells run again, and they now count
+    proc = run_cli(*args)
+    assert proc.returncode == 0, proc.stderr
+    assert "resuming, 2 of 4 cells already in" in proc.stderr and "retrying 2 failed cell(s)" in proc.stderr
+    frame = read_bench(out)
+    assert len(frame) == 12 and (frame[frame.backend == "torch"].status == "ok").sum() == 4
+    assert run_cli("report", out, "--no-plots").returncode == 0
+    text = (out / "report.md").read_text()
+    assert "Failed / diverged cells" not in text
+    summary = pd.read_csv(out / "speed_summary.csv")
+    assert summary.pairs.tolist() == [2] and (summary.ratio > 0).all() and list(summary.paddle_failed) == [0]
+
+
+def test_bench_killed_worker_is_a_failed_cell(tmp_path):
+    (tmp_path / "sitecustomize.py").write_text(PADDLE_KILLED)
+    out = tmp_path / "out"
+    proc = run_cli("bench", "--tasks", "mnist-linear-mse", "--backends", "paddle", *TINY_BENCH, "--no-bare",
+                   "--out", out, env={"PYTHONPATH": str(tmp_path)})
+    assert proc.returncode == 1, proc.stderr
+    frame = read_bench(out)
+    assert len(frame) == 2 and (frame.status == "failed").all()   # the worker is restarted for the next cell
+    assert frame.error.str.startswith("worker killed by signal 9 (possibly out of memory at batch size 100; "
+                                      "try a smaller --batch-size)").all()
+
+
+def test_bench_divergence_is_recorded_and_not_retried(tmp_path):
+    """A learning rate of 1e6 (patched into the task in every process): the loss becomes NaN/Inf within a
+    few steps; the cells are `diverged` with the step and last finite loss, exit 0, and a rerun skips them."""
+    import backends
+    names = [n for n in backends.BACKENDS if backends.is_installed(n)]
+    if not names:
+        pytest.skip("no framework installed")
+    (tmp_path / "sitecustomize.py").write_text(
+        "import common.tasks as tasks\n"
+        "tasks.TASKS['mnist-conv-mse'] = tasks.with_overrides(tasks.TASKS['mnist-conv-mse'], lr=1e6)\n")
+    out = tmp_path / "out"
+    args = ["bench", "--tasks", "mnist-conv-mse", "--backends", ",".join(names), *TINY_BENCH, "--repeats", "1",
+            "--out", out]
+    env = {"PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])}
+    proc = run_cli(*args, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert f"{len(names)} cell(s) diverged (status 'diverged' in {out / 'bench.csv'}" in proc.stderr
+    frame = read_bench(out)
+    assert len(frame) == 2 * len(names) and (frame.status == "diverged").all()
+    assert frame.error.str.match(r"diverged (at step \d+|within steps \d+-\d+): loss (nan|inf|-inf)"
+                                 r"; last finite loss [-+\d.e]+ at step \d+$").all(), frame.error.tolist()
+    assert frame.samples_per_s.isna().all()
+    again = run_cli(*args, env=env)
+    assert again.returncode == 0 and f"resuming, {len(names)} of {len(names)} cells already" in again.stderr
+    assert len(read_bench(out)) == len(frame)
+    assert run_cli("report", out, "--no-plots").returncode == 0
+    text = (out / "report.md").read_text()
+    assert "| diverged | diverged " in text and "n/a (" in text
+
+
+def test_out_of_memory_names_the_batch_size_and_suggests_a_smaller_one():
+    from benchmarks.bench_worker import OOM_ADVICE
+    from benchmarks.worker import error_line
+    # paddle raises MemoryError with a multi-line message whose last line is a hint with a source location
+    paddle_oom = MemoryError("(ResourceExhausted) Fail to alloc memory of 4398046511104 size, error code is 12.\n"
+                             "  [Hint: Expected error == 0, but received error:12 != 0:0.] "
+                             "(at /paddle/paddle/phi/core/memory/allocation/cpu_allocator.cc:44)\n")
+    assert error_line(paddle_oom, {"batch_size": 512}, OOM_ADVICE) == (
+        "MemoryError: (ResourceExhausted) Fail to alloc memory of 4398046511104 size, error code is 12. "
+        "(out of memory at batch size 512; try a smaller --batch-size)")
+
+    class OutOfMemoryError(RuntimeError):   # torch.OutOfMemoryError's name and message
+        pass
+    line = error_line(OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total "
+                                       "capacity of 79.1 GiB of which 1.2 GiB is free."), {"batch_size": 4096})
+    assert line.startswith("OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB.")
+    assert line.endswith("(out of memory at batch size 4096; try a smaller --batch-size or --limit-train)")
+    assert error_line(ValueError("bad\nlast line"), {"batch_size": 8}) == "ValueError: last line"
+
+
+@pytest.mark.parametrize("name", ["torch", "paddle"])
+def test_dataset_error_propagates_from_the_native_loader(name):
+    """paddle's DataLoader reads in a thread even with num_workers=0; an error there used to leave the
+    training loop waiting forever. Both loaders must raise it in the caller, after the good batches."""
+    import backends
+    if not backends.is_installed(name):
+        pytest.skip(f"{name} not installed")
+    dev = "__import__('torch').device('cpu')" if name == "torch" else "'cpu'"
+    code = (
+        "import numpy as np, importlib\n"
+        f"data = importlib.import_module('backends.{name}.data')\n"
+        f"dev = {dev}\n"
+        "def transform(xb, i):\n"
+        "    if i == 2: raise ValueError('transform failed on batch 2')\n"
+        "    return xb\n"
+        "x, y = np.zeros((20, 1, 4, 4), 'float32'), np.zeros(20, 'int64')\n"
+        "seen = []\n"
+        "try:\n"
+        "    for xb, yb in data.make_loader(x, y, [list(range(4 * i, 4 * i + 4)) for i in range(5)], dev, transform):\n"
+        "        seen.append(len(yb))\n"
+        "except ValueError as e:\n"
+        "    print('raised', e, 'after', len(seen))\n")
+    try:
+        proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"{name}'s DataLoader hung after an exception in the dataset")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "raised transform failed on batch 2 after 2"
