@@ -65,6 +65,7 @@ biased): those rows are fitted against the conventions and marked "expected" rat
 """
 import importlib
 import re
+import sys
 import zlib
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -877,11 +878,19 @@ def markdown(frame, summary, checks):
 
 def run_parity(tasks, config, out_dir, sides=None, echo=print):
     """Check every task, write OUT/parity.csv and OUT/parity.md; returns (rows frame, summary)."""
+    from tqdm import tqdm
     sides = sides or load_sides()
     rows = []
-    for task in tasks:
-        rows += check_task(task, sides, config)
-    frame, summary, checks = write_outputs(rows, out_dir)
+    for task in tqdm(tasks, desc="parity", unit="task", file=sys.stderr, leave=False, disable=len(tasks) < 2):
+        try:
+            rows += check_task(task, sides, config)
+        except Exception as e:  # noqa: BLE001 - one task crashing is its FAIL row; the other tasks go on
+            ctx = {"task": task.name, "dropout": DROPOUT_POLICY, "batch_size": config.batch_size,
+                   "steps": config.steps, "torch_version": sides["torch"].version,
+                   "paddle_version": sides["paddle"].version}
+            rows += finish([error_row(ctx, "task", "-", "(crashed)", _error_text(e))])
+        # after every task, atomically: an interrupt keeps the tasks already checked
+        frame, summary, checks = write_outputs(rows, out_dir)
     if echo:
         import pandas as pd
         with pd.option_context("display.width", 200, "display.max_colwidth", 60, "display.max_rows", 2000):

@@ -364,3 +364,23 @@ def test_cli_usage_errors_exit_2(args, tmp_path):
     proc = run_cli("parity", *args, "--out", tmp_path)
     assert proc.returncode == 2
     assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+
+
+def test_a_crashing_task_is_a_fail_row_and_the_others_are_still_checked(sides, tmp_path, monkeypatch):
+    from common.tasks import get_task
+    real = parity.check_task
+
+    def crash_on_lenet(task, sides_, config):
+        if task.name == "mnist-lenet":
+            raise RuntimeError("simulated crash inside a framework")
+        return real(task, sides_, config)
+
+    monkeypatch.setattr(parity, "check_task", crash_on_lenet)
+    tasks = [get_task("mnist-lenet"), get_task("mnist-linear-mse")]
+    _, summary = parity.run_parity(tasks, FAST, tmp_path, sides=sides, echo=None)
+    summary = summary.set_index("task")
+    assert summary.loc["mnist-lenet", "result"] == "FAIL"
+    assert "simulated crash" in summary.loc["mnist-lenet", "cause"]
+    assert summary.loc["mnist-linear-mse", "result"] == "pass"
+    written = pd.read_csv(tmp_path / "parity.csv")
+    assert set(written.task) == {"mnist-lenet", "mnist-linear-mse"}
