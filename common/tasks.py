@@ -181,7 +181,7 @@ MNIST_CE_NORM = (0.1307, 0.3081)     # seed 001: ToTensor + Normalize((0.1307,),
 HALF_NORM = (0.5, 0.5)               # seeds 002/004: Normalize(127.5, 127.5) on 0..255 == [-1, 1]
 
 
-def _mlp_layers(hidden, outputs, act_kind, dropout_p=None, relu_on_logits=False):
+def _mlp_layers(hidden, outputs, act_kind, dropout_p=None, relu_on_logits=False, softmax=False):
     layers = [flatten()]
     fin = 784
     for i, width in enumerate(hidden, start=1):
@@ -193,6 +193,8 @@ def _mlp_layers(hidden, outputs, act_kind, dropout_p=None, relu_on_logits=False)
     layers.append(linear(f"fc{len(hidden) + 1}", fin, outputs))
     if relu_on_logits:
         layers.append(act("relu", f"relu{len(hidden) + 1}"))
+    if softmax:
+        layers.append(act("softmax", "softmax"))
     return tuple(layers)
 
 
@@ -245,7 +247,7 @@ _TASKS = [
          relu_on_logits=True),
     _mlp("mnist-mlp-mse-value", "MLP 784-200-200-1, MSE to the digit value", outputs=1, loss="mse_value"),
     _mlp("mnist-mlp-softmax-mse", "MLP 784-200-200-10 softmax output, MSE to one-hot",
-         loss="mse_onehot"),
+         loss="mse_onehot", softmax=True),
     _mlp("mnist-mlp-l2", "mnist-mlp + L2 as weight decay 0.01 (coupled, in the optimizer)",
          protocol=replace(_mlp_001, optimizer=Optimizer("sgd", 0.01, weight_decay=0.01))),
     _mlp("mnist-mlp-l1", "mnist-mlp + L1 loss term 0.01 * sum|w| over all parameters",
