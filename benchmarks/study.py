@@ -100,38 +100,43 @@ def is_synthetic(rows):
     return bool(rows["synthetic"].astype(str).str.lower().eq("true").any()) if len(rows) else False
 
 
-def summarise(runs, study):
-    """summary.csv: per arm, dataset and backend — seeds, statuses, accuracies, gradients, time."""
-    records = []
+def runs_per_arm(runs, study):
+    """(plan, arm, its rows) for every arm and dataset that has rows."""
     for plan in study.data:
         for arm in study.arms:
             rows = arm_rows(runs, study, arm, plan)
-            if not len(rows):
-                continue
-            ends = outcomes(rows)
-            for backend, end in ends.groupby("backend", sort=False):
-                ok = end[end["test_acc"].notna()]
-                acc, lo, hi = mean_ci(ok["test_acc"])
-                first = rows[(rows["backend"] == backend) & (rows["epoch"] == 1)]
-                records.append({
-                    "study": study.name, "arm": arm.label, "task": arm.task, "dataset": end["dataset"].iloc[0],
-                    "synthetic": is_synthetic(end), "backend": backend, "n_train": int(end["n_train"].iloc[0]),
-                    "epochs_planned": int(end["epochs_planned"].iloc[0]),
-                    "seeds": len(end), "ok": len(ok), "diverged": int((end["status"] == "diverged").sum()),
-                    "failed": int((end["status"] == "failed").sum()),
-                    "early_stopped": int((end["status"] == "early_stopped").sum()),
-                    "test_acc": acc, "test_acc_lo": lo, "test_acc_hi": hi,
-                    "test_acc_sd": float(ok["test_acc"].std(ddof=1)) if len(ok) > 1 else math.nan,
-                    "final_train_acc": float(ok["final_train_acc"].mean()) if len(ok) else math.nan,
-                    "best_val_acc": float(rows[rows["backend"] == backend].groupby("seed")["val_acc"].max().mean()),
-                    "epochs_run": float(end["epoch"].mean()),
-                    "final_lr": float(end["lr"].mean()),
-                    "output_grad_init": float(first["output_grad_init"].mean()) if len(first) else math.nan,
-                    "output_grad_epoch1": float(first["output_grad"].mean()) if len(first) else math.nan,
-                    "train_seconds": float(rows[rows["backend"] == backend]["epoch_seconds"].sum()),
-                    "threads": int(end["threads"].iloc[0]),
-                    "framework_version": str(end["framework_version"].iloc[0]),
-                })
+            if len(rows):
+                yield plan, arm, rows
+
+
+def summarise(runs, study):
+    """summary.csv: per arm, dataset and backend — seeds, statuses, accuracies, gradients, time."""
+    records = []
+    for plan, arm, rows in runs_per_arm(runs, study):
+        ends = outcomes(rows)
+        for backend, end in ends.groupby("backend", sort=False):
+            ok = end[end["test_acc"].notna()]
+            acc, lo, hi = mean_ci(ok["test_acc"])
+            first = rows[(rows["backend"] == backend) & (rows["epoch"] == 1)]
+            records.append({
+                "study": study.name, "arm": arm.label, "task": arm.task, "dataset": end["dataset"].iloc[0],
+                "synthetic": is_synthetic(end), "backend": backend, "n_train": int(end["n_train"].iloc[0]),
+                "epochs_planned": int(end["epochs_planned"].iloc[0]),
+                "seeds": len(end), "ok": len(ok), "diverged": int((end["status"] == "diverged").sum()),
+                "failed": int((end["status"] == "failed").sum()),
+                "early_stopped": int((end["status"] == "early_stopped").sum()),
+                "test_acc": acc, "test_acc_lo": lo, "test_acc_hi": hi,
+                "test_acc_sd": float(ok["test_acc"].std(ddof=1)) if len(ok) > 1 else math.nan,
+                "final_train_acc": float(ok["final_train_acc"].mean()) if len(ok) else math.nan,
+                "best_val_acc": float(rows[rows["backend"] == backend].groupby("seed")["val_acc"].max().mean()),
+                "epochs_run": float(end["epoch"].mean()),
+                "final_lr": float(end["lr"].mean()),
+                "output_grad_init": float(first["output_grad_init"].mean()) if len(first) else math.nan,
+                "output_grad_epoch1": float(first["output_grad"].mean()) if len(first) else math.nan,
+                "train_seconds": float(rows[rows["backend"] == backend]["epoch_seconds"].sum()),
+                "threads": int(end["threads"].iloc[0]),
+                "framework_version": str(end["framework_version"].iloc[0]),
+            })
     return pd.DataFrame(records)
 
 
@@ -198,20 +203,16 @@ def check_claims(runs, study):
 def backend_differences(runs, study):
     """torch vs paddle per arm and dataset: Welch and paired-by-seed tests on test accuracy."""
     records = []
-    for plan in study.data:
-        for arm in study.arms:
-            rows = arm_rows(runs, study, arm, plan)
-            if not len(rows):
-                continue
-            by = {b: g[g["test_acc"].notna()].set_index("seed")["test_acc"] for b, g in outcomes(rows).groupby("backend")}
-            t, p = by.get("torch", pd.Series(dtype=float)), by.get("paddle", pd.Series(dtype=float))
-            seeds = sorted(set(t.index) & set(p.index))
-            cmp = compare_means(t.values, p.values, pairs=[(t[s], p[s]) for s in seeds])
-            records.append({"arm": arm.label, "dataset": rows["dataset"].iloc[0], "synthetic": is_synthetic(rows),
-                            "torch": float(t.mean()) if len(t) else math.nan,
-                            "paddle": float(p.mean()) if len(p) else math.nan,
-                            "diff": cmp["diff"], "diff_lo": cmp["lo"], "diff_hi": cmp["hi"],
-                            "p_welch": cmp["p_welch"], "p_paired": cmp["p_paired"]})
+    for plan, arm, rows in runs_per_arm(runs, study):
+        by = {b: g[g["test_acc"].notna()].set_index("seed")["test_acc"] for b, g in outcomes(rows).groupby("backend")}
+        t, p = by.get("torch", pd.Series(dtype=float)), by.get("paddle", pd.Series(dtype=float))
+        seeds = sorted(set(t.index) & set(p.index))
+        cmp = compare_means(t.values, p.values, pairs=[(t[s], p[s]) for s in seeds])
+        records.append({"arm": arm.label, "dataset": rows["dataset"].iloc[0], "synthetic": is_synthetic(rows),
+                        "torch": float(t.mean()) if len(t) else math.nan,
+                        "paddle": float(p.mean()) if len(p) else math.nan,
+                        "diff": cmp["diff"], "diff_lo": cmp["lo"], "diff_hi": cmp["hi"],
+                        "p_welch": cmp["p_welch"], "p_paired": cmp["p_paired"]})
     frame = pd.DataFrame(records)
     if len(frame):
         frame["p_holm"] = holm(frame["p_welch"].to_numpy(float))
@@ -228,7 +229,7 @@ def plot_study(runs, study, plan, path):
     from benchmarks.report import _pyplot, save_figure
     plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), gridspec_kw={"width_ratios": [3, 2]})
-    labels, means, errs, colors, hatches = [], [], [], [], []
+    labels, means, errs, colors, hatches, notes = [], [], [], [], [], []
     for i, arm in enumerate(study.arms):
         rows = arm_rows(runs, study, arm, plan)
         color = ARM_COLORS[i % len(ARM_COLORS)]
@@ -243,8 +244,10 @@ def plot_study(runs, study, plan, path):
             ok = outcomes(mine)
             acc, lo, hi = mean_ci(ok["test_acc"].dropna())
             labels.append(f"{arm.label}\n{backend}")
-            means.append(acc if math.isfinite(acc) else 0.0)
+            means.append(acc)   # NaN (every seed diverged or failed): no bar, a note instead, never a 0
             errs.append(hi - acc if math.isfinite(hi) else 0.0)
+            notes.append("" if len(ok["test_acc"].dropna()) else ", ".join(
+                f"{(ok['status'] == s).sum()} {s}" for s in ("diverged", "failed") if (ok["status"] == s).any()))
             colors.append(color)
             hatches.append("" if backend == "torch" else "//")
     dataset = plan.dataset
@@ -256,6 +259,9 @@ def plot_study(runs, study, plan, path):
     bars = axes[1].bar(x, means, yerr=errs, color=colors, capsize=2)
     for bar, hatch in zip(bars, hatches):
         bar.set_hatch(hatch)
+    for xi, note in zip(x, notes):
+        if note:
+            axes[1].text(xi, 0.02, note, rotation=90, ha="center", va="bottom", fontsize=6)
     axes[1].set_xticks(x)
     axes[1].set_xticklabels(labels, rotation=75, ha="right", fontsize=6)
     axes[1].set(ylabel="test accuracy (mean, 95% CI)", ylim=(0, 1), title=f"test accuracy on {dataset}")
