@@ -6,6 +6,7 @@ cannot throttle torch. Cells are interleaved (seed 0: torch, paddle; seed 1: tor
 """
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -39,13 +40,29 @@ def check_dataset(task, dataset, data_path):
         raise UserError(missing_message(dataset))
 
 
+CELL_DIR_PREFIX = "dualbench-cell-"
+
+
+def remove_stale_cell_dirs():
+    """Remove the cell folders of dualbench processes that no longer exist (killed with -9)."""
+    for folder in Path(tempfile.gettempdir()).glob(f"{CELL_DIR_PREFIX}*-*"):
+        try:
+            pid = int(folder.name[len(CELL_DIR_PREFIX):].split("-")[0])
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except (ValueError, PermissionError):
+            continue
+
+
 def run_worker(cell, threads):
     """Run one cell in a child process; returns (returncode, result dict or None).
 
     If this process is interrupted (Ctrl-C, SIGTERM) the child is stopped too and nothing of the
     cell is returned, so an unfinished cell is never recorded as finished.
     """
-    with tempfile.TemporaryDirectory(prefix="dualbench-cell-") as tmp:
+    remove_stale_cell_dirs()
+    with tempfile.TemporaryDirectory(prefix=f"{CELL_DIR_PREFIX}{os.getpid()}-") as tmp:
         cell_path, result_path = Path(tmp) / "cell.json", Path(tmp) / "result.json"
         cell_path.write_text(json.dumps(cell))
         proc = subprocess.Popen([sys.executable, "-m", "benchmarks.worker", str(cell_path), str(result_path)],

@@ -120,6 +120,9 @@ def append_rows(path, rows, columns):
         raise ValueError(f"rows have columns outside the schema: {sorted(unknown)}")
     frame = frame.reindex(columns=columns)
     with locked(path):
+        # every writer holds the lock, so a temporary file of this CSV seen now was left by a killed one
+        for stale in path.parent.glob(f".{path.name}.*.part"):
+            stale.unlink(missing_ok=True)
         old = b""
         if path.exists() and path.stat().st_size > 0:
             # refuses a file with foreign columns or broken content; an older schema is upgraded
