@@ -114,7 +114,8 @@ def summarise(runs, study):
     records = []
     for plan, arm, rows in runs_per_arm(runs, study):
         ends = outcomes(rows)
-        for backend, end in ends.groupby("backend", sort=False):
+        for backend in [b for b in ("torch", "paddle") if (ends["backend"] == b).any()]:
+            end = ends[ends["backend"] == backend]
             ok = end[end["test_acc"].notna()]
             acc, lo, hi = mean_ci(ok["test_acc"])
             first = rows[(rows["backend"] == backend) & (rows["epoch"] == 1)]
@@ -154,8 +155,11 @@ def _accs(runs, study, label, plan, backend):
 def claim_verdict(comparison, cmp, diverged_better, diverged_worse, synthetic):
     if synthetic:
         return "no claim (synthetic data)"
-    if cmp["n_b"] == 0 and diverged_worse and cmp["n_a"]:
-        return f"holds: '{comparison.worse}' diverged in every seed"
+    if diverged_worse > cmp["n_b"] and cmp["n_a"] and not diverged_better and (
+            cmp["n_b"] == 0 or cmp["diff"] > 0):
+        seeds = diverged_worse + cmp["n_b"]
+        return (f"holds: '{comparison.worse}' diverged in " +
+                ("every seed" if not cmp["n_b"] else f"{diverged_worse} of {seeds} seeds and the rest scored lower"))
     p = cmp["p_holm"]
     if not math.isfinite(p):
         return "untestable (too few runs)"

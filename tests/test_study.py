@@ -87,6 +87,13 @@ def test_claims_hold_are_contradicted_or_not_shown():
     assert claims.loc["CE beats value-MSE", "diverged_b"] == 5
     assert claims.loc["they differ", "verdict"] == "untestable (too few runs)"
 
+    mostly_diverged = pd.concat([fake_rows("mnist-conv-ce", [0.95, 0.96, 0.955]),
+                                 fake_rows("mnist-conv-mse", [0.4]),
+                                 fake_rows("mnist-conv-mse", [0, 0], status="diverged").assign(seed=[1, 2])])
+    claims = S.check_claims(mostly_diverged.reindex(columns=RUN_COLUMNS), TOY).set_index("claim")
+    assert claims.loc["CE beats value-MSE", "verdict"] == \
+        "holds: 'mnist-conv-mse' diverged in 2 of 3 seeds and the rest scored lower"
+
     flipped = pd.concat([fake_rows("mnist-conv-ce", [0.50, 0.55, 0.52, 0.51, 0.56]),
                          fake_rows("mnist-conv-softmax-mse", [0.95, 0.96, 0.955, 0.952, 0.958])])
     claims = S.check_claims(flipped.reindex(columns=RUN_COLUMNS), TOY).set_index("claim")
