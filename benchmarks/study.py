@@ -259,6 +259,8 @@ def plot_study(runs, study, plan, path):
                 title=f"{study.name}: per-epoch accuracy (solid torch, dashed paddle)")
     axes[0].grid(alpha=0.3)
     axes[0].legend(fontsize=6, ncol=2)
+    from matplotlib.ticker import MaxNLocator
+    axes[0].xaxis.set_major_locator(MaxNLocator(integer=True))
     x = np.arange(len(labels))
     bars = axes[1].bar(x, means, yerr=errs, color=colors, capsize=2)
     for bar, hatch in zip(bars, hatches):
