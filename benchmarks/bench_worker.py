@@ -93,35 +93,42 @@ class BatchOrder:
         return self._batches[i % self.per_epoch]
 
 
+def cached(cache, key, make):
+    """The cache holds one dataset at a time: a new key drops the previous arrays before `make` builds
+    the new ones, so a worker that benchmarks many tasks never holds more than one copy of a dataset and
+    each cell's peak RSS is its own task's, not an accumulation of the tasks before it."""
+    if key not in cache:
+        cache.clear()
+        cache[key] = make()
+    return cache[key]
+
+
 def random_data(task, n, seed, cache):
     """Uniform random uint8 pixels of the task's input shape, normalised as the task does, random labels.
 
     Speed does not depend on pixel values; the arrays are large enough (n samples) that batches are
-    gathered from main memory as with a real dataset.
+    gathered from main memory as with a real dataset. Only the normalised float32 copy is kept.
     """
-    key = ("random", tuple(task.model.input_shape), task.num_classes, n, seed)
-    if key not in cache:
+    def make():
         rng = np.random.default_rng(seed)
         images = rng.integers(0, 256, size=(n, *task.model.input_shape), dtype=np.uint8)
         labels = rng.integers(0, task.num_classes, size=n).astype(np.int64)
         digest = hashlib.sha256(images.tobytes() + labels.tobytes()).hexdigest()
-        cache[key] = (images, labels, digest)
-    images, labels, digest = cache[key]
-    norm_key = key + tuple(task.data.normalize)
-    if norm_key not in cache:
-        cache[norm_key] = normalize(images, *task.data.normalize)
-    meta = {"dataset": f"random-uint8-n{n}", "dataset_sha256": digest, "synthetic": True}
-    return cache[norm_key], labels, meta
+        return normalize(images, *task.data.normalize), labels, digest
+
+    key = ("random", tuple(task.model.input_shape), task.num_classes, n, seed, tuple(task.data.normalize))
+    x, labels, digest = cached(cache, key, make)
+    return x, labels, {"dataset": f"random-uint8-n{n}", "dataset_sha256": digest, "synthetic": True}
 
 
 def dataset_splits(task, name, cache):
-    """A named dataset (real or synthetic), prepared for the task; cached per process."""
-    if ("dataset", name) not in cache:
-        cache[("dataset", name)] = load_dataset(name)
-    dataset = cache[("dataset", name)]
-    splits = prepare_splits(dataset, task)
-    meta = {"dataset": dataset.name, "dataset_sha256": dataset.sha256, "synthetic": dataset.synthetic}
-    return splits, meta
+    """A named dataset (real or synthetic), prepared for the task (its normalisation, classes, split)."""
+    def make():
+        dataset = load_dataset(name)
+        meta = {"dataset": dataset.name, "dataset_sha256": dataset.sha256, "synthetic": dataset.synthetic}
+        return prepare_splits(dataset, task), meta
+
+    return cached(cache, ("dataset", name, task.name), make)
 
 
 def bench_data(task, cell, cache):

@@ -323,3 +323,15 @@ def test_published_bench_csv_still_reads_and_reports(tmp_path):
     shutil.copy(published, copy)
     append_rows(copy, [{"cell_key": "new", "task": "mnist-mlp", "status": "ok"}], B.BENCH_COLUMNS)
     assert list(read_csv(copy, B.BENCH_COLUMNS)["cell_key"][:-1]) == list(frame["cell_key"])
+
+
+def test_worker_holds_one_dataset_at_a_time_and_regenerates_it_identically():
+    from benchmarks.bench_worker import random_data
+    from common.tasks import get_task
+    cache = {}
+    x1, y1, meta1 = random_data(get_task("mnist-lenet"), 500, 0, cache)
+    random_data(get_task("cifar2-net"), 300, 0, cache)
+    assert len(cache) == 1   # the MNIST-shaped arrays were dropped before the CIFAR ones were made
+    x2, y2, meta2 = random_data(get_task("mnist-lenet"), 500, 0, cache)
+    assert len(cache) == 1 and np.array_equal(x1, x2) and np.array_equal(y1, y2)
+    assert meta1["dataset_sha256"] == meta2["dataset_sha256"]
