@@ -326,6 +326,8 @@ def test_published_bench_csv_still_reads_and_reports(tmp_path):
 
 
 def test_worker_holds_one_dataset_at_a_time_and_regenerates_it_identically():
+    import numpy as np
+
     from benchmarks.bench_worker import random_data
     from common.tasks import get_task
     cache = {}
