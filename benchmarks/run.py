@@ -61,7 +61,6 @@ def run_worker(cell, threads):
     If this process is interrupted (Ctrl-C, SIGTERM) the child is stopped too and nothing of the
     cell is returned, so an unfinished cell is never recorded as finished.
     """
-    remove_stale_cell_dirs()
     with tempfile.TemporaryDirectory(prefix=f"{CELL_DIR_PREFIX}{os.getpid()}-") as tmp:
         cell_path, result_path = Path(tmp) / "cell.json", Path(tmp) / "result.json"
         cell_path.write_text(json.dumps(cell))
@@ -112,6 +111,7 @@ def run(tasks, backend_names, seeds, out_dir, epochs=None, dataset=None, data_pa
     out_dir = Path(out_dir)
     csv_path = out_dir / "runs.csv"
     run_id = new_run_id()
+    remove_stale_cell_dirs()   # what a kill -9 of an earlier run left in the temp folder
     done = finished_keys(csv_path)
     cells = []
     for task in tasks:

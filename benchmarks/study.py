@@ -176,6 +176,9 @@ def check_claims(runs, study):
     """claims.csv: every comparison, per dataset and backend: difference, Welch CI, p (raw and Holm)."""
     records = []
     for plan in study.data:
+        rows = arm_rows(runs, study, study.arms[0], plan)   # for the dataset actually used and its label
+        dataset = rows["dataset"].iloc[0] if len(rows) else plan.dataset
+        synthetic = is_synthetic(rows)
         for comparison in study.comparisons:
             for backend in ("torch", "paddle"):
                 better, div_a = _accs(runs, study, comparison.better, plan, backend)
@@ -184,9 +187,8 @@ def check_claims(runs, study):
                     continue
                 seeds = sorted(set(better.index) & set(worse.index))
                 cmp = compare_means(better.values, worse.values, pairs=[(better[s], worse[s]) for s in seeds])
-                rows = arm_rows(runs, study, study.arms[0], plan)
-                records.append({"claim": comparison.claim, "dataset": rows["dataset"].iloc[0] if len(rows) else plan.dataset,
-                                "synthetic": is_synthetic(rows), "backend": backend, "a": comparison.better,
+                records.append({"claim": comparison.claim, "dataset": dataset, "synthetic": synthetic,
+                                "backend": backend, "a": comparison.better,
                                 "b": comparison.worse, "acc_a": float(better.mean()) if len(better) else math.nan,
                                 "acc_b": float(worse.mean()) if len(worse) else math.nan, "n_a": cmp["n_a"],
                                 "n_b": cmp["n_b"], "diverged_a": div_a, "diverged_b": div_b,
