@@ -103,6 +103,12 @@ class Suite:
     window_seconds: float = 0.08
     bare: bool = True
     ttt: bool = True
+    # Second stage (two-stage design, common.stats.pairs_needed): after `repeats` pairs, configurations
+    # whose ratio CI is wider than +-ci_target get the pairs still missing, up to max_repeats, engine loop
+    # only, while the whole invocation stays within budget_seconds. ci_target 0 turns it off.
+    ci_target: float = 0.03
+    max_repeats: int = 40
+    budget_seconds: float = 600.0
 
 
 SUITES = {
@@ -111,7 +117,7 @@ SUITES = {
     # GPU: larger batches, eager vs compiled, fp32 vs AMP, on the conv tasks.
     "gpu": Suite("gpu", device="gpu", conv_only=True, shapes=(MNIST_LIKE, CIFAR_LIKE, (3, 128, 128)),
                  batch_sizes=(None, 512), modes=("eager", "compiled"), precisions=("fp32", "amp"),
-                 repeats=5, warmup=10, warmup_seconds=1.0, window_seconds=0.2),
+                 repeats=5, warmup=10, warmup_seconds=1.0, window_seconds=0.2, budget_seconds=1800.0),
 }
 
 
@@ -181,20 +187,34 @@ def cell_key(cell, loop):
                    f"|k{cell['windows']}|{cell['dataset'] or 'random'}|n{cell['samples']}")
 
 
-def plan(suite, tasks, backend_names, threads_list, run_id, seed=0, samples=10000, dataset=None):
-    """Groups of cells in execution order: one group per (threads, repeat), cells alternating backends."""
+def config_id(cell):
+    """The configuration a ratio is computed for: every cell setting except the backend and the repeat."""
+    return (cell["task"], cell["batch_size"], cell["mode"], cell["precision"], cell["threads"])
+
+
+def plan(suite, tasks, backend_names, threads_list, run_id, seed=0, samples=10000, dataset=None, extra=None):
+    """Groups of cells in execution order: one group per (threads, repeat), cells alternating backends.
+
+    extra: {config_id: total pairs} for the second stage: repeats suite.repeats+1 .. up to each
+    configuration's total, speed cells of those configurations only, engine loop only, no time to target.
+    """
     groups = []
+    repeats = range(1, suite.repeats + 1)
+    if extra is not None:
+        repeats = range(suite.repeats + 1, max(extra.values(), default=suite.repeats) + 1)
     for threads in threads_list:
-        for repeat in range(1, suite.repeats + 1):
+        for repeat in repeats:
             cells, flip = [], repeat % 2 == 0
             for task in tasks:
                 configs = [(bs or task.protocol.batch_size, mode, prec) for bs in suite.batch_sizes
                            for mode in suite.modes for prec in suite.precisions]
                 kinds = [("speed", cfg) for cfg in dict.fromkeys(configs)]
                 ttt_data = ttt_dataset(task) if suite.ttt and task.target_accuracy else None
-                if ttt_data:
+                if ttt_data and extra is None:
                     kinds.append(("ttt", (task.protocol.batch_size, "eager", "fp32")))
                 for kind, (batch_size, mode, precision) in kinds:
+                    if extra is not None and extra.get((task.name, batch_size, mode, precision, threads), 0) < repeat:
+                        continue
                     order = list(reversed(backend_names)) if flip else list(backend_names)
                     flip = not flip
                     for name in order:
@@ -202,18 +222,52 @@ def plan(suite, tasks, backend_names, threads_list, run_id, seed=0, samples=1000
                                 "device": suite.device, "mode": mode, "precision": precision, "threads": threads,
                                 "batch_size": batch_size, "repeat": repeat, "seed": seed, "run_id": run_id}
                         if kind == "speed":
+                            loops = ["engine", "bare"] if suite.bare and extra is None else ["engine"]
                             cell.update(warmup=suite.warmup, warmup_seconds=suite.warmup_seconds,
                                         steps=suite.steps, windows=suite.windows,
                                         window_seconds=suite.window_seconds, dataset=dataset,
                                         samples=random_samples(task, batch_size, samples),
-                                        epoch_samples=epoch_samples(task),
-                                        loops=["engine", "bare"] if suite.bare else ["engine"])
+                                        epoch_samples=epoch_samples(task), loops=loops)
                         else:
                             cell.update(dataset=ttt_data, max_epochs=task.protocol.epochs, loops=["ttt"])
                         cell["keys"] = {loop: cell_key(cell, loop) for loop in cell["loops"]}
                         cells.append(cell)
-            groups.append({"threads": threads, "repeat": repeat, "cells": cells})
+            if cells:
+                groups.append({"threads": threads, "repeat": repeat, "cells": cells})
     return groups
+
+
+def second_stage_pairs(csv_path, first_stage, suite):
+    """{config_id: total pairs} for the configurations of the first-stage plan whose ratio CI misses
+    +-suite.ci_target: the pairs the first stage's spread asks for (common.stats.pairs_needed).
+
+    Only the first stage's own engine rows count (their cell keys), so a resumed run plans the same."""
+    import pandas as pd
+
+    from common.results import read_csv
+    from common.stats import pairs_needed, paired_ratio_ci, ratio_halfwidth
+    if not csv_path.exists() or csv_path.stat().st_size == 0:
+        return {}
+    where = {c["keys"]["engine"]: (config_id(c), c["backend"], c["repeat"])
+             for g in first_stage for c in g["cells"] if "engine" in c["keys"]}
+    frame = read_csv(csv_path, BENCH_COLUMNS)
+    frame = frame[frame["cell_key"].astype(str).isin(where) & (row_status(frame) == "ok")]
+    frame = frame.drop_duplicates("cell_key", keep="last")
+    values = pd.DataFrame([(*where[k], v) for k, v in zip(frame["cell_key"], frame["samples_per_s"])],
+                          columns=["config", "backend", "repeat", "sps"])
+    out = {}
+    for config, rows in values.groupby("config", sort=False):
+        table = rows.pivot(index="repeat", columns="backend", values="sps").dropna()
+        if not {"torch", "paddle"} <= set(table.columns) or len(table) < 2:
+            continue
+        t, p = table["torch"].to_numpy(float), table["paddle"].to_numpy(float)
+        ci = paired_ratio_ci(t, p)
+        if ratio_halfwidth(ci["ratio"], ci["lo"], ci["hi"]) <= suite.ci_target:
+            continue
+        total = pairs_needed(np.log(t) - np.log(p), suite.ci_target, suite.max_repeats)
+        if total and total > suite.repeats:
+            out[config] = total
+    return out
 
 
 def row_status(frame):
@@ -336,22 +390,44 @@ def death_line(returncode, log_tail, cell):
     return how + (f": {last}" if last else "")
 
 
-def execute(groups, csv_path, progress=True):
+def cell_seconds(durations, cell):
+    """Expected seconds of a cell: the median of the same task, backend and kind in this invocation."""
+    same = durations.get((cell["task"], cell["backend"], cell["kind"]))
+    if same:
+        return float(np.median(same))
+    everything = [v for values in durations.values() for v in values]
+    return float(np.median(everything)) if everything else 2.0
+
+
+WORKER_START_SECONDS = 3.0   # importing a framework in a new worker, added to a group's estimate
+
+
+def execute(groups, csv_path, progress=True, durations=None, deadline=None, desc="bench"):
     """Run every pending cell; append its rows atomically as soon as it finishes, a failed or diverged
-    cell's too. Returns [(cell, status, error)] for the cells that failed or diverged."""
+    cell's too. Returns ([(cell, status, error)] of the cells that failed or diverged, groups not started).
+
+    durations: {(task, backend, kind): [seconds]} filled as cells finish; deadline: a perf_counter time
+    no group may be expected to run past (estimated from `durations`), the rest is returned unstarted."""
     from tqdm import tqdm
 
     from common.results import append_rows
+    durations = {} if durations is None else durations
     total = sum(len(g["cells"]) for g in groups)
-    bar = tqdm(total=total, unit="cell", file=sys.stderr, disable=not progress, desc="bench")
+    bar = tqdm(total=total, unit="cell", file=sys.stderr, disable=not progress, desc=desc)
     problems = []
-    for group in groups:
+    for index, group in enumerate(groups):
+        if deadline is not None:
+            expected = WORKER_START_SECONDS + sum(cell_seconds(durations, c) for c in group["cells"])
+            if time.perf_counter() + expected > deadline:
+                bar.close()
+                return problems, groups[index:]
         workers, interrupted = {}, True
         try:
             for cell in group["cells"]:
                 name = cell["backend"]
                 bar.set_postfix_str(f"r{cell['repeat']} {cell['task']} {name} {cell['mode']} {cell['precision']} "
                                     f"b{cell['batch_size']}", refresh=False)
+                started = time.perf_counter()
                 if name not in workers:
                     workers[name] = Worker(name, group["threads"])
                 reply = workers[name].run(cell)
@@ -365,23 +441,49 @@ def execute(groups, csv_path, progress=True):
                               f"{status}: {reply['error']}")
                 else:
                     append_rows(csv_path, reply["rows"], BENCH_COLUMNS)
+                    durations.setdefault((cell["task"], name, cell["kind"]), []).append(time.perf_counter() - started)
                 bar.update(1)
             interrupted = False
         finally:   # Ctrl-C / SIGTERM: kill the workers, so that the cell in flight is never written
             for worker in workers.values():
                 worker.close(kill=interrupted)
     bar.close()
+    return problems, []
+
+
+def second_stage(suite, tasks, backend_names, threads_list, run_id, seed, samples, dataset, csv_path, durations,
+                 deadline, progress):
+    """More pairs for the configurations whose ratio CI is wider than +-ci_target after the first stage,
+    one repeat at a time for all of them (so the ones needing few pairs finish first), until each has its
+    planned pairs or the time budget ends. Returns the problems of its cells."""
+    first = plan(suite, tasks, backend_names, threads_list, run_id, seed, samples, dataset)
+    extra = second_stage_pairs(csv_path, first, suite)
+    if not extra:
+        return []
+    target = f"±{suite.ci_target:.0%}"
+    wanted = ", ".join(f"{config[0]} {total}" for config, total in extra.items())
+    print(f"dualbench bench: second stage, {len(extra)} configuration(s) wider than {target}; "
+          f"pairs planned: {wanted}", file=sys.stderr)
+    groups = pending_cells(plan(suite, tasks, backend_names, threads_list, run_id, seed, samples, dataset, extra),
+                           recorded_keys(csv_path)[0])
+    problems, left = execute(groups, csv_path, progress, durations, deadline, desc="bench, second stage")
+    if left:
+        short = sorted({c["task"] for g in left for c in g["cells"]})
+        print(f"dualbench bench: time budget of {suite.budget_seconds:.0f} s reached before repeat {left[0]['repeat']}; "
+              f"fewer pairs than planned for: {', '.join(short)} (rerun the command to add them)", file=sys.stderr)
     return problems
 
 
 def bench(suite, tasks, backend_names, out_dir, threads_list, seed=0, samples=10000, dataset=None, progress=True):
-    """Plan, skip finished cells, run the rest, print the ratio summary. Returns the bench.csv path."""
+    """Plan, skip finished cells, run the rest (first stage, then the second stage within the time
+    budget), print the ratio summary. Returns the bench.csv path."""
     import backends
     from benchmarks.engine import new_run_id
     for name in backend_names:
         backends.require(name)
     csv_path = Path(out_dir) / "bench.csv"
-    groups = plan(suite, tasks, backend_names, threads_list, new_run_id(), seed, samples, dataset)
+    run_id = new_run_id()
+    groups = plan(suite, tasks, backend_names, threads_list, run_id, seed, samples, dataset)
     done, retried = recorded_keys(csv_path)
     todo = pending_cells(groups, done)
     n_all, n_todo = sum(len(g["cells"]) for g in groups), sum(len(g["cells"]) for g in todo)
@@ -390,12 +492,16 @@ def bench(suite, tasks, backend_names, out_dir, threads_list, seed=0, samples=10
         print(f"dualbench bench: resuming, {n_all - n_todo} of {n_all} cells already in {csv_path}"
               + (f"; retrying {n_retry} failed cell(s)" if n_retry else ""), file=sys.stderr)
     started = time.perf_counter()
-    problems = execute(todo, csv_path, progress)
+    durations = {}
+    problems, _ = execute(todo, csv_path, progress, durations)
+    if suite.ci_target > 0 and set(backend_names) == {"torch", "paddle"}:
+        problems += second_stage(suite, tasks, backend_names, threads_list, run_id, seed, samples, dataset,
+                                 csv_path, durations, started + suite.budget_seconds, progress)
     elapsed = time.perf_counter() - started
     if csv_path.exists():
         from benchmarks.report import print_speed_summary
         print_speed_summary(csv_path)
-    print(f"{n_todo} cells in {elapsed:.0f} s; rows in {csv_path}")
+    print(f"{sum(len(v) for v in durations.values()) + len(problems)} cells in {elapsed:.0f} s; rows in {csv_path}")
     n_failed = sum(1 for _, status, _ in problems if status == "failed")
     n_diverged = len(problems) - n_failed
     if n_diverged:
@@ -446,6 +552,16 @@ def suite_from_args(args):
             if value < 0:
                 raise UserError(f"--{option.replace('_', '-')} must not be negative, got {value}")
             changes[option] = value
+    if args.ci_target is not None:
+        if not 0 <= args.ci_target < 100:
+            raise UserError(f"--ci-target is a percentage in [0, 100), got {args.ci_target}")
+        changes["ci_target"] = args.ci_target / 100
+    if args.max_repeats is not None:
+        changes["max_repeats"] = args.max_repeats
+    if args.budget_minutes is not None:
+        if args.budget_minutes < 0:
+            raise UserError(f"--budget-minutes must not be negative, got {args.budget_minutes}")
+        changes["budget_seconds"] = 60 * args.budget_minutes
     if args.bare:
         changes["bare"] = True
     if args.no_bare:
@@ -500,6 +616,11 @@ def register(subparsers):
                                                          "worker's idle threads stop spinning)")
     p.add_argument("--window-seconds", type=float, help="target time of one window with --steps auto (default 0.08)")
     p.add_argument("--repeats", type=int, help="interleaved repeats per backend, i.e. pairs for the ratio CI (default 6)")
+    p.add_argument("--ci-target", type=float, help="second stage: more pairs for configurations whose ratio CI "
+                                                    "is wider than +-this percentage (default 3; 0 turns it off)")
+    p.add_argument("--max-repeats", type=int, help="second stage: at most this many pairs per configuration (default 40)")
+    p.add_argument("--budget-minutes", type=float, help="second stage: start no repeat expected to end past this "
+                                                         "wall time of the invocation (default 10; gpu suite 30)")
     p.add_argument("--threads", help=f"math threads per worker, comma list for a sweep (default {os.cpu_count()})")
     p.add_argument("--compile", action="store_true", help="also time compiled mode (torch.compile / paddle.jit.to_static)")
     p.add_argument("--amp", action="store_true", help="also time AMP (float16 + GradScaler; GPU only)")

@@ -15,7 +15,7 @@ import pandas as pd
 
 from benchmarks.bench import row_status
 from common.errors import UserError
-from common.stats import BAND, compare_means, mean_ci, median_ci, paired_ratio_ci, verdict
+from common.stats import BAND, compare_means, mean_ci, median_ci, paired_ratio_ci, ratio_halfwidth, verdict
 
 OVERHEAD_TARGET = 0.97
 CONFIG = ["suite", "device", "mode", "precision", "threads", "batch_size", "dataset"]
@@ -162,6 +162,7 @@ def speed_summary(bench, loop="engine"):
         common = sorted(set(t.index) & set(p.index))
         ratio = paired_ratio_ci(t[common].values, p[common].values) if common else paired_ratio_ci([], [])
         row.update({"ratio": ratio["ratio"], "ratio_lo": ratio["lo"], "ratio_hi": ratio["hi"], "pairs": ratio["n"],
+                    "ratio_ci_pct": 100 * ratio_halfwidth(ratio["ratio"], ratio["lo"], ratio["hi"]),
                     "verdict": verdict(ratio["lo"], ratio["hi"])})
         for name in ("torch", "paddle"):
             for status in ("failed", "diverged"):
@@ -398,6 +399,7 @@ def _speed_markdown(summary):
         "torch samples/s": [fmt_ci(r["torch_samples_per_s"], r["torch_lo"], r["torch_hi"]) for _, r in summary.iterrows()],
         "paddle samples/s": [fmt_ci(r["paddle_samples_per_s"], r["paddle_lo"], r["paddle_hi"]) for _, r in summary.iterrows()],
         "torch/paddle [95% CI]": [fmt_ci(r["ratio"], r["ratio_lo"], r["ratio_hi"], ratio=True) for _, r in summary.iterrows()],
+        "CI ±%": [f"{v:.1f}" if math.isfinite(v) else "n/a" for v in summary["ratio_ci_pct"]],
         "verdict (torch is …)": summary["verdict"],
         "pairs": summary["pairs"],
         "left out (failed / diverged)": [excluded_label(r) for _, r in summary.iterrows()],
@@ -413,6 +415,18 @@ def _speed_markdown(summary):
         "peak MiB torch / paddle": [f"{fmt(r['torch_peak_mem_mb'], 4)} / {fmt(r['paddle_peak_mem_mb'], 4)}" for _, r in summary.iterrows()],
     })
     return markdown_table(table), markdown_table(details)
+
+
+def precision_line(summary, target=3.0):
+    """How many ratio CIs are within +-target percent: the headline precision of the speed table."""
+    widths = summary["ratio_ci_pct"].to_numpy(float)
+    measured = widths[np.isfinite(widths)]
+    if not measured.size:
+        return "No configuration has a ratio CI (fewer than 2 complete pairs)."
+    within = int((measured <= target).sum())
+    pairs = summary.loc[np.isfinite(widths), "pairs"]
+    return (f"Ratio CIs within ±{target:g}%: {within} of {measured.size} configurations with a CI "
+            f"(widest ±{measured.max():.1f}%, median ±{np.median(measured):.1f}%; pairs {int(pairs.min())}–{int(pairs.max())}).")
 
 
 def excluded_label(row):
@@ -511,7 +525,10 @@ def build_report(directory, out=None, plots=True):
                    f"back in fresh worker processes with the same threads; the ratio is the geometric mean of the "
                    f"per-pair ratios with a paired t-interval on the log ratios. Verdict: *faster* / *slower* when "
                    f"the whole CI lies above {1 + BAND:.2f} / below {1 - BAND:.2f}, *same* when it lies inside "
-                   f"[{1 - BAND:.2f}, {1 + BAND:.2f}], otherwise *inconclusive*.", "", table,
+                   f"[{1 - BAND:.2f}, {1 + BAND:.2f}], otherwise *inconclusive*. *CI ±%*: the CI's larger "
+                   f"relative half-width. Configurations wider than the suite's target after the first repeats get "
+                   f"more pairs in a second stage, as far as the time budget allows (README, bench).",
+                   "", precision_line(summary), "", table,
                    "Per step: median ms/step, the share of it spent in the reader (DataLoader + copy to device), the "
                    "time per epoch of the task's real training set at that speed, the first step (includes "
                    "compilation in compiled mode) and peak memory (RSS of the worker on CPU, allocator peak on GPU).",
@@ -569,8 +586,10 @@ def print_speed_summary(csv_path):
         "torch/s": [fmt(v, 4) for v in summary["torch_samples_per_s"]],
         "paddle/s": [fmt(v, 4) for v in summary["paddle_samples_per_s"]],
         "torch/paddle [95% CI]": [fmt_ci(r["ratio"], r["ratio_lo"], r["ratio_hi"], ratio=True) for _, r in summary.iterrows()],
+        "CI ±%": [f"{v:.1f}" if math.isfinite(v) else "n/a" for v in summary["ratio_ci_pct"]],
         "verdict": summary["verdict"], "pairs": summary["pairs"]})
     print(table.to_string(index=False))
+    print(precision_line(summary))
     overhead = overhead_summary(bench)
     if len(overhead):
         print("\nharness overhead (engine vs bare loop):")

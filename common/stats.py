@@ -11,6 +11,11 @@ Choices, and why:
   ratio symmetric (1.1 and 1/1.1 are equally far from 1) and timing noise close to normal; the t interval
   is calibrated at the small numbers of pairs a benchmark can afford (5-10), where a percentile bootstrap
   undercovers. A bootstrap over pairs is available (method="bootstrap") for many pairs or odd tails.
+- Precision target for the ratio (e.g. a CI within +-3%): a two-stage design (Stein). The first stage's
+  pairs give the spread s of the log ratios; the second stage runs the pairs still missing for
+  n = (t * s / log(1 + target))^2 in total, decided once from the first stage, never re-checked after
+  every pair (stopping as soon as a CI looks narrow enough picks chance-narrow CIs and undercovers).
+  The final CI is the usual paired t interval over all pairs; simulated coverage, tests/test_stats.py.
 - Verdict, with an equivalence band of +-5% around 1 (the CI, not the point estimate, decides):
   faster (CI entirely above 1.05), slower (entirely below 0.95), same (CI entirely inside [0.95, 1.05],
   i.e. equivalence shown as in a two one-sided tests procedure), otherwise inconclusive (the CI
@@ -107,6 +112,28 @@ def paired_ratio_ci(a, b, level=LEVEL, method="t", n_boot=10000, seed=0):
         raise ValueError(f"unknown method {method!r} (t | bootstrap)")
     out["lo"], out["hi"] = float(np.exp(lo)), float(np.exp(hi))
     return out
+
+
+def ratio_halfwidth(ratio, lo, hi):
+    """Relative half-width of a ratio CI: the larger of hi/ratio - 1 and 1 - lo/ratio (0.03 means +-3%)."""
+    if not all(v is not None and math.isfinite(v) and v > 0 for v in (ratio, lo, hi)):
+        return math.nan
+    return max(hi / ratio - 1, 1 - lo / ratio)
+
+
+def pairs_needed(log_ratios, target, max_pairs, level=LEVEL):
+    """Second stage of the two-stage design: total pairs for a ratio CI within +-target, from the
+    first stage's log ratios (at least 2), between len(log_ratios) and max_pairs; None with fewer than 2.
+
+    n = ceil((t_{n1-1} * s / log(1 + target))^2): the first stage's t quantile and spread s, so that a
+    second stage of that size gives a CI of about the target width whatever the noise level.
+    """
+    d = _finite(log_ratios)
+    if d.size < 2:
+        return None
+    half = _t_quantile(level, d.size - 1) * d.std(ddof=1)
+    n = math.ceil((half / math.log1p(target)) ** 2) if half > 0 else d.size
+    return int(min(max_pairs, max(d.size, n)))
 
 
 def verdict(lo, hi, band=BAND):

@@ -106,6 +106,64 @@ def test_resume_skips_finished_loops_and_cells():
     assert B.pending_cells(groups, all_done) == []
 
 
+def write_first_stage(path, groups, ratios):
+    """Engine rows of a first-stage plan with the given torch/paddle ratio per task and repeat."""
+    rows = []
+    for g in groups:
+        for c in g["cells"]:
+            sps = 1000.0 * (ratios[c["task"]][c["repeat"] - 1] if c["backend"] == "torch" else 1.0)
+            rows.append({"cell_key": c["keys"]["engine"], "suite": c["suite"], "task": c["task"],
+                         "backend": c["backend"], "loop": "engine", "repeat": c["repeat"], "status": "ok",
+                         "samples_per_s": sps, "batch_size": c["batch_size"], "threads": c["threads"]})
+    append_rows(path, rows, B.BENCH_COLUMNS)
+
+
+def test_second_stage_plans_pairs_only_for_wide_configurations(tmp_path):
+    from common.stats import pairs_needed
+    import numpy as np
+    suite = replace(TINY, repeats=6, ci_target=0.03, max_repeats=40)
+    tasks = [TASKS["mnist-mlp"], TASKS["mnist-lenet"]]
+    first = B.plan(suite, tasks, ["torch", "paddle"], [2], "run")
+    narrow = [1.50, 1.51, 1.49, 1.50, 1.52, 1.50]
+    wide = [3.0, 3.4, 2.9, 3.6, 3.1, 3.3]
+    path = tmp_path / "bench.csv"
+    write_first_stage(path, first, {"mnist-mlp": narrow, "mnist-lenet": wide})
+    extra = B.second_stage_pairs(path, first, suite)
+    config = ("mnist-lenet", 64, "eager", "fp32", 2)
+    assert list(extra) == [config]                                   # the narrow task needs nothing more
+    assert extra[config] == pairs_needed(np.log(wide), 0.03, 40) > 6
+    groups = B.plan(suite, tasks, ["torch", "paddle"], [2], "run", extra=extra)
+    assert [g["repeat"] for g in groups] == list(range(7, extra[config] + 1))
+    for g in groups:          # one pair per repeat, the engine loop only, no time to target
+        assert [(c["task"], c["kind"], c["loops"]) for c in g["cells"]] == [("mnist-lenet", "speed", ["engine"])] * 2
+        assert {c["backend"] for c in g["cells"]} == {"torch", "paddle"}
+    keys = {k for g in groups for c in g["cells"] for k in c["keys"].values()}
+    assert not keys & {k for g in first for c in g["cells"] for k in c["keys"].values()}
+    assert B.second_stage_pairs(path, first, replace(suite, max_repeats=10))[config] == 10
+    assert B.second_stage_pairs(path, first, replace(suite, ci_target=0.5)) == {}
+    # rows of other runs in the same file (another suite name: other keys) do not count
+    other = B.plan(replace(suite, name="other"), tasks, ["torch", "paddle"], [2], "run")
+    write_first_stage(path, other, {"mnist-mlp": wide, "mnist-lenet": wide})
+    assert B.second_stage_pairs(path, first, suite) == extra
+
+
+def test_execute_starts_no_group_expected_to_end_past_the_deadline(tmp_path):
+    import time
+    groups = B.plan(TINY, [TASKS["mnist-mlp"]], ["torch", "paddle"], [1], "run")
+    durations = {("mnist-mlp", "torch", "speed"): [5.0], ("mnist-mlp", "paddle", "speed"): [5.0]}
+    problems, left = B.execute(groups, tmp_path / "bench.csv", progress=False, durations=durations,
+                               deadline=time.perf_counter() + 10)      # a group is expected to take 13 s
+    assert problems == [] and left == groups and not (tmp_path / "bench.csv").exists()
+    assert B.cell_seconds(durations, groups[0]["cells"][0]) == 5.0
+    assert B.cell_seconds({}, groups[0]["cells"][0]) == 2.0
+
+
+def test_ci_target_options_are_checked(tmp_path):
+    from tests.conftest import run_cli
+    out = run_cli("bench", "--tasks", "mnist-mlp", "--ci-target", "150", "--out", tmp_path)
+    assert out.returncode != 0 and "--ci-target" in out.stderr and "Traceback" not in out.stderr
+
+
 def test_atomic_append_leaves_the_old_file_on_failure(tmp_path, monkeypatch):
     path = tmp_path / "bench.csv"
     row = {c: None for c in B.BENCH_COLUMNS}
@@ -241,7 +299,7 @@ def test_time_to_target_cell(backend):
 
 
 def tiny_bench_args(out):
-    return ["bench", "--tasks", "mnist-linear-mse", "--repeats", "2", "--windows", "2", "--steps", "2",
+    return ["bench", "--tasks", "mnist-linear-mse", "--repeats", "2", "--ci-target", "0", "--windows", "2", "--steps", "2",
             "--warmup", "1", "--warmup-seconds", "0", "--threads", "1", "--no-ttt", "--no-progress",
             "--out", out]
 

@@ -122,7 +122,7 @@ def test_reruns_are_bit_identical(tmp_path, backend):
 # ---------------------------------------------------------------------------------------------
 # dualbench bench: failed and diverged cells are rows of bench.csv, reported, never in a ratio
 
-TINY_BENCH = ["--repeats", "2", "--windows", "2", "--steps", "2", "--warmup", "1", "--warmup-seconds", "0",
+TINY_BENCH = ["--repeats", "2", "--ci-target", "0", "--windows", "2", "--steps", "2", "--warmup", "1", "--warmup-seconds", "0",
               "--threads", "1", "--no-ttt", "--no-progress"]
 
 
@@ -160,7 +160,7 @@ def test_bench_failing_backend_is_recorded_reported_and_retried(tmp_path):
             "RuntimeError: simulated crash in paddle |") in text
     speed_row = next(line for line in text.splitlines() if line.startswith("| mnist-linear-mse | cpu, eager"))
     cells = [c.strip() for c in speed_row.strip("|").split("|")]
-    assert cells[3:8] == ["n/a", "n/a", "n/a (paddle failed)", "0", "paddle: 2 failed"]   # no ratio, no 0 throughput
+    assert cells[3:9] == ["n/a", "n/a", "n/a", "n/a (paddle failed)", "0", "paddle: 2 failed"]   # no ratio, no 0 throughput
     summary = pd.read_csv(out / "speed_summary.csv")
     assert summary.paddle_samples_per_s.isna().all() and summary.ratio.isna().all()
     assert list(summary.paddle_failed) == [2] and list(summary.torch_failed) == [0]
