@@ -1,6 +1,7 @@
 """Bench worker: one framework per process; times the cells the parent sends, one at a time.
 
-`python -m benchmarks.bench_worker BACKEND RESULT_FD`. Reads cells as JSON lines on stdin until EOF; for
+`python -m benchmarks.bench_worker BACKEND RESULT_FD`. Writes {"ready": true} to RESULT_FD once its
+framework is imported (or failed to import), then reads cells as JSON lines on stdin until EOF; for
 each cell writes one JSON line to file descriptor RESULT_FD: {"rows": [...]}, {"error": "...", "user": bool}
 (the error's last line; out of memory names the batch size), or {"error": "...", "diverged": true} when the
 loss or the weights became NaN/Inf. A framework that cannot be imported answers every cell with its error.
@@ -351,6 +352,7 @@ def main(argv=None):
     except Exception as e:   # noqa: BLE001 - a broken install: every cell of this backend fails with it
         traceback.print_exc()
         load_error = {"error": error_line(e, {}, OOM_ADVICE), "user": False}
+    results.write(json.dumps({"ready": True}) + "\n")   # imported: the parent may start timing cells
     cache = {}
     for line in sys.stdin:
         if not line.strip():
