@@ -343,6 +343,29 @@ def test_bench_cli_interrupted_by_sigterm_resumes(tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".bench.csv.")]   # no temp files
 
 
+def test_second_stage_end_to_end_adds_engine_pairs_and_resumes(tmp_path):
+    """Two tiny first-stage pairs cannot give a ratio CI within +-0.01%: the second stage adds repeat 3
+    (engine only, both backends), the report counts 3 pairs, and a rerun has nothing left to add."""
+    import backends
+    from tests.conftest import run_cli
+    if not all(backends.is_installed(n) for n in backends.BACKENDS):
+        pytest.skip("needs both frameworks")
+    args = tiny_bench_args(tmp_path)
+    args[args.index("--ci-target") + 1] = "0.01"
+    args += ["--max-repeats", "3"]
+    out = run_cli(*args)
+    assert out.returncode == 0, out.stderr
+    assert "second stage, 1 configuration(s) wider than" in out.stderr and "mnist-linear-mse 3" in out.stderr
+    frame = read_csv(tmp_path / "bench.csv", B.BENCH_COLUMNS)
+    third = frame[frame["repeat"] == 3]
+    assert sorted(third["backend"]) == ["paddle", "torch"] and set(third["loop"]) == {"engine"}
+    assert len(frame) == 2 * 2 * 2 + 2 and frame["cell_key"].is_unique
+    assert "Ratio CIs within ±3%" in out.stdout
+    again = run_cli(*args)
+    assert again.returncode == 0, again.stderr
+    assert len(read_csv(tmp_path / "bench.csv", B.BENCH_COLUMNS)) == len(frame)
+
+
 def test_old_schema_bench_csv_is_upgraded_on_append(tmp_path):
     """A bench.csv written before the status/error columns existed: read as all ok, and the next append
     rewrites it in today's layout with the old rows intact."""
