@@ -100,7 +100,7 @@ class Suite:
     warmup_seconds: float = 0.25     # > paddle's OpenMP spin time (KMP_BLOCKTIME 200 ms) of the idle worker
     steps: str = "auto"
     windows: int = 6
-    window_seconds: float = 0.08
+    window_seconds: float = 0.06     # short windows, more pairs: the spread is between processes, not windows
     bare: bool = True
     ttt: bool = True
     # Second stage (two-stage design, common.stats.pairs_needed): after `repeats` pairs, configurations
@@ -108,7 +108,7 @@ class Suite:
     # only, while the whole invocation stays within budget_seconds. ci_target 0 turns it off.
     ci_target: float = 0.03
     max_repeats: int = 40
-    budget_seconds: float = 600.0
+    budget_seconds: float = 585.0    # timing stops in time for the whole command to end within 10 minutes
 
 
 SUITES = {
@@ -628,13 +628,13 @@ def register(subparsers):
     p.add_argument("--warmup", type=int, help="warm-up steps excluded from timing (default 3, and at least 0.25 s)")
     p.add_argument("--warmup-seconds", type=float, help="minimum warm-up time per cell (default 0.25; lets the other "
                                                          "worker's idle threads stop spinning)")
-    p.add_argument("--window-seconds", type=float, help="target time of one window with --steps auto (default 0.08)")
+    p.add_argument("--window-seconds", type=float, help="target time of one window with --steps auto (default 0.06)")
     p.add_argument("--repeats", type=int, help="interleaved repeats per backend, i.e. pairs for the ratio CI (default 6)")
     p.add_argument("--ci-target", type=float, help="second stage: more pairs for configurations whose ratio CI "
                                                     "is wider than +-this percentage (default 3; 0 turns it off)")
     p.add_argument("--max-repeats", type=int, help="second stage: at most this many pairs per configuration (default 40)")
     p.add_argument("--budget-minutes", type=float, help="second stage: start no repeat expected to end past this "
-                                                         "wall time of the invocation (default 10; gpu suite 30)")
+                                                         "wall time of the invocation (default 9.75; gpu suite 30)")
     p.add_argument("--threads", help=f"math threads per worker, comma list for a sweep (default {os.cpu_count()})")
     p.add_argument("--compile", action="store_true", help="also time compiled mode (torch.compile / paddle.jit.to_static)")
     p.add_argument("--amp", action="store_true", help="also time AMP (float16 + GradScaler; GPU only)")

@@ -543,7 +543,7 @@ def build_report(directory, out=None, plots=True):
                    f"batch size, same worker process, windows alternating). *Harness (compute)* = bare ms/step ÷ the "
                    f"engine's ms/step without its reader time: what the harness itself costs. *End to end* = engine "
                    f"samples/s ÷ bare samples/s: this also charges the input pipeline (the framework's DataLoader "
-                   f"and the numpy gather). Target ≥ {OVERHEAD_TARGET}.", "", _overhead_markdown(overhead)]
+                   f"and the batch gather). Target ≥ {OVERHEAD_TARGET}.", "", _overhead_markdown(overhead)]
         else:
             md += ["Not measured (run `dualbench bench --bare`).", ""]
         ttt = ttt_summary(bench)
