@@ -571,6 +571,8 @@ def suite_from_args(args):
             raise UserError(f"--ci-target is a percentage in [0, 100), got {args.ci_target}")
         changes["ci_target"] = args.ci_target / 100
     if args.max_repeats is not None:
+        if args.max_repeats < 1:
+            raise UserError(f"--max-repeats must be at least 1, got {args.max_repeats}")
         changes["max_repeats"] = args.max_repeats
     if args.budget_minutes is not None:
         if args.budget_minutes < 0:

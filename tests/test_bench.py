@@ -160,8 +160,10 @@ def test_execute_starts_no_group_expected_to_end_past_the_deadline(tmp_path):
 
 def test_ci_target_options_are_checked(tmp_path):
     from tests.conftest import run_cli
-    out = run_cli("bench", "--tasks", "mnist-mlp", "--ci-target", "150", "--out", tmp_path)
-    assert out.returncode != 0 and "--ci-target" in out.stderr and "Traceback" not in out.stderr
+    for option, value in (("--ci-target", "150"), ("--max-repeats", "0"), ("--budget-minutes", "-1")):
+        out = run_cli("bench", "--tasks", "mnist-mlp", option, value, "--out", tmp_path)
+        assert out.returncode != 0 and option in out.stderr and "Traceback" not in out.stderr
+        assert not (tmp_path / "bench.csv").exists()
 
 
 def test_atomic_append_leaves_the_old_file_on_failure(tmp_path, monkeypatch):
