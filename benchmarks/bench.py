@@ -432,7 +432,8 @@ def execute(groups, csv_path, progress=True, durations=None, deadline=None, desc
         workers, interrupted = {}, True
         try:
             # Start the group's workers together and wait until both frameworks are imported: the imports
-            # overlap (a few seconds less per repeat) and none runs while a cell is timed.
+            # overlap (measured: 2.0 s for both instead of 1.9 + 1.3 s one after the other) and none runs while a
+            # cell is timed.
             for name in dict.fromkeys(c["backend"] for c in group["cells"]):
                 workers[name] = Worker(name, group["threads"])
             for worker in workers.values():
