@@ -466,12 +466,11 @@ def execute(groups, csv_path, progress=True, durations=None, deadline=None, desc
     return problems, []
 
 
-def second_stage(suite, tasks, backend_names, threads_list, run_id, seed, samples, dataset, csv_path, durations,
-                 deadline, progress):
-    """More pairs for the configurations whose ratio CI is wider than +-ci_target after the first stage,
-    one repeat at a time for all of them (so the ones needing few pairs finish first), until each has its
-    planned pairs or the time budget ends. Returns the problems of its cells."""
-    first = plan(suite, tasks, backend_names, threads_list, run_id, seed, samples, dataset)
+def second_stage(first, suite, tasks, backend_names, threads_list, run_id, seed, samples, dataset, csv_path,
+                 durations, deadline, progress):
+    """More pairs for the configurations whose ratio CI is wider than +-ci_target after the first stage
+    (`first`, its plan), one repeat at a time for all of them (so the ones needing few pairs finish first),
+    until each has its planned pairs or the time budget ends. Returns the problems of its cells."""
     extra = second_stage_pairs(csv_path, first, suite)
     if not extra:
         return []
@@ -510,7 +509,7 @@ def bench(suite, tasks, backend_names, out_dir, threads_list, seed=0, samples=10
     durations = {}
     problems, _ = execute(todo, csv_path, progress, durations)
     if suite.ci_target > 0 and set(backend_names) == {"torch", "paddle"}:
-        problems += second_stage(suite, tasks, backend_names, threads_list, run_id, seed, samples, dataset,
+        problems += second_stage(groups, suite, tasks, backend_names, threads_list, run_id, seed, samples, dataset,
                                  csv_path, durations, started + suite.budget_seconds, progress)
     elapsed = time.perf_counter() - started
     if csv_path.exists():
