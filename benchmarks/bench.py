@@ -490,7 +490,13 @@ def second_stage(first, suite, tasks, backend_names, threads_list, run_id, seed,
 
 def bench(suite, tasks, backend_names, out_dir, threads_list, seed=0, samples=10000, dataset=None, progress=True):
     """Plan, skip finished cells, run the rest (first stage, then the second stage within the time
-    budget), print the ratio summary. Returns the bench.csv path."""
+    budget), print the ratio summary. Returns the bench.csv path. Holds the lock on OUT throughout."""
+    from common.fsutil import folder_lock
+    with folder_lock(out_dir, "bench"):
+        return _bench(suite, tasks, backend_names, out_dir, threads_list, seed, samples, dataset, progress)
+
+
+def _bench(suite, tasks, backend_names, out_dir, threads_list, seed, samples, dataset, progress):
     import backends
     from benchmarks.engine import new_run_id
     for name in backend_names:

@@ -877,7 +877,14 @@ def markdown(frame, summary, checks):
 
 
 def run_parity(tasks, config, out_dir, sides=None, echo=print):
-    """Check every task, write OUT/parity.csv and OUT/parity.md; returns (rows frame, summary)."""
+    """Check every task, write OUT/parity.csv and OUT/parity.md; returns (rows frame, summary).
+    Holds the lock on OUT throughout."""
+    from common.fsutil import folder_lock
+    with folder_lock(out_dir, "parity"):
+        return _run_parity(tasks, config, out_dir, sides, echo)
+
+
+def _run_parity(tasks, config, out_dir, sides, echo):
     from tqdm import tqdm
     sides = sides or load_sides()
     rows = []

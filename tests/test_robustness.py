@@ -268,3 +268,59 @@ def test_dataset_error_propagates_from_the_native_loader(name):
         pytest.fail(f"{name}'s DataLoader hung after an exception in the dataset")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == "raised transform failed on batch 2 after 2"
+
+
+def test_bench_or_parity_on_a_folder_being_benchmarked_is_refused_with_one_line(tmp_path):
+    """A second bench would time two suites on the same cores and interleave their rows; a second parity
+    would overwrite parity.csv with its own tasks only. (`run` and `study` may share a folder: their
+    appends are serialised, e.g. one process per backend.)"""
+    import backends
+    from common.fsutil import folder_lock
+    if not all(backends.is_installed(n) for n in backends.BACKENDS):
+        pytest.skip("needs both frameworks")
+    (tmp_path / "bench.csv").write_text("kept as it is\n")
+    with folder_lock(tmp_path, "bench"):
+        for args in (["bench", "--tasks", "mnist-linear-mse", "--repeats", "1", "--ci-target", "0", "--no-progress"],
+                     ["parity", "--task", "mnist-linear-mse"]):
+            proc = run_cli(*args, "--out", tmp_path)
+            assert proc.returncode == 2
+            lines = proc.stderr.strip().splitlines()
+            assert len(lines) == 1 and str(tmp_path) in lines[0] and "dualbench bench (pid" in lines[0], proc.stderr
+    assert (tmp_path / "bench.csv").read_text() == "kept as it is\n" and not (tmp_path / "parity.csv").exists()
+
+
+def test_the_folder_lock_dies_with_its_holder_even_on_kill_9(tmp_path):
+    from common.fsutil import folder_lock
+    holder = ("import os, signal; from common.fsutil import folder_lock\n"
+              f"with folder_lock({str(tmp_path)!r}, 'parity'):\n    os.kill(os.getpid(), signal.SIGKILL)\n")
+    proc = subprocess.run([sys.executable, "-c", holder], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    assert "dualbench parity (pid" in (tmp_path / ".dualbench.lock").read_text()   # it did hold the lock
+    with folder_lock(tmp_path, "bench"):   # no stale lock
+        assert "dualbench bench (pid" in (tmp_path / ".dualbench.lock").read_text()
+
+
+def test_a_command_failing_before_writing_leaves_no_folder_behind(tmp_path):
+    from common.errors import UserError
+    from common.fsutil import folder_lock
+    out = tmp_path / "new" / "out"
+    with pytest.raises(UserError), folder_lock(out, "bench"):
+        raise UserError("bad input")
+    assert not out.exists()
+    with folder_lock(out, "bench"):
+        (out / "bench.csv").write_text("x\n")
+    assert sorted(p.name for p in out.iterdir()) == [".dualbench.lock", "bench.csv"]
+
+
+def test_atomic_writes_give_result_files_normal_permissions(tmp_path):
+    from common.fsutil import atomic_write_text
+    mask = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "new.csv", "a\n")
+        assert (tmp_path / "new.csv").stat().st_mode & 0o777 == 0o644   # as open() would, not mkstemp's 0o600
+        (tmp_path / "old.csv").write_text("a\n")
+        os.chmod(tmp_path / "old.csv", 0o640)
+        atomic_write_text(tmp_path / "old.csv", "b\n")
+        assert (tmp_path / "old.csv").stat().st_mode & 0o777 == 0o640   # an existing file keeps its mode
+    finally:
+        os.umask(mask)
