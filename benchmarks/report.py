@@ -44,8 +44,21 @@ def latest(frame, keys):
 
 
 def measured(bench):
-    """The bench rows that hold timings: status ok (empty in files written before the column existed)."""
-    return bench[row_status(bench) == "ok"]
+    """The bench rows that hold timings: status ok (empty in files written before the column existed),
+    one per cell and loop: a repeated row (two commands appending at once before the folder lock, or
+    concatenated files) would count a repeat twice, so the first one recorded is kept."""
+    ok = bench[row_status(bench) == "ok"]
+    return ok.drop_duplicates([c for c in ("cell_key", "loop") if c in ok], keep="first")
+
+
+def duplicate_note(bench):
+    """A line for the report when bench.csv repeats a measured cell (left out by `measured`)."""
+    ok = bench[row_status(bench) == "ok"]
+    n = int(ok.duplicated([c for c in ("cell_key", "loop") if c in ok]).sum())
+    if not n:
+        return None
+    return (f"**Note: {n} bench.csv row(s) repeat a measured cell** (same cell key and loop: two commands wrote the "
+            f"file at once, or files were concatenated). Only the first row of each is used.")
 
 
 def problem_cells(bench):
@@ -506,9 +519,9 @@ def build_report(directory, out=None, plots=True):
         md += ["`dualbench bench` was not run into this folder (no bench.csv).", ""]
     else:
         summary = speed_summary(bench)
-        busy = machine_load_note(bench)
-        if busy:
-            md += [busy, ""]
+        for note in (machine_load_note(bench), duplicate_note(bench)):
+            if note:
+                md += [note, ""]
         problems = problem_table(bench)
         if problems is not None:
             md += ["### Failed / diverged cells", "",

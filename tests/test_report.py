@@ -197,3 +197,16 @@ def test_failed_and_diverged_cells_are_listed_and_left_out_of_the_ratios(tmp_pat
     assert "| n/a (paddle diverged) | 0 | paddle: 6 diverged |" in text
     csv = pd.read_csv(tmp_path / "speed_summary.csv").set_index("task")
     assert csv.loc["mnist-lenet", ["paddle_samples_per_s", "paddle_ms_per_step", "ratio"]].isna().all()
+
+
+def test_a_repeated_measured_row_counts_once_and_is_noted(results_dir):
+    bench = read_csv(results_dir / "bench.csv")
+    clean = speed_summary(bench).set_index("task")
+    repeated = bench[(bench.task == "mnist-mlp") & (bench.repeat == 2)].assign(samples_per_s=1.0)   # a bogus copy
+    summary = speed_summary(pd.concat([bench, repeated], ignore_index=True)).set_index("task")
+    assert summary.loc["mnist-mlp", "pairs"] == 6
+    for column in ("ratio", "ratio_lo", "ratio_hi", "torch_samples_per_s", "paddle_samples_per_s"):
+        assert summary.loc["mnist-mlp", column] == clean.loc["mnist-mlp", column]
+    append_rows(results_dir / "bench.csv", repeated.to_dict("records"), BENCH_COLUMNS)
+    report = build_report(results_dir, plots=False).read_text()
+    assert "4 bench.csv row(s) repeat a measured cell" in report    # engine + bare, both backends
