@@ -329,14 +329,15 @@ class Worker:
     """A bench_worker child process for one backend: cells in on stdin, JSON results back on a pipe."""
 
     def __init__(self, backend, threads):
+        from benchmarks.worker import PARENT_ENV
         from common.results import thread_env
         read_fd, write_fd = os.pipe()
         self.log = tempfile.TemporaryFile(mode="w+")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "benchmarks.bench_worker", backend, str(write_fd)],
             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self.log, pass_fds=(write_fd,),
-            env=thread_env(threads), cwd=Path(__file__).resolve().parent.parent, text=True,
-            start_new_session=True)   # Ctrl-C reaches only the parent, which stops the workers itself
+            env={**thread_env(threads), PARENT_ENV: str(os.getpid())}, cwd=Path(__file__).resolve().parent.parent,
+            text=True, start_new_session=True)   # Ctrl-C reaches only the parent, which stops the workers itself
         os.close(write_fd)
         self.results = os.fdopen(read_fd, "r")
         self.backend = backend

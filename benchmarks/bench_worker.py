@@ -30,7 +30,7 @@ import traceback
 import numpy as np
 
 import backends
-from benchmarks.worker import error_line
+from benchmarks.worker import die_with_parent, error_line
 from common.data.sources import load_dataset
 from common.data.split import epoch_batches, eval_batches, normalize, order_hash, prepare_splits
 from common.errors import UserError
@@ -342,6 +342,7 @@ def run_bench_cell(cell, backend, speed, cache):
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     backend_name, result_fd = argv[0], int(argv[1])
+    die_with_parent()
     results = os.fdopen(result_fd, "w", buffering=1)
     load_error = None
     try:

@@ -16,6 +16,7 @@ import pandas as pd
 
 import backends
 from benchmarks.engine import cell_key, new_run_id
+from benchmarks.worker import PARENT_ENV
 from common.data.sources import get_info, locate, missing_message
 from common.errors import UserError
 from common.results import RUN_COLUMNS, append_rows, host_metadata, now, read_csv, thread_env
@@ -65,7 +66,8 @@ def run_worker(cell, threads):
         cell_path, result_path = Path(tmp) / "cell.json", Path(tmp) / "result.json"
         cell_path.write_text(json.dumps(cell))
         proc = subprocess.Popen([sys.executable, "-m", "benchmarks.worker", str(cell_path), str(result_path)],
-                                env=thread_env(threads), cwd=Path(__file__).resolve().parent.parent)
+                                env={**thread_env(threads), PARENT_ENV: str(os.getpid())},
+                                cwd=Path(__file__).resolve().parent.parent)
         try:
             rc = proc.wait()
         except BaseException:

@@ -5,10 +5,30 @@ on a user error (one line on stderr, nothing written); exit 1 with {"error": "..
 failure; 130 when interrupted (nothing written: the cell in flight never counts as finished).
 """
 import json
+import os
+import signal
 import sys
 
 from common.errors import UserError
 from common.fsutil import atomic_write_text
+
+PARENT_ENV = "DUALBENCH_PARENT_PID"
+
+
+def die_with_parent():
+    """Linux: ask the kernel to SIGKILL this worker when its parent dies, kill -9 included, so that an
+    orphan never keeps computing (and, for bench, timing) beside the rerun that resumes the suite.
+    The parent puts its pid in DUALBENCH_PARENT_PID; a parent already gone means exit now."""
+    parent = os.environ.get(PARENT_ENV)
+    if not parent or not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)   # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != int(parent):
+        os._exit(1)
 
 
 OOM_MARKERS = ("out of memory", "resourceexhausted", "fail to alloc", "cannot allocate memory")
@@ -40,6 +60,7 @@ def error_line(exc, cell, advice="try a smaller --batch-size or --limit-train"):
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     cell_path, result_path = argv
+    die_with_parent()
     with open(cell_path) as f:
         cell = json.load(f)
     try:

@@ -324,3 +324,51 @@ def test_atomic_writes_give_result_files_normal_permissions(tmp_path):
         assert (tmp_path / "old.csv").stat().st_mode & 0o777 == 0o640   # an existing file keeps its mode
     finally:
         os.umask(mask)
+
+
+def children(pid):
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
+    return [int(p) for p in out.stdout.split()]
+
+
+def alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:   # a zombie (dead, not yet reaped) counts as gone
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux-only")
+@pytest.mark.parametrize("command", ["bench", "run"])
+def test_workers_die_with_a_parent_killed_by_kill_9(tmp_path, command):
+    """kill -9 of the parent alone (not its process group): its workers, mid-cell, must not keep
+    computing beside the rerun that resumes (they would skew its timings)."""
+    if command == "bench":   # cells of ~10 s each: a worker still alive after 3 s was orphaned mid-cell
+        args = ["bench", "--tasks", "mnist-conv-mse", "--repeats", "1", "--ci-target", "0", "--windows", "6",
+                "--window-seconds", "2", "--threads", "1", "--no-ttt", "--no-bare", "--no-progress"]
+    else:
+        args = ["run", "--task", "mnist-conv-mse", "--backend", "torch", "--epochs", "50", "--dataset",
+                "synthetic-mnist", "--no-progress"]
+    proc = subprocess.Popen([sys.executable, "-m", "benchmarks.cli", *args, "--out", str(tmp_path)], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    workers = []
+    while time.time() < deadline and not workers:
+        assert proc.poll() is None, "ended before its workers could be seen"
+        workers = children(proc.pid)
+        time.sleep(0.2)
+    assert workers, "no worker started"
+    time.sleep(3)   # the worker is importing or computing
+    proc.kill()
+    proc.wait()
+    deadline = time.time() + 3
+    while time.time() < deadline and any(alive(w) for w in workers):
+        time.sleep(0.1)
+    left = [w for w in workers if alive(w)]
+    for w in left:
+        os.kill(w, signal.SIGKILL)
+    assert not left, "workers outlived their parent"
