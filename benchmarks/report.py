@@ -370,14 +370,10 @@ def plot_curves(runs, task, dataset, path):
     save_figure(fig, path)
 
 
-def matplotlib_ticker():
-    import matplotlib.ticker
-    return matplotlib.ticker
-
-
 def plot_throughput(summary, path):
     """Throughput per task, torch vs paddle bars with 95% CI (log scale), and the ratio with its CI."""
     plt = _pyplot()
+    from matplotlib.ticker import FormatStrFormatter
     one_config_per_task = summary["task"].is_unique   # then the table says the config; the plot stays readable
     labels = [r["task"] if one_config_per_task else f"{r['task']}\n{config_label(r)}" for _, r in summary.iterrows()]
     x = np.arange(len(summary))
@@ -397,8 +393,8 @@ def plot_throughput(summary, path):
     axes[1].axhline(1, color="gray", lw=0.8)
     axes[1].errorbar(x, ratio, yerr=err, fmt="o", color="black", capsize=3)
     axes[1].set_yscale("log")    # a ratio of 2 and of 1/2 are equally far from 1
-    axes[1].yaxis.set_major_formatter(matplotlib_ticker().FormatStrFormatter("%g"))   # 2, not 2×10⁰
-    axes[1].yaxis.set_minor_formatter(matplotlib_ticker().FormatStrFormatter("%g"))
+    axes[1].yaxis.set_major_formatter(FormatStrFormatter("%g"))   # 2, not 2×10⁰
+    axes[1].yaxis.set_minor_formatter(FormatStrFormatter("%g"))
     axes[1].tick_params(axis="y", which="minor", labelsize=7)
     axes[1].set(ylabel="torch / paddle throughput (log)", title="Speed ratio (95% CI over interleaved pairs)")
     for i in np.flatnonzero(~np.isfinite(ratio)):   # say why a configuration has no point
