@@ -244,6 +244,7 @@ def second_stage_pairs(csv_path, first_stage, suite):
     Only the first stage's own engine rows count (their cell keys), so a resumed run plans the same."""
     import pandas as pd
 
+    from benchmarks.report import measured
     from common.results import read_csv
     from common.stats import pairs_needed, paired_ratio_ci, ratio_halfwidth
     if not csv_path.exists() or csv_path.stat().st_size == 0:
@@ -251,8 +252,7 @@ def second_stage_pairs(csv_path, first_stage, suite):
     where = {c["keys"]["engine"]: (config_id(c), c["backend"], c["repeat"])
              for g in first_stage for c in g["cells"] if "engine" in c["keys"]}
     frame = read_csv(csv_path, BENCH_COLUMNS)
-    frame = frame[frame["cell_key"].astype(str).isin(where) & (row_status(frame) == "ok")]
-    frame = frame.drop_duplicates("cell_key", keep="last")
+    frame = measured(frame[frame["cell_key"].astype(str).isin(where)])   # ok rows, one per cell: as the report counts
     values = pd.DataFrame([(*where[k], v) for k, v in zip(frame["cell_key"], frame["samples_per_s"])],
                           columns=["config", "backend", "repeat", "sps"])
     out = {}

@@ -5,17 +5,13 @@ temporary file is removed on every exit path. The lock keeps two commands from w
 folder at once (rows interleaved, cells done twice, and for `bench` two suites timed on the same cores).
 """
 import contextlib
+import fcntl
 import os
 import stat
 import tempfile
 from pathlib import Path
 
 from common.errors import UserError
-
-try:
-    import fcntl
-except ImportError:   # not POSIX: no folder lock
-    fcntl = None
 
 LOCK_NAME = ".dualbench.lock"
 
@@ -81,9 +77,6 @@ def folder_lock(folder, command):
     folder = Path(folder)
     created = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
-    if fcntl is None:
-        yield
-        return
     path = folder / LOCK_NAME
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
     locked = False
