@@ -6,7 +6,7 @@ functions: device, models, data, weights, train. tests/test_backend_mirror.py ch
 import importlib
 import importlib.util
 
-from common.errors import UserError
+from dualbench.common.errors import UserError
 
 BACKENDS = ("torch", "paddle")
 FRAMEWORK_MODULE = {"torch": "torch", "paddle": "paddle"}
@@ -48,4 +48,4 @@ def require(name):
 def load(name):
     """Import backends.<name>; a missing framework is a one-line UserError naming the extra."""
     require(name)
-    return importlib.import_module(f"backends.{name}")
+    return importlib.import_module(f"dualbench.backends.{name}")

@@ -26,7 +26,7 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-from common.errors import UserError
+from dualbench.common.errors import UserError
 
 # Columns of bench.csv, one row per (cell, loop). Documented in README.md ("bench.csv").
 BENCH_COLUMNS = [
@@ -124,7 +124,7 @@ SUITES = {
 def suite_tasks(suite, names=None):
     """Tasks of the suite: by input shape from the registry (new tasks join automatically), or the
     --tasks list; unknown names are skipped with a note."""
-    from common.tasks import TASKS
+    from dualbench.common.tasks import TASKS
     if names:
         wanted = [n.strip() for n in names.split(",") if n.strip()]
         unknown = [n for n in wanted if n not in TASKS]
@@ -153,7 +153,7 @@ def epoch_samples(task):
 
 def ttt_dataset(task):
     """The dataset for time to target: the task's own if on this machine, else a synthetic one of its shape."""
-    from common.data.sources import DATASETS, locate
+    from dualbench.common.data.sources import DATASETS, locate
     try:
         if locate(task.data.dataset) is not None:
             return task.data.dataset
@@ -244,9 +244,9 @@ def second_stage_pairs(csv_path, first_stage, suite):
     Only the first stage's own engine rows count (their cell keys), so a resumed run plans the same."""
     import pandas as pd
 
-    from benchmarks.report import measured
-    from common.results import read_csv
-    from common.stats import pairs_needed, paired_ratio_ci, ratio_halfwidth
+    from dualbench.report import measured
+    from dualbench.common.results import read_csv
+    from dualbench.common.stats import pairs_needed, paired_ratio_ci, ratio_halfwidth
     if not csv_path.exists() or csv_path.stat().st_size == 0:
         return {}
     where = {c["keys"]["engine"]: (config_id(c), c["backend"], c["repeat"])
@@ -281,7 +281,7 @@ def row_status(frame):
 def recorded_keys(csv_path):
     """(finished, failed) cell_keys in bench.csv. Finished: measured (ok) or diverged, skipped by a rerun;
     failed: keys with only failed rows, which a rerun retries."""
-    from common.results import read_csv
+    from dualbench.common.results import read_csv
     if not csv_path.exists() or csv_path.stat().st_size == 0:
         return set(), set()
     frame = read_csv(csv_path, BENCH_COLUMNS)
@@ -301,7 +301,7 @@ def problem_rows(cell, status, error):
     The configuration columns match what the worker writes for a measured cell (the dataset name of
     random data included), so the report groups them with the measured cells of the same configuration.
     """
-    from common.results import host_metadata, now
+    from dualbench.common.results import host_metadata, now
     dataset = cell.get("dataset") or f"random-uint8-n{cell['samples']}"
     base = {k: cell[k] for k in ("suite", "task", "backend", "mode", "precision", "threads", "batch_size", "repeat",
                                  "seed", "run_id", "device")}
@@ -329,12 +329,12 @@ class Worker:
     """A bench_worker child process for one backend: cells in on stdin, JSON results back on a pipe."""
 
     def __init__(self, backend, threads):
-        from benchmarks.worker import PARENT_ENV
-        from common.results import thread_env
+        from dualbench.worker import PARENT_ENV
+        from dualbench.common.results import thread_env
         read_fd, write_fd = os.pipe()
         self.log = tempfile.TemporaryFile(mode="w+")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "benchmarks.bench_worker", backend, str(write_fd)],
+            [sys.executable, "-m", "dualbench.bench_worker", backend, str(write_fd)],
             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self.log, pass_fds=(write_fd,),
             env={**thread_env(threads), PARENT_ENV: str(os.getpid())}, cwd=Path(__file__).resolve().parent.parent,
             text=True, start_new_session=True)   # Ctrl-C reaches only the parent, which stops the workers itself
@@ -419,7 +419,7 @@ def execute(groups, csv_path, progress=True, durations=None, deadline=None, desc
     no group may be expected to run past (estimated from `durations`), the rest is returned unstarted."""
     from tqdm import tqdm
 
-    from common.results import append_rows
+    from dualbench.common.results import append_rows
     durations = {} if durations is None else durations
     total = sum(len(g["cells"]) for g in groups)
     bar = tqdm(total=total, unit="cell", file=sys.stderr, disable=not progress, desc=desc)
@@ -492,14 +492,14 @@ def second_stage(first, suite, tasks, backend_names, threads_list, run_id, seed,
 def bench(suite, tasks, backend_names, out_dir, threads_list, seed=0, samples=10000, dataset=None, progress=True):
     """Plan, skip finished cells, run the rest (first stage, then the second stage within the time
     budget), print the ratio summary. Returns the bench.csv path. Holds the lock on OUT throughout."""
-    from common.fsutil import folder_lock
+    from dualbench.common.fsutil import folder_lock
     with folder_lock(out_dir, "bench"):
         return _bench(suite, tasks, backend_names, out_dir, threads_list, seed, samples, dataset, progress)
 
 
 def _bench(suite, tasks, backend_names, out_dir, threads_list, seed, samples, dataset, progress):
-    import backends
-    from benchmarks.engine import new_run_id
+    from dualbench import backends
+    from dualbench.engine import new_run_id
     for name in backend_names:
         backends.require(name)
     csv_path = Path(out_dir) / "bench.csv"
@@ -520,7 +520,7 @@ def _bench(suite, tasks, backend_names, out_dir, threads_list, seed, samples, da
                                  csv_path, durations, started + suite.budget_seconds, progress)
     elapsed = time.perf_counter() - started
     if csv_path.exists():
-        from benchmarks.report import print_speed_summary
+        from dualbench.report import print_speed_summary
         print_speed_summary(csv_path)
     print(f"{sum(len(v) for v in durations.values()) + len(problems)} cells in {elapsed:.0f} s; rows in {csv_path}")
     n_failed = sum(1 for _, status, _ in problems if status == "failed")
@@ -599,16 +599,16 @@ def suite_from_args(args):
 
 
 def cmd_bench(args):
-    import backends
+    from dualbench import backends
     suite = suite_from_args(args)
     names = backends.parse_backends(args.backends)
     threads = parse_int_list(args.threads, "--threads") if args.threads else [os.cpu_count() or 1]
     if args.dataset:
-        from common.data.sources import get_info
+        from dualbench.common.data.sources import get_info
         get_info(args.dataset)
     tasks = suite_tasks(suite, args.tasks)
     if args.dataset:
-        from common.data.sources import get_info
+        from dualbench.common.data.sources import get_info
         shape = tuple(get_info(args.dataset).shape)
         skipped = [t.name for t in tasks if tuple(t.model.input_shape) != shape]
         if skipped:

@@ -1,6 +1,6 @@
 """Bench worker: one framework per process; times the cells the parent sends, one at a time.
 
-`python -m benchmarks.bench_worker BACKEND RESULT_FD`. Writes {"ready": true} to RESULT_FD once its
+`python -m dualbench.bench_worker BACKEND RESULT_FD`. Writes {"ready": true} to RESULT_FD once its
 framework is imported (or failed to import), then reads cells as JSON lines on stdin until EOF; for
 each cell writes one JSON line to file descriptor RESULT_FD: {"rows": [...]}, {"error": "...", "user": bool}
 (the error's last line; out of memory names the batch size), or {"error": "...", "diverged": true} when the
@@ -29,14 +29,14 @@ import traceback
 
 import numpy as np
 
-import backends
-from benchmarks.worker import die_with_parent, error_line
-from common.data.sources import load_dataset
-from common.data.split import epoch_batches, eval_batches, normalize, order_hash, prepare_splits
-from common.errors import UserError
-from common.results import host_metadata, now
-from common.stats import median_ci
-from common.tasks import get_task
+from dualbench import backends
+from dualbench.worker import die_with_parent, error_line
+from dualbench.common.data.sources import load_dataset
+from dualbench.common.data.split import epoch_batches, eval_batches, normalize, order_hash, prepare_splits
+from dualbench.common.errors import UserError
+from dualbench.common.results import host_metadata, now
+from dualbench.common.stats import median_ci
+from dualbench.common.tasks import get_task
 
 MAX_AUTO_STEPS = 2000     # cap on auto-sized windows (a window of a tiny model at ~0.3 ms/step)
 BARE_DISTINCT_BATCHES = 16
@@ -347,7 +347,7 @@ def main(argv=None):
     load_error = None
     try:
         backend = backends.load(backend_name)
-        speed = importlib.import_module(f"backends.{backend_name}.speed")
+        speed = importlib.import_module(f"dualbench.backends.{backend_name}.speed")
     except UserError as e:
         load_error = {"error": str(e), "user": True}
     except Exception as e:   # noqa: BLE001 - a broken install: every cell of this backend fails with it

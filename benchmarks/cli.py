@@ -6,11 +6,11 @@ import signal
 import sys
 from pathlib import Path
 
-from common.errors import UserError
+from dualbench.common.errors import UserError
 
 # Modules with a register(subparsers) function, one subcommand each.
-COMMAND_MODULES = ["benchmarks.data_cmd", "benchmarks.parity", "benchmarks.bench", "benchmarks.report",
-                   "benchmarks.study"]
+COMMAND_MODULES = ["dualbench.data_cmd", "dualbench.parity", "dualbench.bench", "dualbench.report",
+                   "dualbench.study"]
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -24,8 +24,8 @@ class OneLineParser(argparse.ArgumentParser):
 def cmd_tasks(args):
     import pandas as pd
 
-    import backends
-    from common.tasks import count_parameters, select_tasks
+    from dualbench import backends
+    from dualbench.common.tasks import count_parameters, select_tasks
 
     tasks = select_tasks(args.task)
     counts = {}
@@ -59,9 +59,9 @@ def cmd_tasks(args):
 
 
 def cmd_run(args):
-    import backends
-    from benchmarks.run import parse_seeds, run
-    from common.tasks import select_tasks, with_overrides
+    from dualbench import backends
+    from dualbench.run import parse_seeds, run
+    from dualbench.common.tasks import select_tasks, with_overrides
 
     if not args.task:
         raise UserError("--task is required (a name from `dualbench tasks`, a comma list, or 'all')")
@@ -70,7 +70,7 @@ def cmd_run(args):
     if args.epochs is not None and args.epochs < 1:
         raise UserError(f"--epochs must be at least 1, got {args.epochs}")
     if args.dataset:
-        from common.data.sources import get_info
+        from dualbench.common.data.sources import get_info
         get_info(args.dataset)
     run(tasks, names, parse_seeds(args.seeds), args.out, epochs=args.epochs, dataset=args.dataset,
         data_path=args.data_path, limit_train=args.limit_train, init=args.init, device=args.device,
@@ -79,7 +79,7 @@ def cmd_run(args):
 
 
 def cmd_predict(args):
-    from benchmarks.predict import predict_image
+    from dualbench.predict import predict_image
     predict_image(args.task, args.checkpoint, args.image, backend_name=args.backend, invert=args.invert,
                   device=args.device)
 

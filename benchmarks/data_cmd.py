@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from common.data.augment import AUGMENTATIONS
-from common.errors import UserError
+from dualbench.common.data.augment import AUGMENTATIONS
+from dualbench.common.errors import UserError
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -24,8 +24,8 @@ ROOT = Path(__file__).resolve().parent.parent
 def cmd_list(args):
     import pandas as pd
 
-    from common.data.prepare import describe_all
-    from common.data.sources import cache_dir
+    from dualbench.common.data.prepare import describe_all
+    from dualbench.common.data.sources import cache_dir
     rows = describe_all()
     table = pd.DataFrame([{k: v for k, v in r.items() if k != "tasks"} for r in rows])
     print(table.to_string(index=False))
@@ -39,21 +39,21 @@ def cmd_list(args):
 
 
 def cmd_prepare(args):
-    from common.data.prepare import prepare
+    from dualbench.common.data.prepare import prepare
     for line in prepare(args.name, args.source, args.mirror, progress=not args.no_progress):
         print(line)
 
 
 def cmd_verify(args):
-    from common.data.prepare import verify
+    from dualbench.common.data.prepare import verify
     for line in verify(args.name, args.path, progress=not args.no_progress):
         print(line)
     print("OK")
 
 
 def cmd_synth(args):
-    from common.data.sources import get_info
-    from common.data.synth import write_synthetic
+    from dualbench.common.data.sources import get_info
+    from dualbench.common.data.synth import write_synthetic
     info = get_info(args.name)
     for flag, value in (("--train", args.train), ("--test", args.test)):
         if value is not None and value < 1:
@@ -80,10 +80,10 @@ def digest_batches(pairs):
 
 
 def _splits_and_batches(spec):
-    from common.data.augment import batch_transform
-    from common.data.sources import load_dataset
-    from common.data.split import epoch_batches, prepare_splits
-    from common.tasks import get_task, with_overrides
+    from dualbench.common.data.augment import batch_transform
+    from dualbench.common.data.sources import load_dataset
+    from dualbench.common.data.split import epoch_batches, prepare_splits
+    from dualbench.common.tasks import get_task, with_overrides
     task = with_overrides(get_task(spec["task"]), augment=spec.get("augment"))
     dataset = load_dataset(spec["dataset"], spec["data_path"], progress=False)
     splits = prepare_splits(dataset, task, spec["limit_train"])
@@ -96,7 +96,7 @@ def _splits_and_batches(spec):
 
 def batch_hash_worker(spec):
     """In a backend's own process: hash what its native loader yields; time a plain pass too."""
-    import backends
+    from dualbench import backends
     backend = backends.load(spec["backend"])
     dev, info = backend.device.configure(spec["threads"], "cpu")
     _, splits, batches, transform = _splits_and_batches(spec)
@@ -114,7 +114,7 @@ def batch_hash_worker(spec):
 
 
 def _run_worker(spec):
-    proc = subprocess.run([sys.executable, "-m", "benchmarks.data_cmd", "--batch-hash-worker", json.dumps(spec)],
+    proc = subprocess.run([sys.executable, "-m", "dualbench.data_cmd", "--batch-hash-worker", json.dumps(spec)],
                           cwd=ROOT, capture_output=True, text=True)
     if proc.returncode != 0:
         lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
@@ -123,13 +123,13 @@ def _run_worker(spec):
 
 
 def cmd_batch_hash(args):
-    import backends
-    from common.data.split import order_hash
-    from common.tasks import get_task
+    from dualbench import backends
+    from dualbench.common.data.split import order_hash
+    from dualbench.common.tasks import get_task
     task = get_task(args.task)
     names = [backends.require(n) for n in backends.parse_backends(args.backend)]
     dataset_name = args.dataset or task.data.dataset
-    from common.data.sources import get_info
+    from dualbench.common.data.sources import get_info
     get_info(dataset_name)
     spec = {"task": task.name, "dataset": dataset_name, "data_path": str(args.data_path) if args.data_path else None,
             "limit_train": args.limit_train, "seed": args.seed, "epoch": args.epoch, "threads": args.threads,

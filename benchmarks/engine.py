@@ -12,14 +12,14 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-import backends
-from common.data.sources import load_dataset
-from common.data.augment import batch_transform
-from common.data.split import epoch_batches, eval_batches, order_hash, prepare_splits
-from common.fsutil import atomic_path
-from common.init import shared_weights
-from common.results import host_metadata, now
-from common.tasks import get_task, with_overrides
+from dualbench import backends
+from dualbench.common.data.sources import load_dataset
+from dualbench.common.data.augment import batch_transform
+from dualbench.common.data.split import epoch_batches, eval_batches, order_hash, prepare_splits
+from dualbench.common.fsutil import atomic_path
+from dualbench.common.init import shared_weights
+from dualbench.common.results import host_metadata, now
+from dualbench.common.tasks import get_task, with_overrides
 
 EVAL_BATCH = 1000
 PROBE_SAMPLES = 256   # fixed first training samples on which the output gradient is measured

@@ -74,10 +74,10 @@ from typing import Optional
 
 import numpy as np
 
-from common import parity_rules as rules
-from common.errors import UserError
-from common.init import shared_weights
-from common.tasks import PARAM_KINDS, Optimizer, select_tasks
+from dualbench.common import parity_rules as rules
+from dualbench.common.errors import UserError
+from dualbench.common.init import shared_weights
+from dualbench.common.tasks import PARAM_KINDS, Optimizer, select_tasks
 
 # (atol, rtol) per check; see the module docstring for the measurements behind them.
 TOLERANCES = {
@@ -125,9 +125,9 @@ class ParityConfig:
 
 def load_side(name, **overrides):
     """A backend as a namespace of the functions parity calls; keyword arguments replace any of them."""
-    import backends
+    from dualbench import backends
     module = backends.load(name)
-    inspect = importlib.import_module(f"backends.{name}.inspect")
+    inspect = importlib.import_module(f"dualbench.backends.{name}.inspect")
     dev = module.device.resolve_device("cpu")
     side = SimpleNamespace(
         name=name, inspect=inspect, version=inspect.framework_version(),
@@ -159,8 +159,8 @@ def load_sides(torch_overrides=None, paddle_overrides=None):
 def make_batches(task, config, batch_size, n):
     """n batches of (float32 inputs, int64 labels): seeded random, or real data."""
     if config.dataset:
-        from common.data.sources import load_dataset
-        from common.data.split import prepare_splits
+        from dualbench.common.data.sources import load_dataset
+        from dualbench.common.data.split import prepare_splits
         splits = prepare_splits(load_dataset(config.dataset, config.data_path, progress=False), task)
         need = n * batch_size
         if len(splits.train_y) < need:
@@ -832,8 +832,8 @@ def check_table(frame):
 def write_outputs(rows, out_dir):
     import pandas as pd
 
-    from common.fsutil import atomic_write_text
-    from common.results import write_table
+    from dualbench.common.fsutil import atomic_write_text
+    from dualbench.common.results import write_table
     frame = pd.DataFrame(rows, columns=COLUMNS)
     frame["step"] = pd.to_numeric(frame["step"]).astype("Int64")
     out_dir = Path(out_dir)
@@ -879,7 +879,7 @@ def markdown(frame, summary, checks):
 def run_parity(tasks, config, out_dir, sides=None, echo=print):
     """Check every task, write OUT/parity.csv and OUT/parity.md; returns (rows frame, summary).
     Holds the lock on OUT throughout."""
-    from common.fsutil import folder_lock
+    from dualbench.common.fsutil import folder_lock
     with folder_lock(out_dir, "parity"):
         return _run_parity(tasks, config, out_dir, sides, echo)
 
@@ -949,11 +949,11 @@ def cmd_parity(args):
     tasks = select_tasks("all" if args.all else args.task)
     if not tasks:
         raise UserError("no task selected")
-    import backends
+    from dualbench import backends
     backends.require("torch")
     backends.require("paddle")
     if args.dataset:
-        from common.data.sources import get_info
+        from dualbench.common.data.sources import get_info
         info = get_info(args.dataset)
         for task in tasks:
             if tuple(info.shape) != tuple(task.model.input_shape):

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
-import backends
-from common.data.split import normalize
-from common.errors import DataError, UserError
-from common.tasks import get_task
+from dualbench import backends
+from dualbench.common.data.split import normalize
+from dualbench.common.errors import DataError, UserError
+from dualbench.common.tasks import get_task
 
 SUFFIX_BACKEND = {".pt": "torch", ".pdparams": "paddle"}
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from benchmarks.bench import row_status
-from common.errors import UserError
-from common.stats import BAND, compare_means, mean_ci, median_ci, paired_ratio_ci, ratio_halfwidth, verdict
+from dualbench.bench import row_status
+from dualbench.common.errors import UserError
+from dualbench.common.stats import BAND, compare_means, mean_ci, median_ci, paired_ratio_ci, ratio_halfwidth, verdict
 
 OVERHEAD_TARGET = 0.97
 CONFIG = ["suite", "device", "mode", "precision", "threads", "batch_size", "dataset"]
@@ -28,7 +28,7 @@ PLOTS = "plots"
 
 def read_optional(path):
     """A CSV as a DataFrame, or None when absent or empty; malformed files are a one-line UserError."""
-    from common.results import read_csv
+    from dualbench.common.results import read_csv
     path = Path(path)
     if not path.exists() or path.stat().st_size == 0:
         return None
@@ -331,7 +331,7 @@ def _pyplot():
 
 
 def save_figure(fig, path):
-    from common.fsutil import atomic_path
+    from dualbench.common.fsutil import atomic_path
     plt = _pyplot()
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
@@ -490,8 +490,8 @@ def safe_name(text):
 
 def build_report(directory, out=None, plots=True):
     """Write the report (default DIR/report.md), its plots and DIR/speed_summary.csv; returns the report path."""
-    from common.fsutil import atomic_write_text
-    from common.results import write_table
+    from dualbench.common.fsutil import atomic_write_text
+    from dualbench.common.results import write_table
     directory = Path(directory)
     if not directory.is_dir():
         raise UserError(f"{directory}: no such results folder (run `dualbench run/bench --out {directory}` first)")
@@ -592,7 +592,7 @@ def build_report(directory, out=None, plots=True):
 
 def print_speed_summary(csv_path):
     """The ratio table on the terminal, after `dualbench bench`."""
-    from common.results import read_csv
+    from dualbench.common.results import read_csv
     bench = read_csv(csv_path)
     summary = speed_summary(bench)
     problems = problem_table(bench)

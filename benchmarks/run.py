@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pandas as pd
 
-import backends
-from benchmarks.engine import cell_key, new_run_id
-from benchmarks.worker import PARENT_ENV
-from common.data.sources import get_info, locate, missing_message
-from common.errors import UserError
-from common.results import RUN_COLUMNS, append_rows, host_metadata, now, read_csv, thread_env
+from dualbench import backends
+from dualbench.engine import cell_key, new_run_id
+from dualbench.worker import PARENT_ENV
+from dualbench.common.data.sources import get_info, locate, missing_message
+from dualbench.common.errors import UserError
+from dualbench.common.results import RUN_COLUMNS, append_rows, host_metadata, now, read_csv, thread_env
 
 
 def parse_seeds(text):
@@ -65,7 +65,7 @@ def run_worker(cell, threads):
     with tempfile.TemporaryDirectory(prefix=f"{CELL_DIR_PREFIX}{os.getpid()}-") as tmp:
         cell_path, result_path = Path(tmp) / "cell.json", Path(tmp) / "result.json"
         cell_path.write_text(json.dumps(cell))
-        proc = subprocess.Popen([sys.executable, "-m", "benchmarks.worker", str(cell_path), str(result_path)],
+        proc = subprocess.Popen([sys.executable, "-m", "dualbench.worker", str(cell_path), str(result_path)],
                                 env={**thread_env(threads), PARENT_ENV: str(os.getpid())},
                                 cwd=Path(__file__).resolve().parent.parent)
         try:

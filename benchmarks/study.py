@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from common.errors import UserError
-from common.stats import compare_means, holm, mean_ci
+from dualbench.common.errors import UserError
+from dualbench.common.stats import compare_means, holm, mean_ci
 
 PLOTS = "plots"
 ARM_COLORS = ["#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d", "#666666",
@@ -27,7 +27,7 @@ BACKEND_STYLE = {"torch": "-", "paddle": "--"}
 
 def resolve_dataset(plan, data_path=None):
     """(dataset actually used, why) — the plan's dataset when present, else its labelled fallback."""
-    from common.data.sources import get_info, locate, missing_message
+    from dualbench.common.data.sources import get_info, locate, missing_message
     info = get_info(plan.dataset)
     if info.synthetic or locate(plan.dataset, data_path) is not None:
         return plan.dataset, ""
@@ -50,8 +50,8 @@ def select_plans(study, datasets):
 
 def run_study(study, backend_names, out_root, datasets=None, seeds=None, threads=None, progress=True):
     """Run every arm x dataset x seed x backend cell (finished cells are skipped); returns failures."""
-    from benchmarks.run import run
-    from common.tasks import get_task
+    from dualbench.run import run
+    from dualbench.common.tasks import get_task
     out = Path(out_root) / study.name
     failures = 0
     plans = select_plans(study, datasets)
@@ -78,7 +78,7 @@ def run_study(study, backend_names, out_root, datasets=None, seeds=None, threads
 
 def arm_rows(runs, study, arm, plan):
     """All epoch rows of one arm on one plan's dataset (or its fallback), latest run per seed/backend."""
-    from common.tasks import get_task
+    from dualbench.common.tasks import get_task
     epochs = arm.epochs or plan.epochs or get_task(arm.task).protocol.epochs
     datasets = {plan.dataset, plan.fallback} - {None}
     mine = runs[(runs["task"] == arm.task) & runs["dataset"].isin(datasets) & (runs["epochs_planned"] == epochs)
@@ -143,7 +143,7 @@ def summarise(runs, study):
 
 def _accs(runs, study, label, plan, backend):
     """{seed: test_acc} of the ok runs, and the count of diverged seeds."""
-    from common.studies import arm_by_label
+    from dualbench.common.studies import arm_by_label
     end = outcomes(arm_rows(runs, study, arm_by_label(study, label), plan))
     if not len(end):
         return pd.Series(dtype=float), 0
@@ -232,7 +232,7 @@ def backend_differences(runs, study):
 def plot_study(runs, study, plan, path):
     """Per-epoch accuracy curves (val if the task has a split, else train; mean over seeds) for every arm
     and backend, beside test accuracy bars with 95% CIs."""
-    from benchmarks.report import _pyplot, save_figure
+    from dualbench.report import _pyplot, save_figure
     plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), gridspec_kw={"width_ratios": [3, 2]})
     labels, means, errs, colors, hatches, notes = [], [], [], [], [], []
@@ -297,12 +297,12 @@ def _status_cell(row):
 
 
 def _fmt(value, digits=4):
-    from benchmarks.report import fmt
+    from dualbench.report import fmt
     return fmt(value, digits)
 
 
 def summary_markdown(summary):
-    from benchmarks.report import markdown_table
+    from dualbench.report import markdown_table
     table = pd.DataFrame({
         "arm": summary["arm"], "backend": summary["backend"], "runs": summary.apply(_status_cell, axis=1),
         "test acc (mean ± 95% CI)": summary.apply(_acc_cell, axis=1),
@@ -315,7 +315,7 @@ def summary_markdown(summary):
 
 
 def claims_markdown(claims):
-    from benchmarks.report import markdown_table
+    from dualbench.report import markdown_table
     table = pd.DataFrame({
         "claim": claims["claim"], "backend": claims["backend"],
         "a − b test acc [95% CI]": [f"{d:+.4f} [{lo:+.4f}, {hi:+.4f}]" if math.isfinite(lo) else
@@ -329,7 +329,7 @@ def claims_markdown(claims):
 
 
 def backends_markdown(diffs):
-    from benchmarks.report import markdown_table
+    from dualbench.report import markdown_table
     table = pd.DataFrame({
         "arm": diffs["arm"], "torch": diffs["torch"].map(_fmt), "paddle": diffs["paddle"].map(_fmt),
         "torch − paddle [95% CI]": [f"{d:+.4f} [{lo:+.4f}, {hi:+.4f}]" if math.isfinite(lo) else _fmt(d)
@@ -342,7 +342,7 @@ def backends_markdown(diffs):
 
 
 def gradient_markdown(summary):
-    from benchmarks.report import markdown_table
+    from dualbench.report import markdown_table
     table = summary[["arm", "backend", "output_grad_init", "output_grad_epoch1"]].copy()
     for col in ("output_grad_init", "output_grad_epoch1"):
         table[col] = table[col].map(lambda v: f"{v:.4g}" if math.isfinite(v) else "n/a")
@@ -351,8 +351,8 @@ def gradient_markdown(summary):
 
 
 def reference_markdown(study, summary):
-    from benchmarks.report import markdown_table
-    from common.tasks import count_parameters, get_task
+    from dualbench.report import markdown_table
+    from dualbench.common.tasks import count_parameters, get_task
     rows = []
     for label, text in study.references:
         mine = summary[summary["arm"] == label]
@@ -365,8 +365,8 @@ def reference_markdown(study, summary):
 
 
 def parameter_markdown(study):
-    from benchmarks.report import markdown_table
-    from common.tasks import count_parameters, get_task
+    from dualbench.report import markdown_table
+    from dualbench.common.tasks import count_parameters, get_task
     rows = []
     for task in dict.fromkeys(arm.task for arm in study.arms):
         t = get_task(task)
@@ -378,9 +378,9 @@ def parameter_markdown(study):
 
 def build_section(study, out_root):
     """Write OUT/NAME/study.md, summary.csv, claims.csv, backends.csv and plots; returns study.md's path."""
-    from benchmarks.report import markdown_table, read_optional, safe_name
-    from common.fsutil import atomic_write_text
-    from common.results import RUN_COLUMNS, read_csv, write_table
+    from dualbench.report import markdown_table, read_optional, safe_name
+    from dualbench.common.fsutil import atomic_write_text
+    from dualbench.common.results import RUN_COLUMNS, read_csv, write_table
     folder = Path(out_root) / study.name
     csv_path = folder / "runs.csv"
     if read_optional(csv_path) is None:
@@ -444,8 +444,8 @@ def build_section(study, out_root):
 
 
 def write_index(out_root):
-    from common.fsutil import atomic_write_text
-    from common.studies import STUDIES
+    from dualbench.common.fsutil import atomic_write_text
+    from dualbench.common.studies import STUDIES
     out_root = Path(out_root)
     lines = ["# Studies", "", "Each section is rebuilt by `dualbench study NAME` from its own runs.csv.", ""]
     for name, study in STUDIES.items():
@@ -459,9 +459,9 @@ def write_index(out_root):
 
 
 def cmd_study(args):
-    import backends
-    from benchmarks.run import parse_seeds
-    from common.studies import STUDIES, get_study
+    from dualbench import backends
+    from dualbench.run import parse_seeds
+    from dualbench.common.studies import STUDIES, get_study
     if args.name == "list":
         for study in STUDIES.values():
             data = ", ".join(p.dataset + (f" (else {p.fallback})" if p.fallback else "") for p in study.data)

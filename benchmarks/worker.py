@@ -1,6 +1,6 @@
 """Worker process: runs one cell with one framework imported, writes its result as JSON.
 
-`python -m benchmarks.worker CELL.json RESULT.json`. Exit 0 with {"rows": ...} on success; exit 2
+`python -m dualbench.worker CELL.json RESULT.json`. Exit 0 with {"rows": ...} on success; exit 2
 on a user error (one line on stderr, nothing written); exit 1 with {"error": "..."} on any other
 failure; 130 when interrupted (nothing written: the cell in flight never counts as finished).
 """
@@ -9,8 +9,8 @@ import os
 import signal
 import sys
 
-from common.errors import UserError
-from common.fsutil import atomic_write_text
+from dualbench.common.errors import UserError
+from dualbench.common.fsutil import atomic_write_text
 
 PARENT_ENV = "DUALBENCH_PARENT_PID"
 
@@ -64,7 +64,7 @@ def main(argv=None):
     with open(cell_path) as f:
         cell = json.load(f)
     try:
-        from benchmarks.engine import run_cell
+        from dualbench.engine import run_cell
         rows, checkpoint = run_cell(cell, progress=cell.get("progress", True))
         result = {"rows": rows, "checkpoint": str(checkpoint) if checkpoint else None}
     except UserError as e:

@@ -11,7 +11,7 @@ import stat
 import tempfile
 from pathlib import Path
 
-from common.errors import UserError
+from dualbench.common.errors import UserError
 
 LOCK_NAME = ".dualbench.lock"
 

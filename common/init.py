@@ -6,7 +6,7 @@ BatchNorm starts at gamma 1, beta 0, running mean 0, running var 1 in both frame
 """
 import numpy as np
 
-from common.tasks import buffer_shapes, parameter_shapes
+from dualbench.common.tasks import buffer_shapes, parameter_shapes
 
 
 def shared_weights(model, seed):

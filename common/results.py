@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-import common
-from common.errors import DataError
-from common.fsutil import atomic_path
+import dualbench.common as common
+from dualbench.common.errors import DataError
+from dualbench.common.fsutil import atomic_path
 
 # Columns of runs.csv, one row per (task, backend, seed, epoch). Documented in README.md.
 RUN_COLUMNS = [
@@ -52,6 +52,8 @@ def cpu_name():
 def git_commit():
     """The commit of the dualbench checkout, with '+dirty' when it has local changes."""
     root = Path(common.__file__).resolve().parent.parent
+    if not (root / "benchmarks").is_dir():   # installed, not a checkout: no commit of ours to read
+        return "unknown"
     try:
         head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"],
                               capture_output=True, text=True, timeout=5)

@@ -7,7 +7,7 @@ cannot execute code.
 import io
 import pickle
 
-from common.errors import DataError
+from dualbench.common.errors import DataError
 
 ALLOWED_GLOBALS = {
     ("numpy.core.multiarray", "_reconstruct"),

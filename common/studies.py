@@ -9,7 +9,7 @@ accuracy over seeds; nothing here knows a framework.
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
-from common.errors import UserError
+from dualbench.common.errors import UserError
 
 SEEDS = (0, 1, 2, 3, 4)
 

@@ -7,7 +7,7 @@ Layer names are part of the spec, so both backends use the same parameter names
 from dataclasses import dataclass, field, replace
 from typing import Optional, Tuple
 
-from common.errors import UserError
+from dualbench.common.errors import UserError
 
 # ---------------------------------------------------------------------------------------------
 # Model spec
@@ -142,12 +142,12 @@ class Protocol:
     early_stop_patience: Optional[int] = None  # epochs without improvement of `monitor`
     monitor: str = "val_loss"             # val_loss (min) | val_acc (max)
     best_checkpoint: bool = False         # test with the best-`monitor` weights, not the last
-    augment: str = "none"                 # training augmentation in common (see common.data.augment)
+    augment: str = "none"                 # training augmentation in common (see dualbench.common.data.augment)
 
 
 @dataclass(frozen=True)
 class DataSpec:
-    dataset: str                          # default dataset name (see common.data.sources)
+    dataset: str                          # default dataset name (see dualbench.common.data.sources)
     normalize: Tuple[float, float]        # (mean, std) applied to pixels scaled to [0, 1]
     classes: Optional[Tuple[int, ...]] = None  # keep these original labels, relabel 0..k-1
 

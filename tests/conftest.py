@@ -19,20 +19,20 @@ def data_home(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def synthetic_mnist(data_home):
-    from common.data.sources import load_dataset
+    from dualbench.common.data.sources import load_dataset
     return load_dataset("synthetic-mnist")
 
 
 def run_cli(*args, env=None, timeout=600):
     """Run `python -m benchmarks.cli ARGS` in a subprocess; returns CompletedProcess (text)."""
     full_env = dict(os.environ, **(env or {}))
-    return subprocess.run([sys.executable, "-m", "benchmarks.cli", *map(str, args)], cwd=ROOT, env=full_env,
+    return subprocess.run([sys.executable, "-m", "dualbench.cli", *map(str, args)], cwd=ROOT, env=full_env,
                           capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture(params=["torch", "paddle"])
 def backend(request):
-    import backends
+    from dualbench import backends
     if not backends.is_installed(request.param):
         pytest.skip(f"{request.param} not installed")
     return backends.load(request.param)

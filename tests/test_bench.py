@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import bench as B
-from common.results import append_rows, read_csv
-from common.tasks import TASKS
+from dualbench import bench as B
+from dualbench.common.results import append_rows, read_csv
+from dualbench.common.tasks import TASKS
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = replace(B.SUITES["default"], repeats=2, warmup=1, warmup_seconds=0.0, steps="2", windows=2,
@@ -34,7 +34,7 @@ def test_speed_modules_mirror_each_other():
 def test_bench_and_report_modules_import_no_framework():
     import subprocess
     import sys
-    code = ("import sys, benchmarks.bench, benchmarks.report, benchmarks.cli; benchmarks.cli.build_parser(); "
+    code = ("import sys, dualbench.bench, dualbench.report, dualbench.cli; dualbench.cli.build_parser(); "
             "print(sorted(m for m in ('torch', 'paddle') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
@@ -119,7 +119,7 @@ def write_first_stage(path, groups, ratios):
 
 
 def test_second_stage_plans_pairs_only_for_wide_configurations(tmp_path):
-    from common.stats import pairs_needed
+    from dualbench.common.stats import pairs_needed
     import numpy as np
     suite = replace(TINY, repeats=6, ci_target=0.03, max_repeats=40)
     tasks = [TASKS["mnist-mlp"], TASKS["mnist-lenet"]]
@@ -208,8 +208,8 @@ def worker_cell(backend_name, task="mnist-mlp", mode="eager", kind="speed", loop
 
 
 def run_in_process(backend, cell):
-    from benchmarks.bench_worker import run_bench_cell
-    speed = importlib.import_module(f"backends.{backend.NAME}.speed")
+    from dualbench.bench_worker import run_bench_cell
+    speed = importlib.import_module(f"dualbench.backends.{backend.NAME}.speed")
     return run_bench_cell(cell, backend, speed, {})
 
 
@@ -235,18 +235,18 @@ def test_speed_cell_rows(backend):
 
 
 def test_speed_cells_of_both_backends_see_the_same_data_and_order():
-    import backends
+    from dualbench import backends
     if not all(backends.is_installed(n) for n in backends.BACKENDS):
         pytest.skip("needs both frameworks")
     rows = [run_in_process(backends.load(n), worker_cell(n, loops=("engine",)))[0] for n in backends.BACKENDS]
     assert rows[0]["dataset_sha256"] == rows[1]["dataset_sha256"] and len(rows[0]["dataset_sha256"]) == 64
-    from common.data.split import epoch_batches, order_hash
+    from dualbench.common.data.split import epoch_batches, order_hash
     expected = order_hash(epoch_batches(512, 200, 0, 1, True))
     assert rows[0]["batch_order_hash"] == rows[1]["batch_order_hash"] == expected
 
 
 def test_compiled_mode_runs_with_paddle_to_static():
-    import backends
+    from dualbench import backends
     if not backends.is_installed("paddle"):
         pytest.skip("paddle not installed")
     paddle_backend = backends.load("paddle")
@@ -255,11 +255,11 @@ def test_compiled_mode_runs_with_paddle_to_static():
 
 
 def test_torch_compile_wraps_the_model_and_keeps_its_parameters():
-    import backends
+    from dualbench import backends
     if not backends.is_installed("torch"):
         pytest.skip("torch not installed")
     torch_backend = backends.load("torch")
-    from backends.torch import speed
+    from dualbench.backends.torch import speed
     task = TASKS["mnist-mlp"]
     state = torch_backend.train.make_state(task, torch_backend.models.build_model(task.model), torch_backend.device.resolve_device("cpu"))
     params = [id(p) for p in state.model.parameters()]
@@ -271,7 +271,7 @@ def test_torch_compile_wraps_the_model_and_keeps_its_parameters():
 def test_amp_step_runs_on_cpu(backend):
     """The AMP code path (autocast; GradScaler only on GPU) on CPU: torch bfloat16, paddle a no-op cast."""
     import numpy as np
-    speed = importlib.import_module(f"backends.{backend.NAME}.speed")
+    speed = importlib.import_module(f"dualbench.backends.{backend.NAME}.speed")
     task = TASKS["mnist-lenet"]
     dev, _ = backend.device.configure(1, "cpu")
     state = backend.train.make_state(task, backend.models.build_model(task.model), dev)
@@ -313,13 +313,13 @@ def test_bench_cli_interrupted_by_sigterm_resumes(tmp_path):
     import subprocess
     import sys
     import time
-    import backends
+    from dualbench import backends
     from tests.conftest import ROOT as root
     from tests.conftest import run_cli
     if not all(backends.is_installed(n) for n in backends.BACKENDS):
         pytest.skip("needs both frameworks")
     csv_path = tmp_path / "bench.csv"
-    proc = subprocess.Popen([sys.executable, "-m", "benchmarks.cli", *tiny_bench_args(tmp_path)], cwd=root,
+    proc = subprocess.Popen([sys.executable, "-m", "dualbench.cli", *tiny_bench_args(tmp_path)], cwd=root,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while time.time() < deadline and not (csv_path.exists() and csv_path.stat().st_size > 0):
@@ -348,7 +348,7 @@ def test_bench_cli_interrupted_by_sigterm_resumes(tmp_path):
 def test_second_stage_end_to_end_adds_engine_pairs_and_resumes(tmp_path):
     """Two tiny first-stage pairs cannot give a ratio CI within +-0.01%: the second stage adds repeat 3
     (engine only, both backends), the report counts 3 pairs, and a rerun has nothing left to add."""
-    import backends
+    from dualbench import backends
     from tests.conftest import run_cli
     if not all(backends.is_installed(n) for n in backends.BACKENDS):
         pytest.skip("needs both frameworks")
@@ -394,7 +394,7 @@ def test_published_bench_csv_still_reads_and_reports(tmp_path):
     """The committed results/cpu/bench.csv resumes, reports (every task has a ratio or is listed as
     failed/diverged) and can be appended to."""
     import shutil
-    from benchmarks.report import problem_table, speed_summary
+    from dualbench.report import problem_table, speed_summary
     published = ROOT / "results" / "cpu" / "bench.csv"
     frame = read_csv(published, B.BENCH_COLUMNS)
     assert len(B.done_keys(published)) == frame["cell_key"].nunique()
@@ -411,8 +411,8 @@ def test_published_bench_csv_still_reads_and_reports(tmp_path):
 def test_worker_holds_one_dataset_at_a_time_and_regenerates_it_identically():
     import numpy as np
 
-    from benchmarks.bench_worker import random_data
-    from common.tasks import get_task
+    from dualbench.bench_worker import random_data
+    from dualbench.common.tasks import get_task
     cache = {}
     x1, y1, meta1 = random_data(get_task("mnist-lenet"), 500, 0, cache)
     random_data(get_task("cifar2-net"), 300, 0, cache)

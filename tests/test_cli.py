@@ -3,7 +3,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from common.results import RUN_COLUMNS
+from dualbench.common.results import RUN_COLUMNS
 from tests.conftest import run_cli
 
 
@@ -68,7 +68,7 @@ def test_run_writes_tidy_csv_and_predict_uses_checkpoint(tmp_path):
     assert proc.returncode == 0 and len(pd.read_csv(out / "runs.csv")) == 9
 
     from PIL import Image
-    from common.data.sources import load_dataset
+    from dualbench.common.data.sources import load_dataset
     ds = load_dataset("synthetic-mnist")
     Image.fromarray(ds.test_x[0, 0]).save(tmp_path / "digit.png")
     for ckpt in ("mnist-lenet-torch-seed0.pt", "mnist-lenet-paddle-seed0.pdparams"):
@@ -83,8 +83,8 @@ def test_predict_refuses_a_non_image(tmp_path):
     bad.write_text("not an image")
     ckpt = tmp_path / "m.pt"
     import torch
-    from backends.torch.models import build_model
-    from common.tasks import TASKS
+    from dualbench.backends.torch.models import build_model
+    from dualbench.common.tasks import TASKS
     torch.save(build_model(TASKS["mnist-lenet"].model).state_dict(), ckpt)
     assert_one_line_error(run_cli("predict", "--task", "mnist-lenet", "--checkpoint", ckpt, bad), "notes.png")
 

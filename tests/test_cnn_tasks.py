@@ -4,9 +4,9 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from benchmarks.engine import run_cell
-from common.init import shared_weights
-from common.tasks import TASKS
+from dualbench.engine import run_cell
+from dualbench.common.init import shared_weights
+from dualbench.common.tasks import TASKS
 
 CIFAR_TASKS = ["cifar2-net", "cifar2-netwidth", "cifar2-netdropout", "cifar2-netbatchnorm"]
 
@@ -26,7 +26,7 @@ def to_tensor(backend, x):
 
 
 def test_batchnorm_statistics_follow_each_frameworks_convention():
-    import backends
+    from dualbench import backends
     if not all(backends.is_installed(n) for n in backends.BACKENDS):
         pytest.skip("needs both frameworks")
     spec = TASKS["cifar2-netbatchnorm"].model
@@ -85,7 +85,7 @@ def test_clipping_bounds_the_global_gradient_norm(backend):
 @pytest.fixture(scope="module")
 def small_food(tmp_path_factory):
     """A Food-11 folder of 22/11/11 synthetic JPEGs: the real format, small enough for a test."""
-    from common.data.synth import write_synthetic
+    from dualbench.common.data.synth import write_synthetic
     return str(write_synthetic("synthetic-food11", tmp_path_factory.mktemp("food"), n_train=22, n_test=11))
 
 
@@ -103,9 +103,9 @@ def test_short_training_loss_falls(backend, task, small_food):
 
 
 def test_augmentation_gives_identical_batches_in_both_backends():
-    import backends
-    from common.data.augment import batch_transform
-    from common.data.split import epoch_batches
+    from dualbench import backends
+    from dualbench.common.data.augment import batch_transform
+    from dualbench.common.data.split import epoch_batches
     if not all(backends.is_installed(n) for n in backends.BACKENDS):
         pytest.skip("needs both frameworks")
     rng = np.random.default_rng(0)

@@ -5,8 +5,8 @@ import re
 import numpy as np
 import pytest
 
-from common.data.idx import write_idx
-from common.data.synth import write_synthetic
+from dualbench.common.data.idx import write_idx
+from dualbench.common.data.synth import write_synthetic
 from tests.conftest import run_cli
 
 
@@ -159,9 +159,9 @@ def test_prepare_bad_input_one_line_nothing_written(fresh, tmp_path, damage, pro
 
 def test_run_task_on_synth_files(fresh, tmp_path):
     """`synth` output is usable by the readers a run goes through (--dataset REAL --data-path DIR)."""
-    from common.data.sources import load_dataset
-    from common.data.split import prepare_splits
-    from common.tasks import TASKS
+    from dualbench.common.data.sources import load_dataset
+    from dualbench.common.data.split import prepare_splits
+    from dualbench.common.tasks import TASKS
     cache, env = fresh
     out = tmp_path / "food"
     assert run_cli("data", "synth", "food11", "--out", out, "--train", 22, "--test", 11, env=env).returncode == 0
@@ -177,8 +177,8 @@ def test_run_task_on_synth_files(fresh, tmp_path):
 def test_batch_hash_identical_across_backends(task, dataset, extra):
     """Each backend's native loader, in its own process, yields common's bytes (class filter,
     drop_last and the seeded numpy augmentation included); one task covers it (~4 s)."""
-    import backends
-    from common.tasks import TASKS
+    from dualbench import backends
+    from dualbench.common.tasks import TASKS
     if task not in TASKS:
         pytest.skip(f"task {task} not registered")
     names = [n for n in ("torch", "paddle") if backends.is_installed(n)]
@@ -195,13 +195,13 @@ def test_batch_hash_identical_across_backends(task, dataset, extra):
 
 def test_batch_hash_detects_a_difference(monkeypatch, capsys):
     """The comparison can fail: a loader yielding other bytes is reported, exit 2."""
-    from benchmarks import cli, data_cmd
+    from dualbench import cli, data_cmd
 
     def fake_worker(spec):
         return {"backend": spec["backend"], "version": "x", "sha256": "0" * 64, "batches": 1, "samples": 1,
                 "loader_ms_per_batch": 0.0}
     monkeypatch.setattr(data_cmd, "_run_worker", fake_worker)
-    monkeypatch.setattr("backends.require", lambda n: n)
+    monkeypatch.setattr("dualbench.backends.require", lambda n: n)
     assert cli.main(["data", "batch-hash", "--task", "mnist-lenet", "--dataset", "synthetic-mnist",
                      "--backend", "torch"]) == 2
     assert "batches differ: torch" in capsys.readouterr().err
@@ -217,7 +217,7 @@ def test_pickle_module_never_used_plainly_for_reading():
 
 
 def test_synth_files_stay_labelled_synthetic_under_a_real_name(tmp_path):
-    from common.data.sources import load_dataset
+    from dualbench.common.data.sources import load_dataset
     out = tmp_path / "cifar"
     proc = run_cli("data", "synth", "cifar10", "--out", out, "--train", "50", "--test", "20")
     assert proc.returncode == 0, proc.stderr

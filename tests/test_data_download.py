@@ -9,10 +9,10 @@ import time
 import numpy as np
 import pytest
 
-from common.data import download as dl
-from common.data import sources
-from common.data.sources import IDX_FILES
-from common.errors import DataError
+from dualbench.common.data import download as dl
+from dualbench.common.data import sources
+from dualbench.common.data.sources import IDX_FILES
+from dualbench.common.errors import DataError
 from tests.conftest import run_cli
 
 
@@ -166,7 +166,7 @@ def test_next_mirror_after_a_404(server, tmp_path):
 
 
 def _serve_idx(server, tmp_path, prefix="/mnist/"):
-    from common.data.synth import write_synthetic
+    from dualbench.common.data.synth import write_synthetic
     src = write_synthetic("synthetic-mnist", tmp_path / "src", n_train=40, n_test=20)
     for fname in IDX_FILES.values():
         server.files[prefix + fname] = (src / fname).read_bytes()
@@ -175,7 +175,7 @@ def _serve_idx(server, tmp_path, prefix="/mnist/"):
 
 def test_prepare_downloads_verifies_and_installs(server, tmp_path, monkeypatch):
     """The whole `prepare` path with this server as the official mirror and its files' md5s."""
-    from common.data.prepare import prepare, verify
+    from dualbench.common.data.prepare import prepare, verify
     monkeypatch.setenv("DUALBENCH_DATA", str(tmp_path / "cache"))
     checksums = _serve_idx(server, tmp_path)
     server.drops["/mnist/train-images-idx3-ubyte.gz"] = 1

@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from common.data import cifar, food, idx, jsongz
-from common.data.sources import load_dataset
-from common.data.synth import synthetic_arrays, write_jpegs, write_synthetic
-from common.errors import DataError
+from dualbench.common.data import cifar, food, idx, jsongz
+from dualbench.common.data.sources import load_dataset
+from dualbench.common.data.synth import synthetic_arrays, write_jpegs, write_synthetic
+from dualbench.common.errors import DataError
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -147,8 +147,8 @@ def test_mnist_json_truncated_and_not_json(tmp_path):
 
 
 def test_mnist_json_val_split_is_used_and_cached(tmp_path, monkeypatch):
-    from common.data.split import prepare_splits
-    from common.tasks import get_task
+    from dualbench.common.data.split import prepare_splits
+    from dualbench.common.tasks import get_task
     monkeypatch.setenv("DUALBENCH_DATA", str(tmp_path / "cache"))
     where = write_synthetic("mnist-json", tmp_path / "src", n_train=60, n_test=20)
     first = load_dataset("mnist-json", where)
@@ -270,8 +270,8 @@ def test_cifar_archive_extracts_only_the_batches(tmp_path):
 
 
 def test_cifar2_filtering_relabels_airplane_bird(tmp_path, monkeypatch):
-    from common.data.split import prepare_splits
-    from common.tasks import TASKS
+    from dualbench.common.data.split import prepare_splits
+    from dualbench.common.tasks import TASKS
     task = next((t for t in TASKS.values() if t.data.classes == (0, 2)), None)
     if task is None:
         pytest.skip("no CIFAR airplane/bird task registered")
@@ -379,8 +379,8 @@ def test_synthetic_sets_load_in_their_real_format(name, shape, classes):
 
 
 def test_common_data_imports_no_framework():
-    code = ("import sys, common.data.sources, common.data.jsongz, common.data.cifar, common.data.food, "
-            "common.data.download, common.data.prepare, common.data.synth, benchmarks.data_cmd;"
+    code = ("import sys, dualbench.common.data.sources, dualbench.common.data.jsongz, dualbench.common.data.cifar, dualbench.common.data.food, "
+            "dualbench.common.data.download, dualbench.common.data.prepare, dualbench.common.data.synth, benchmarks.data_cmd;"
             "bad = [m for m in ('torch', 'paddle') if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -2,15 +2,15 @@
 import numpy as np
 import pytest
 
-from common.init import shared_weights
-from common.tasks import TASKS, count_parameters
+from dualbench.common.init import shared_weights
+from dualbench.common.tasks import TASKS, count_parameters
 
 ALL_TASKS = sorted(TASKS)
 
 
 @pytest.fixture(scope="module")
 def both():
-    import backends
+    from dualbench import backends
     missing = [n for n in backends.BACKENDS if not backends.is_installed(n)]
     if missing:
         pytest.skip(f"needs both frameworks ({missing} missing)")
@@ -89,7 +89,7 @@ def test_checkpoint_round_trip(backend, tmp_path):
 
 
 def test_checkpoint_of_another_model_is_refused(backend, tmp_path):
-    from common.errors import DataError
+    from dualbench.common.errors import DataError
     path = tmp_path / f"m{backend.CHECKPOINT_SUFFIX}"
     backend.weights.save_checkpoint(backend.models.build_model(TASKS["mnist-lenet"].model), path)
     with pytest.raises(DataError):

@@ -10,14 +10,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from common.tasks import (DataSpec, ModelSpec, Optimizer, Protocol, Task, act, bn2d, conv, dropout, dropout2d,
+from dualbench.common.tasks import (DataSpec, ModelSpec, Optimizer, Protocol, Task, act, bn2d, conv, dropout, dropout2d,
                           flatten, linear, maxpool)
 from tests.conftest import ROOT, run_cli
 
 pytest.importorskip("torch")
 pytest.importorskip("paddle")
 
-from benchmarks import parity  # noqa: E402
+from dualbench import parity  # noqa: E402
 
 DATA = DataSpec("synthetic-mnist", (0.0, 1.0))
 
@@ -137,7 +137,7 @@ def test_bn_cnn_passes_and_names_the_expected_running_variance_difference(sides,
 
 
 def test_transposed_square_linear_weight_is_caught_at_its_layer(sides):
-    from backends.paddle.weights import import_weights
+    from dualbench.backends.paddle.weights import import_weights
 
     def import_with_fc2_transposed(model, weights):
         weights = dict(weights, **{"fc2.weight": np.ascontiguousarray(weights["fc2.weight"].T)})
@@ -174,7 +174,7 @@ def test_uncopied_weights_name_framework_default_initialisation(sides):
 def test_reversed_bn_momentum_is_named(sides):
     import paddle
 
-    from backends.paddle.models import build_model
+    from dualbench.backends.paddle.models import build_model
 
     def build_with_torch_momentum(spec):   # a port that copies torch's 0.1 into paddle's momentum
         model = build_model(spec)
@@ -195,7 +195,7 @@ def test_running_variance_corrected_the_wrong_way_fails_with_a_bn_cause(sides):
     """One backend's running variance updated the other way: (n-1)/n instead of n/(n-1) correction."""
     import paddle
 
-    from backends.paddle.train import train_step
+    from dualbench.backends.paddle.train import train_step
 
     def train_step_with_shrunk_variance(state, x, y):
         out = train_step(state, x, y)
@@ -217,7 +217,7 @@ def test_running_variance_corrected_the_wrong_way_fails_with_a_bn_cause(sides):
 def test_adamw_on_one_side_names_decoupled_weight_decay(sides, task_wd):
     import paddle
 
-    from backends.paddle.train import make_state
+    from dualbench.backends.paddle.train import make_state
 
     task = replace(MLP_ADAM, protocol=replace(MLP_ADAM.protocol, optimizer=Optimizer("adam", 1e-3, weight_decay=task_wd)))
 
@@ -239,7 +239,7 @@ def test_adamw_on_one_side_names_decoupled_weight_decay(sides, task_wd):
 def test_clip_grad_by_global_norm_names_the_clipping_epsilon(sides):
     import paddle
 
-    from backends.paddle.train import make_state
+    from dualbench.backends.paddle.train import make_state
 
     task = small_task("t-clip", [flatten(), linear("fc", 16, 2)], (1, 4, 4), optimizer=Optimizer("sgd", 0.5),
                       grad_clip=1e-5)
@@ -293,7 +293,7 @@ def test_n1_label_broadcasting_in_mse_is_named(sides):
 def test_ceil_mode_pooling_is_caught_at_the_pool(sides):
     import paddle
 
-    from backends.paddle.models import build_model
+    from dualbench.backends.paddle.models import build_model
 
     def build_with_ceil_mode(spec):
         model = build_model(spec)
@@ -367,7 +367,7 @@ def test_cli_usage_errors_exit_2(args, tmp_path):
 
 
 def test_a_crashing_task_is_a_fail_row_and_the_others_are_still_checked(sides, tmp_path, monkeypatch):
-    from common.tasks import get_task
+    from dualbench.common.tasks import get_task
     real = parity.check_task
 
     def crash_on_lenet(task, sides_, config):

@@ -3,10 +3,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from benchmarks.bench import BENCH_COLUMNS
-from benchmarks.report import accuracy_table, build_report, overhead_summary, speed_summary, ttt_summary
-from common.errors import UserError
-from common.results import RUN_COLUMNS, append_rows, read_csv
+from dualbench.bench import BENCH_COLUMNS
+from dualbench.report import accuracy_table, build_report, overhead_summary, speed_summary, ttt_summary
+from dualbench.common.errors import UserError
+from dualbench.common.results import RUN_COLUMNS, append_rows, read_csv
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -153,7 +153,7 @@ def test_report_cli_malformed_csv_is_one_line(tmp_path):
 
 
 def test_busy_machine_is_flagged(results_dir):
-    from benchmarks.report import machine_load_note
+    from dualbench.report import machine_load_note
     bench = read_csv(results_dir / "bench.csv")
     assert machine_load_note(bench) is None                # no load recorded: nothing claimed
     bench["cpu_count"], bench["load_avg"] = 2, 1.2

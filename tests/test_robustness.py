@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from common.results import RUN_COLUMNS
+from dualbench.common.results import RUN_COLUMNS
 from tests.conftest import ROOT, run_cli
 
 QUICK = ["--dataset", "synthetic-mnist", "--limit-train", "300", "--no-progress"]
@@ -69,7 +69,7 @@ def wait_for_rows(path, n, proc, timeout=240):
 
 @pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_interrupt_then_resume(tmp_path, sig, code):
-    args = [sys.executable, "-m", "benchmarks.cli", "run", "--task", "mnist-linear-mse", "--backend", "torch",
+    args = [sys.executable, "-m", "dualbench.cli", "run", "--task", "mnist-linear-mse", "--backend", "torch",
             "--seeds", "0,1,2,3", "--epochs", "1", "--out", str(tmp_path), *QUICK]
     proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     wait_for_rows(tmp_path / "runs.csv", 1, proc)
@@ -88,7 +88,7 @@ def test_interrupt_then_resume(tmp_path, sig, code):
 
 
 def test_kill_9_never_corrupts_the_csv(tmp_path):
-    args = [sys.executable, "-m", "benchmarks.cli", "run", "--task", "mnist-linear-mse", "--backend", "torch",
+    args = [sys.executable, "-m", "dualbench.cli", "run", "--task", "mnist-linear-mse", "--backend", "torch",
             "--seeds", "0,1,2,3,4,5", "--epochs", "1", "--out", str(tmp_path), *QUICK]
     proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
@@ -108,7 +108,7 @@ def test_kill_9_never_corrupts_the_csv(tmp_path):
 
 
 def test_reruns_are_bit_identical(tmp_path, backend):
-    from benchmarks.engine import run_cell
+    from dualbench.engine import run_cell
     cell = {"run_id": "r", "task": "mnist-mlp-dropout", "backend": backend.NAME, "seed": 5, "epochs": 2,
             "dataset": "synthetic-mnist", "limit_train": 300, "init": "own", "device": "cpu", "threads": 2}
     # every number of every row, except the clock's (epoch time, throughput, timestamp)
@@ -127,13 +127,13 @@ TINY_BENCH = ["--repeats", "2", "--ci-target", "0", "--windows", "2", "--steps",
 
 
 def read_bench(folder):
-    from benchmarks.bench import BENCH_COLUMNS
-    from common.results import read_csv
+    from dualbench.bench import BENCH_COLUMNS
+    from dualbench.common.results import read_csv
     return read_csv(folder / "bench.csv", BENCH_COLUMNS)
 
 
 def test_bench_failing_backend_is_recorded_reported_and_retried(tmp_path):
-    import backends
+    from dualbench import backends
     if not backends.is_installed("torch"):
         pytest.skip("torch not installed")
     (tmp_path / "sitecustomize.py").write_text(PADDLE_RAISES)
@@ -193,12 +193,12 @@ def test_bench_killed_worker_is_a_failed_cell(tmp_path):
 def test_bench_divergence_is_recorded_and_not_retried(tmp_path):
     """A learning rate of 1e6 (patched into the task in every process): the loss becomes NaN/Inf within a
     few steps; the cells are `diverged` with the step and last finite loss, exit 0, and a rerun skips them."""
-    import backends
+    from dualbench import backends
     names = [n for n in backends.BACKENDS if backends.is_installed(n)]
     if not names:
         pytest.skip("no framework installed")
     (tmp_path / "sitecustomize.py").write_text(
-        "import common.tasks as tasks\n"
+        "import dualbench.common.tasks as tasks\n"
         "tasks.TASKS['mnist-conv-mse'] = tasks.with_overrides(tasks.TASKS['mnist-conv-mse'], lr=1e6)\n")
     out = tmp_path / "out"
     args = ["bench", "--tasks", "mnist-conv-mse", "--backends", ",".join(names), *TINY_BENCH, "--repeats", "1",
@@ -221,8 +221,8 @@ def test_bench_divergence_is_recorded_and_not_retried(tmp_path):
 
 
 def test_out_of_memory_names_the_batch_size_and_suggests_a_smaller_one():
-    from benchmarks.bench_worker import OOM_ADVICE
-    from benchmarks.worker import error_line
+    from dualbench.bench_worker import OOM_ADVICE
+    from dualbench.worker import error_line
     # paddle raises MemoryError with a multi-line message whose last line is a hint with a source location
     paddle_oom = MemoryError("(ResourceExhausted) Fail to alloc memory of 4398046511104 size, error code is 12.\n"
                              "  [Hint: Expected error == 0, but received error:12 != 0:0.] "
@@ -244,13 +244,13 @@ def test_out_of_memory_names_the_batch_size_and_suggests_a_smaller_one():
 def test_dataset_error_propagates_from_the_native_loader(name):
     """paddle's DataLoader reads in a thread even with num_workers=0; an error there used to leave the
     training loop waiting forever. Both loaders must raise it in the caller, after the good batches."""
-    import backends
+    from dualbench import backends
     if not backends.is_installed(name):
         pytest.skip(f"{name} not installed")
     dev = "__import__('torch').device('cpu')" if name == "torch" else "'cpu'"
     code = (
         "import numpy as np, importlib\n"
-        f"data = importlib.import_module('backends.{name}.data')\n"
+        f"data = importlib.import_module('dualbench.backends.{name}.data')\n"
         f"dev = {dev}\n"
         "def transform(xb, i):\n"
         "    if i == 2: raise ValueError('transform failed on batch 2')\n"
@@ -274,8 +274,8 @@ def test_bench_or_parity_on_a_folder_being_benchmarked_is_refused_with_one_line(
     """A second bench would time two suites on the same cores and interleave their rows; a second parity
     would overwrite parity.csv with its own tasks only. (`run` and `study` may share a folder: their
     appends are serialised, e.g. one process per backend.)"""
-    import backends
-    from common.fsutil import folder_lock
+    from dualbench import backends
+    from dualbench.common.fsutil import folder_lock
     if not all(backends.is_installed(n) for n in backends.BACKENDS):
         pytest.skip("needs both frameworks")
     (tmp_path / "bench.csv").write_text("kept as it is\n")
@@ -290,8 +290,8 @@ def test_bench_or_parity_on_a_folder_being_benchmarked_is_refused_with_one_line(
 
 
 def test_the_folder_lock_dies_with_its_holder_even_on_kill_9(tmp_path):
-    from common.fsutil import folder_lock
-    holder = ("import os, signal; from common.fsutil import folder_lock\n"
+    from dualbench.common.fsutil import folder_lock
+    holder = ("import os, signal; from dualbench.common.fsutil import folder_lock\n"
               f"with folder_lock({str(tmp_path)!r}, 'parity'):\n    os.kill(os.getpid(), signal.SIGKILL)\n")
     proc = subprocess.run([sys.executable, "-c", holder], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode == -signal.SIGKILL
@@ -301,8 +301,8 @@ def test_the_folder_lock_dies_with_its_holder_even_on_kill_9(tmp_path):
 
 
 def test_a_command_failing_before_writing_leaves_no_folder_behind(tmp_path):
-    from common.errors import UserError
-    from common.fsutil import folder_lock
+    from dualbench.common.errors import UserError
+    from dualbench.common.fsutil import folder_lock
     out = tmp_path / "new" / "out"
     with pytest.raises(UserError), folder_lock(out, "bench"):
         raise UserError("bad input")
@@ -313,7 +313,7 @@ def test_a_command_failing_before_writing_leaves_no_folder_behind(tmp_path):
 
 
 def test_atomic_writes_give_result_files_normal_permissions(tmp_path):
-    from common.fsutil import atomic_write_text
+    from dualbench.common.fsutil import atomic_write_text
     mask = os.umask(0o022)
     try:
         atomic_write_text(tmp_path / "new.csv", "a\n")
@@ -353,7 +353,7 @@ def test_workers_die_with_a_parent_killed_by_kill_9(tmp_path, command):
     else:
         args = ["run", "--task", "mnist-conv-mse", "--backend", "torch", "--epochs", "50", "--dataset",
                 "synthetic-mnist", "--no-progress"]
-    proc = subprocess.Popen([sys.executable, "-m", "benchmarks.cli", *args, "--out", str(tmp_path)], cwd=ROOT,
+    proc = subprocess.Popen([sys.executable, "-m", "dualbench.cli", *args, "--out", str(tmp_path)], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     workers = []

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from common.stats import (compare_means, mean_ci, median_ci, median_ci_rank, paired_ratio_ci, verdict)
+from dualbench.common.stats import (compare_means, mean_ci, median_ci, median_ci_rank, paired_ratio_ci, verdict)
 
 SIMS = 2000
 # 2000 simulations: the standard error of an estimated 95% coverage is 0.005; +-0.02 is 4 SE.
@@ -143,7 +143,7 @@ def test_compare_means_false_positive_rate():
 
 
 def test_pairs_needed_is_the_stein_second_stage_size():
-    from common.stats import pairs_needed, ratio_halfwidth
+    from dualbench.common.stats import pairs_needed, ratio_halfwidth
     d = np.log([1.90, 1.95, 1.80, 2.10, 1.85, 2.00])
     half = sps.t.ppf(0.975, 5) * d.std(ddof=1)
     assert pairs_needed(d, 0.03, 100) == math.ceil((half / math.log(1.03)) ** 2)
@@ -161,7 +161,7 @@ def test_two_stage_design_reaches_the_width_and_keeps_coverage(sd):
     pairs_needed asks for (cap 40), CI over all. Coverage stays near 95% (decided from the first stage
     only; stopping at the first narrow CI instead would pick chance-narrow ones) and the CI mostly
     reaches +-3% where the cap allows it."""
-    from common.stats import pairs_needed, ratio_halfwidth
+    from dualbench.common.stats import pairs_needed, ratio_halfwidth
     rng = np.random.default_rng(7)
     true_ratio, hits, reached, n_total = 1.7, 0, 0, []
     for _ in range(SIMS):

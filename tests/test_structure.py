@@ -4,6 +4,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -38,3 +40,58 @@ def test_backends_are_mirror_images():
         if name == "__init__.py":
             continue
         assert public_names(torch_dir / name) == public_names(paddle_dir / name), name
+
+
+def package_folders():
+    """Every folder of common/, backends/ and benchmarks/ that is a package, as its installed name."""
+    installed = {"benchmarks": "dualbench", "common": "dualbench.common", "backends": "dualbench.backends"}
+    names = set()
+    for top, name in installed.items():
+        for init in (ROOT / top).rglob("__init__.py"):
+            parts = init.parent.relative_to(ROOT / top).parts
+            names.add(".".join((name, *parts)))
+    return names
+
+
+def test_every_package_folder_is_installed():
+    import tomllib
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert set(config["packages"]) == package_folders()
+
+
+def test_code_imports_only_the_dualbench_namespace():
+    """An import of the bare folder names works in the checkout but not once installed."""
+    bad = []
+    for top in ("common", "backends", "benchmarks", "tests"):
+        for path in (ROOT / top).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                    [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else []
+                bad += [f"{path.relative_to(ROOT)}: {n}" for n in names
+                        if n.split(".")[0] in ("common", "backends", "benchmarks")]
+    assert bad == []
+
+
+def test_installed_wheel_claims_only_dualbench(tmp_path):
+    """Build the wheel a `pip install` would install: one top-level package, `dualbench`."""
+    import zipfile
+    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "--no-build-isolation",
+                           "--no-index", "-q", "-w", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    if proc.returncode != 0 and "No module named" in proc.stderr:
+        pytest.skip(f"cannot build a wheel offline here: {proc.stderr.strip().splitlines()[-1]}")
+    assert proc.returncode == 0, proc.stderr
+    (wheel,) = tmp_path.glob("dualbench-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    tops = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
+    assert tops == {"dualbench"}
+    for module in ("dualbench/cli.py", "dualbench/common/tasks.py", "dualbench/backends/torch/models.py",
+                   "dualbench/backends/paddle/models.py", "dualbench/common/data/idx.py"):
+        assert module in names
+
+
+def test_outside_the_checkout_only_dualbench_imports(tmp_path):
+    code = ("import importlib.util as u, dualbench.cli, dualbench.common.tasks\n"
+            "print([n for n in ('common', 'backends', 'benchmarks') if u.find_spec(n)])")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"

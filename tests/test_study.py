@@ -5,10 +5,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from benchmarks import study as S
-from common.results import RUN_COLUMNS, append_rows, read_csv
-from common.stats import holm
-from common.studies import STUDIES, Arm, Comparison, DataPlan, Study
+from dualbench import study as S
+from dualbench.common.results import RUN_COLUMNS, append_rows, read_csv
+from dualbench.common.stats import holm
+from dualbench.common.studies import STUDIES, Arm, Comparison, DataPlan, Study
 from tests.conftest import run_cli
 
 
@@ -24,7 +24,7 @@ def test_holm_matches_the_step_down_rule():
 def test_output_gradient_is_the_analytic_per_sample_gradient(backend, loss):
     """CE: dL_i/dz_i = softmax(z_i) - onehot; softmax-MSE: J_softmax^T 2(p - onehot)/C. Norms per sample."""
     from dataclasses import replace
-    from common.tasks import act, flatten, get_task, linear
+    from dualbench.common.tasks import act, flatten, get_task, linear
     task = get_task("mnist-conv-ce" if loss == "ce" else "mnist-conv-softmax-mse")
     layers = (flatten(), linear("fc", 784, 10)) + ((act("softmax", "softmax"),) if loss == "mse_onehot" else ())
     task = replace(task, model=replace(task.model, layers=layers))
@@ -177,7 +177,7 @@ def test_study_interrupted_by_sigterm_resumes_without_duplicates(tmp_path):
     import sys
     import time
     from tests.conftest import ROOT
-    args = [sys.executable, "-m", "benchmarks.cli", "study", "lenet", "--datasets", "mnist5k", "--backend", "torch",
+    args = [sys.executable, "-m", "dualbench.cli", "study", "lenet", "--datasets", "mnist5k", "--backend", "torch",
             "--seeds", "0,1", "--threads", "1", "--no-progress", "--out", str(tmp_path)]
     csv_path = tmp_path / "lenet" / "runs.csv"
     proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from benchmarks.engine import run_cell
+from dualbench.engine import run_cell
 
 
 def cell(task, backend, **kw):
@@ -32,7 +32,7 @@ def test_rows_carry_metadata(backend, tmp_path):
 
 
 def test_same_batch_order_in_both_backends():
-    import backends
+    from dualbench import backends
     if not all(backends.is_installed(n) for n in backends.BACKENDS):
         pytest.skip("needs both frameworks")
     hashes = [[r["batch_order_hash"] for r in run_cell(cell("mnist-linear-mse", n), progress=False)[0]]
@@ -51,8 +51,8 @@ def test_early_stopping_restores_best(backend):
 
 def test_plateau_schedule_lowers_lr(backend):
     from dataclasses import replace
-    import common.tasks as tasks
-    from common.tasks import Schedule
+    import dualbench.common.tasks as tasks
+    from dualbench.common.tasks import Schedule
     base = tasks.TASKS["mnist-mlp-plateau"]
     quick = replace(base, name="test-plateau", protocol=replace(
         base.protocol, optimizer=replace(base.protocol.optimizer, lr=5.0),   # diverging: val loss rises
@@ -67,7 +67,7 @@ def test_plateau_schedule_lowers_lr(backend):
 
 
 def test_l1_term_shrinks_weights(backend, tmp_path):
-    from common.tasks import TASKS
+    from dualbench.common.tasks import TASKS
 
     def abs_weight_sum(task):
         _, ckpt = run_cell(cell(task, backend.NAME, init="shared", out_dir=str(tmp_path / task)), progress=False)

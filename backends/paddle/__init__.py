@@ -15,7 +15,7 @@ warnings.filterwarnings("ignore", message="When training, we now always track gl
 with contextlib.redirect_stderr(io.StringIO()):
     import paddle  # noqa: F401
 
-from backends.paddle import device, models, data, weights, train  # noqa: F401
+from dualbench.backends.paddle import device, models, data, weights, train  # noqa: F401
 
 NAME = "paddle"
 CHECKPOINT_SUFFIX = ".pdparams"

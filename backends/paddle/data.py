@@ -49,7 +49,7 @@ class _Loader(DataLoader):
 
 
 def make_loader(x, y, batches, dev, transform=None):
-    """transform: common.data.augment's batch function (the same numpy code in both backends)."""
+    """transform: dualbench.common.data.augment's batch function (the same numpy code in both backends)."""
     return _Loader(BatchDataset(x, y, batches, transform), batch_size=None, shuffle=False, num_workers=0)
 
 

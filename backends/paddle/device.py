@@ -1,8 +1,8 @@
 """Devices, threads, seeding and version info for PaddlePaddle."""
 import paddle
 
-from common.errors import UserError
-from common.results import cpu_name
+from dualbench.common.errors import UserError
+from dualbench.common.results import cpu_name
 
 
 def _core():

@@ -104,7 +104,7 @@ def loss_and_gradients(state, x, y):
     Returns {"loss", "objective", "output", "grads"}; raises what the framework raises (e.g. a
     cross-entropy label of the wrong shape or dtype).
     """
-    from backends.paddle.train import regularisation
+    from dualbench.backends.paddle.train import regularisation
     state.model.clear_gradients(set_to_zero=False)
     out = state.model(x)
     loss = state.loss_fn(out, y)

@@ -103,7 +103,7 @@ def train_step(state, xb, yb):
 
 def train_epoch(state, loader, on_step=None):
     """One pass over the loader in train mode; sums stay on the device until the end."""
-    from backends.paddle.data import to_device
+    from dualbench.backends.paddle.data import to_device
     state.model.train()
     num_classes = state.task.num_classes
     correct = paddle.zeros([], dtype="int64")
@@ -130,7 +130,7 @@ def parameters_finite(model):
 
 @paddle.no_grad()
 def evaluate(state, loader):
-    from backends.paddle.data import to_device
+    from dualbench.backends.paddle.data import to_device
     state.model.eval()
     num_classes = state.task.num_classes
     loss_sum = paddle.zeros([], dtype="float64")
@@ -152,7 +152,7 @@ def output_gradient(state, loader):
     through the softmax is small. The loss is a batch mean, so the gradient is scaled by the batch size
     to give each sample's own gradient. Eval mode: no dropout mask is drawn, the training RNG is untouched.
     """
-    from backends.paddle.data import to_device
+    from dualbench.backends.paddle.data import to_device
     last = [m for m in state.model.sublayers() if isinstance(m, paddle.nn.Linear)][-1]
     captured = {}
     handle = last.register_forward_post_hook(lambda layer, inputs, output: captured.__setitem__("z", output))

@@ -6,8 +6,8 @@ weights are [in, out] (transposed here), and BatchNorm statistics are `_mean` / 
 import numpy as np
 import paddle
 
-from common import safepickle
-from common.errors import DataError
+from dualbench.common import safepickle
+from dualbench.common.errors import DataError
 
 _STAT_NAMES = {"_mean": "running_mean", "_variance": "running_var"}
 _PADDLE_STAT = {v: k for k, v in _STAT_NAMES.items()}

@@ -1,5 +1,5 @@
 """The PyTorch backend: native nn.Module models, DataLoader, optimizers, schedulers, .pt checkpoints."""
-from backends.torch import device, models, data, weights, train  # noqa: F401
+from dualbench.backends.torch import device, models, data, weights, train  # noqa: F401
 
 NAME = "torch"
 CHECKPOINT_SUFFIX = ".pt"

@@ -37,7 +37,7 @@ class BatchDataset(Dataset):
 
 
 def make_loader(x, y, batches, dev, transform=None):
-    """transform: common.data.augment's batch function (the same numpy code in both backends)."""
+    """transform: dualbench.common.data.augment's batch function (the same numpy code in both backends)."""
     return DataLoader(BatchDataset(x, y, batches, transform), batch_size=None, shuffle=False, num_workers=0,
                       pin_memory=dev.type == "cuda")
 

@@ -1,8 +1,8 @@
 """Devices, threads, seeding and version info for PyTorch."""
 import torch
 
-from common.errors import UserError
-from common.results import cpu_name
+from dualbench.common.errors import UserError
+from dualbench.common.results import cpu_name
 
 
 def resolve_device(name="cpu"):

@@ -98,7 +98,7 @@ def loss_and_gradients(state, x, y):
     Returns {"loss", "objective", "output", "grads"}; raises what the framework raises (e.g. a
     cross-entropy label of the wrong shape or dtype).
     """
-    from backends.torch.train import regularisation
+    from dualbench.backends.torch.train import regularisation
     for p in state.model.parameters():
         p.grad = None
     out = state.model(x)

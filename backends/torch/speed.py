@@ -7,8 +7,8 @@ import contextlib
 
 import torch
 
-from backends.torch.train import regularisation, train_step
-from common.memory import reset_rss_peak, rss_peak_mb
+from dualbench.backends.torch.train import regularisation, train_step
+from dualbench.common.memory import reset_rss_peak, rss_peak_mb
 
 
 def compile_model(state):

@@ -99,7 +99,7 @@ def train_step(state, xb, yb):
 
 def train_epoch(state, loader, on_step=None):
     """One pass over the loader in train mode; sums stay on the device until the end."""
-    from backends.torch.data import to_device
+    from dualbench.backends.torch.data import to_device
     state.model.train()
     num_classes = state.task.num_classes
     correct = torch.zeros((), dtype=torch.int64, device=state.dev)
@@ -126,7 +126,7 @@ def parameters_finite(model):
 
 @torch.no_grad()
 def evaluate(state, loader):
-    from backends.torch.data import to_device
+    from dualbench.backends.torch.data import to_device
     state.model.eval()
     num_classes = state.task.num_classes
     loss_sum = torch.zeros((), dtype=torch.float64, device=state.dev)
@@ -148,7 +148,7 @@ def output_gradient(state, loader):
     through the softmax is small. The loss is a batch mean, so the gradient is scaled by the batch size
     to give each sample's own gradient. Eval mode: no dropout mask is drawn, the training RNG is untouched.
     """
-    from backends.torch.data import to_device
+    from dualbench.backends.torch.data import to_device
     last = [m for m in state.model.modules() if isinstance(m, torch.nn.Linear)][-1]
     captured = {}
     handle = last.register_forward_hook(lambda module, inputs, output: captured.__setitem__("z", output))

@@ -5,7 +5,7 @@ torch's state_dict already is the canonical layout; only `num_batches_tracked` i
 import numpy as np
 import torch
 
-from common.errors import DataError
+from dualbench.common.errors import DataError
 
 
 def export_weights(model):

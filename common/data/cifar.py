@@ -11,10 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
-from common import safepickle
-from common.data.sources import CIFAR_TEST_BATCHES, CIFAR_TRAIN_BATCHES
-from common.errors import DataError
-from common.fsutil import atomic_write_bytes
+from dualbench.common import safepickle
+from dualbench.common.data.sources import CIFAR_TEST_BATCHES, CIFAR_TRAIN_BATCHES
+from dualbench.common.errors import DataError
+from dualbench.common.fsutil import atomic_write_bytes
 
 ROW = 3 * 32 * 32
 

@@ -17,8 +17,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from common.data.store import file_digest
-from common.errors import DataError
+from dualbench.common.data.store import file_digest
+from dualbench.common.errors import DataError
 
 CHUNK = 1 << 16
 USER_AGENT = "dualbench-data/0.1 (+urllib)"

@@ -19,9 +19,9 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from common.data.sources import FOOD_SPLITS
-from common.data.store import cached_arrays
-from common.errors import DataError
+from dualbench.common.data.sources import FOOD_SPLITS
+from dualbench.common.data.store import cached_arrays
+from dualbench.common.errors import DataError
 
 NAME_PATTERN = re.compile(r"^(\d+)_(\d+)\.(jpe?g|png)$", re.IGNORECASE)
 

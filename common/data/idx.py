@@ -8,8 +8,8 @@ import zlib
 
 import numpy as np
 
-from common.errors import DataError
-from common.fsutil import atomic_write_bytes
+from dualbench.common.errors import DataError
+from dualbench.common.fsutil import atomic_write_bytes
 
 IMAGES_MAGIC = 2051
 LABELS_MAGIC = 2049

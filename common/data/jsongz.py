@@ -13,9 +13,9 @@ import json
 
 import numpy as np
 
-from common.data.idx import read_bytes
-from common.errors import DataError
-from common.fsutil import atomic_write_bytes
+from dualbench.common.data.idx import read_bytes
+from dualbench.common.errors import DataError
+from dualbench.common.fsutil import atomic_write_bytes
 
 SPLITS = ("train", "val", "eval")
 PIXELS = 784

