@@ -74,8 +74,15 @@ def test_code_imports_only_the_dualbench_namespace():
 
 def test_installed_wheel_claims_only_dualbench(tmp_path):
     """Build the wheel a `pip install` would install: one top-level package, `dualbench`."""
+    import shutil
     import zipfile
-    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "--no-build-isolation",
+    source = tmp_path / "src"   # setuptools writes build/ beside the sources: keep it out of the checkout
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    for name in ("common", "backends", "benchmarks"):
+        shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
+    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "--no-build-isolation",
                            "--no-index", "-q", "-w", str(tmp_path)], capture_output=True, text=True, timeout=300)
     if proc.returncode != 0 and "No module named" in proc.stderr:
         pytest.skip(f"cannot build a wheel offline here: {proc.stderr.strip().splitlines()[-1]}")
