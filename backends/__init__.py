@@ -16,6 +16,17 @@ INSTALL_HINT = {
 }
 
 
+def quiet_framework_imports():
+    """Keep paddle's import-time chatter (glog, "No ccache found", a BatchNorm notice) out of the
+    user's terminal, whoever imports paddle first: our backend or the user's own model file."""
+    import os
+    import warnings
+    os.environ.setdefault("GLOG_minloglevel", "2")
+    warnings.filterwarnings("ignore", message=".*ccache.*")
+    # BatchNorm in train mode always tracks running statistics, as torch does; the notice is noise here
+    warnings.filterwarnings("ignore", message="When training, we now always track global mean and variance")
+
+
 def is_installed(name):
     try:
         return importlib.util.find_spec(FRAMEWORK_MODULE[name]) is not None

@@ -145,6 +145,8 @@ def _raise_terminated(signum, frame):
 
 def main(argv=None):
     signal.signal(signal.SIGTERM, _raise_terminated)
+    from dualbench.backends import quiet_framework_imports
+    quiet_framework_imports()
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

@@ -2,7 +2,7 @@
 
 Every rule looks only at numbers the parity engine observed (weights, layer outputs, gradients,
 parameters before and after a step, BatchNorm batch statistics, label arrays, error messages) and
-matches them against the known torch/paddle convention differences of ../shared/notes. None of them
+matches them against the known torch/paddle convention differences (listed in KNOWN). None of them
 knows which backend was built which way. No torch, no paddle here.
 """
 import numpy as np
@@ -39,8 +39,9 @@ KNOWN = {
         "and float labels), paddle also accepts [N,1] and silently casts float labels; a [N,1] label "
         "against an [N] output broadcasts to [N,N] in an MSE loss. Keep labels [N] int64 in both."),
     "ceil_mode": (
-        "pooling ceil_mode: with ceil_mode=True the output size is ceil((H-k)/s)+1 instead of "
-        "floor((H-k)/s)+1 (7 -> 4 instead of 3 for a 2x2 pool); both frameworks default to False."),
+        "pooling ceil_mode: with ceil_mode=True the output size is ceil((H+2p-k)/s)+1 instead of "
+        "floor((H+2p-k)/s)+1 (7 -> 4 instead of 3 for a 2x2 pool); both frameworks default to False, "
+        "so a port must copy the flag (torchvision's squeezenet sets it, for one)."),
     "dropout_masks": (
         "dropout masks: the two frameworks draw independent masks even with the same seed; parity "
         "injects the same numpy mask into both (a layer that ignores it differs here)."),
@@ -83,6 +84,11 @@ def compare(ref, other, atol, rtol):
     if ref.shape != other.shape:
         return {"max_abs": np.nan, "max_rel": np.nan, "scale": np.nan, "worst_index": "",
                 "within": False, "shape_ok": False}
+    if ref.dtype == other.dtype and ref.size and np.array_equal(ref, other):   # bit-exact: one pass
+        scale = float(np.abs(ref).max()) if np.issubdtype(ref.dtype, np.number) else 0.0
+        if np.isfinite(scale):
+            return {"max_abs": 0.0, "max_rel": 0.0, "scale": scale, "worst_index": "", "within": True,
+                    "shape_ok": True}
     dtype = np.result_type(ref.dtype, other.dtype, np.float32)
     a, b = ref.astype(dtype, copy=False), other.astype(dtype, copy=False)
     diff = np.abs(a - b)
@@ -174,17 +180,23 @@ def weight_cause(name, kind, ref, other, ref_all, other_all, ref_side="torch", o
 # Layers
 
 
-def pool_cause(in_shape, out_ref, out_other, k):
+def _pair(value):
+    return tuple(value) if isinstance(value, (tuple, list)) else (value, value)
+
+
+def pool_cause(in_shape, out_ref, out_other, k, stride=None, padding=0):
     """A pooling output size that is floor on one side and ceil on the other."""
     if out_ref is None or out_other is None or len(in_shape) != 4:
         return None
+    (kh, kw), (sh, sw), (ph, pw) = _pair(k), _pair(stride or k), _pair(padding)
     h, w = in_shape[-2:]
-    floor = ((h - k) // k + 1, (w - k) // k + 1)
-    ceil = (-(-(h - k) // k) + 1, -(-(w - k) // k) + 1)
+    floor = ((h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1)
+    ceil = (-(-(h + 2 * ph - kh) // sh) + 1, -(-(w + 2 * pw - kw) // sw) + 1)
     got = {tuple(out_ref[-2:]), tuple(out_other[-2:])}
     if floor != ceil and got == {floor, ceil}:
-        return explain("ceil_mode", f"{h}x{w} pooled with k={k} gives {list(out_ref[-2:])} on one side "
-                       f"and {list(out_other[-2:])} on the other (floor {list(floor)}, ceil {list(ceil)}).")
+        return explain("ceil_mode", f"{h}x{w} pooled with kernel {kh}x{kw}, stride {sh}x{sw} gives "
+                       f"{list(out_ref[-2:])} on one side and {list(out_other[-2:])} on the other "
+                       f"(floor {list(floor)}, ceil {list(ceil)}).")
     return None
 
 
@@ -198,6 +210,13 @@ BN_CONVENTIONS = {  # (weight of the new batch, unbiased variance) -> words
     (0.9, True): "reversed momentum (new-batch weight 0.9), unbiased variance",
     (0.9, False): "reversed momentum (new-batch weight 0.9), biased variance",
 }
+
+
+def bn_words(convention):
+    """Words for a (new-batch weight, unbiased) convention, also for weights a model configured."""
+    weight, unbiased = convention
+    return BN_CONVENTIONS.get(convention) or (f"new-batch weight {weight:g} (paddle momentum {1 - weight:g}), "
+                                              f"{'unbiased' if unbiased else 'biased'} variance")
 
 
 def simulate_bn(start_mean, start_var, batch_means, batch_vars, n, new_weight, unbiased):
@@ -214,22 +233,35 @@ def _rel_err(sim, observed):
     return float(np.abs(sim - observed).max() / max(np.abs(sim).max(), 1e-12))
 
 
-def bn_convention(start_mean, start_var, batch_means, batch_vars, n, mean, var, noise=1e-5):
+def bn_convention(start_mean, start_var, batch_means, batch_vars, n, mean, var, noise=1e-5, weights=(0.1, 0.9)):
     """Fit one side's running statistics to the conventions; None where no convention fits.
 
-    Returns ((new-batch weight from the mean, (new-batch weight, unbiased) from the variance), error).
+    Returns ((new-batch weight from the mean, (new-batch weight, unbiased) from the variance), error);
+    the weight from the mean is "?" where the means moved too little to tell.
     A variance fit counts only if its residual is well below the gap between the biased and the
     unbiased simulation (or below float32 noise when that gap is itself at noise level).
+    weights: the new-batch weights to try (the default 0.1 and its reversal 0.9, plus what the two
+    models configured).
     """
-    fits = {c: simulate_bn(start_mean, start_var, batch_means, batch_vars, n, *c) for c in BN_CONVENTIONS}
-    mean_err = {w: _rel_err(fits[(w, True)][0], mean) for w in (0.1, 0.9)}
+    weights = sorted(set(weights))
+    conventions = [(w, unbiased) for w in weights for unbiased in (True, False)]
+    fits = {c: simulate_bn(start_mean, start_var, batch_means, batch_vars, n, *c) for c in conventions}
+    mean_err = {w: _rel_err(fits[(w, True)][0], mean) for w in weights}
     mean_weight = min(mean_err, key=mean_err.get)
-    var_err = {c: _rel_err(fits[c][1], var) for c in BN_CONVENTIONS}
+    # the means tell the conventions apart only where they moved more than rounding does: a channel
+    # whose batch mean is zero in exact arithmetic (after a BatchNorm and a bias-free conv) holds
+    # only rounding noise, about 1e-8 of the data's scale
+    data_scale = float(np.sqrt(np.abs(np.asarray(batch_vars, np.float64)).max())) if len(batch_vars) else 1.0
+    spread = max(float(np.abs(fits[(a, True)][0] - fits[(b, True)][0]).max()) for a in weights for b in weights)
+    if spread <= noise * max(data_scale, 1e-30):
+        mean_weight = "?"
+    elif mean_err[mean_weight] > max(0.1, noise):
+        mean_weight = None
+    var_err = {c: _rel_err(fits[c][1], var) for c in conventions}
     best = min(var_err, key=var_err.get)
     gap = _rel_err(fits[(best[0], True)][1], fits[(best[0], False)][1])
     accepted = var_err[best] <= max(0.25 * gap, noise)
-    return (mean_weight if mean_err[mean_weight] <= max(0.1, noise) else None, best if accepted else None), \
-        var_err[best]
+    return (mean_weight, best if accepted else None), var_err[best]
 
 
 def bn_stats_cause(conv_ref, conv_other, n, ref_side="torch", other_side="paddle"):
@@ -237,20 +269,21 @@ def bn_stats_cause(conv_ref, conv_other, n, ref_side="torch", other_side="paddle
     if conv_ref is None or conv_other is None:
         return None, False
     (mean_ref, var_ref), (mean_other, var_other) = conv_ref, conv_other
-    if mean_ref != mean_other:
-        words = {0.1: "new-batch weight 0.1 (torch 0.1 / paddle 0.9)", 0.9: "new-batch weight 0.9", None: "no known update"}
-        return explain("bn_momentum", f"running_mean: {ref_side} updates with {words[mean_ref]}, "
-                       f"{other_side} with {words[mean_other]}."), False
+    if mean_ref != mean_other and "?" not in (mean_ref, mean_other):
+        def words(w):
+            return "no known update" if w is None else f"new-batch weight {w:g} (torch momentum {w:g} / paddle {1 - w:g})"
+        return explain("bn_momentum", f"running_mean: {ref_side} updates with {words(mean_ref)}, "
+                       f"{other_side} with {words(mean_other)}."), False
     if var_ref is None or var_other is None:
         odd = other_side if var_other is None else ref_side
         return (f"BatchNorm running variance: {odd}'s running_var follows none of the known conventions "
                 f"(torch: unbiased, paddle: biased batch variance; momentum 0.1 new / 0.9 kept), so this is "
                 f"not the expected biased/unbiased difference."), False
-    words = f"{ref_side} follows the {BN_CONVENTIONS[var_ref]}, {other_side} the {BN_CONVENTIONS[var_other]}"
+    words = f"{ref_side} follows the {bn_words(var_ref)}, {other_side} the {bn_words(var_other)}"
     if var_ref[0] != var_other[0]:
         return explain("bn_momentum", f"running_var: {words}."), False
     if var_ref[1] != var_other[1]:
-        expected = var_ref == (0.1, True) and var_other == (0.1, False)
+        expected = var_ref[1] and not var_other[1]   # torch unbiased, paddle biased, the same weight
         return explain("bn_variance", f"{words}; n = {n} values per channel, 1/(n-1) = {1 / (n - 1):.2e}."), expected
     return None, False
 
@@ -265,13 +298,15 @@ def clip_coefficient(global_norm, max_norm, with_eps):
     return max_norm / max(global_norm, max_norm)   # paddle ClipGradByGlobalNorm
 
 
-def step_candidates(opt_name, lr, weight_decay, grad_clip, p0, g0):
+def step_candidates(opt_name, lr, weight_decay, grad_clip, p0, g0, grads_for_norm=None):
     """First-step parameters under each plausible port of the optimizer.
 
     Returns {(clip variant, decay variant): {name: p1}}. p0/g0 are the parameters and the gradient
-    of the objective (data loss + loss-term regularisers) before the step, identical on both sides.
+    of the objective (data loss + loss-term regularisers) before the step, identical on both sides;
+    grads_for_norm: every gradient, for the global norm that clipping uses (default g0).
     """
-    norm = float(np.sqrt(sum(float((np.asarray(g, np.float64) ** 2).sum()) for g in g0.values())))
+    norm = float(np.sqrt(sum(float((np.asarray(g, np.float64) ** 2).sum())
+                             for g in (grads_for_norm or g0).values())))
     clips = {"clip_grad_norm_ (eps 1e-6)": clip_coefficient(norm, grad_clip, True),
              "ClipGradByGlobalNorm (no eps)": clip_coefficient(norm, grad_clip, False)} if grad_clip else {"none": 1.0}
     decays = {"none": ("none", 0.0)}
@@ -313,9 +348,9 @@ def _fit_error(p0, g0, p1, cand, opt_name):
 
 
 def optimizer_cause(opt_name, lr, weight_decay, grad_clip, p0, g0, p1_ref, p1_other,
-                    ref_side="torch", other_side="paddle"):
+                    ref_side="torch", other_side="paddle", grads_for_norm=None):
     """Name the convention behind a first-step parameter difference when the gradients agreed."""
-    cands, norm = step_candidates(opt_name, lr, weight_decay, grad_clip, p0, g0)
+    cands, norm = step_candidates(opt_name, lr, weight_decay, grad_clip, p0, g0, grads_for_norm)
     fit_ref = min(cands, key=lambda k: _fit_error(p0, g0, p1_ref, cands[k], opt_name))
     fit_other = min(cands, key=lambda k: _fit_error(p0, g0, p1_other, cands[k], opt_name))
     causes = []

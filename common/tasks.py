@@ -159,6 +159,7 @@ class Task:
     seed_note: str         # which seed note(s) it comes from
     model: ModelSpec
     loss: str              # ce | mse_value (regress the digit value) | mse_onehot (softmax output vs one-hot)
+                           # | mse (float targets of the output's shape) | sum (output sum): model pairs
     protocol: Protocol
     data: DataSpec
     notes: str = ""
@@ -171,7 +172,7 @@ class Task:
         return 10 if self.loss == "mse_value" else self.model.num_outputs
 
 
-LOSSES = ("ce", "mse_value", "mse_onehot")
+LOSSES = ("ce", "mse_value", "mse_onehot", "mse", "sum")   # mse, sum: model pairs (parity)
 
 # ---------------------------------------------------------------------------------------------
 # The MNIST family (seeds 000, 001, 002, 004)

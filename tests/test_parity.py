@@ -77,7 +77,8 @@ def test_inspect_modules_mirror_each_other():
     torch_names = public_functions(ROOT / "backends/torch/inspect.py")
     paddle_names = public_functions(ROOT / "backends/paddle/inspect.py")
     assert torch_names == paddle_names
-    assert {"layer_outputs", "gradients", "inject_dropout_masks", "loss_and_gradients"} <= set(torch_names)
+    assert {"record_calls", "module_table", "state_arrays", "load_state_arrays", "gradients", "inject_dropout_masks",
+            "loss_and_gradients", "call_module"} <= set(torch_names)
 
 
 def test_rules_and_cli_module_import_no_framework():
@@ -375,7 +376,7 @@ def test_a_crashing_task_is_a_fail_row_and_the_others_are_still_checked(sides, t
             raise RuntimeError("simulated crash inside a framework")
         return real(task, sides_, config)
 
-    monkeypatch.setattr(parity, "check_task", crash_on_lenet)
+    monkeypatch.setattr(parity.checks, "check_task", crash_on_lenet)
     tasks = [get_task("mnist-lenet"), get_task("mnist-linear-mse")]
     _, summary = parity.run_parity(tasks, FAST, tmp_path, sides=sides, echo=None)
     summary = summary.set_index("task")

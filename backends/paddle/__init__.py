@@ -1,14 +1,10 @@
 """The PaddlePaddle backend: native paddle.nn.Layer models, DataLoader, optimizers, lr schedulers, .pdparams."""
 import contextlib
 import io
-import os
-import warnings
 
-# Quiet paddle's import-time chatter (glog warnings, "No ccache found") before paddle loads.
-os.environ.setdefault("GLOG_minloglevel", "2")
-warnings.filterwarnings("ignore", message=".*ccache.*")
-# BatchNorm in train mode always tracks running statistics, as torch does; the notice is noise here
-warnings.filterwarnings("ignore", message="When training, we now always track global mean and variance")
+from dualbench.backends import quiet_framework_imports
+
+quiet_framework_imports()   # before paddle loads
 
 # paddle prints an OMP_NUM_THREADS advice on import when threads are pinned above 1 (we do that on
 # purpose, the same for both frameworks); keep it out of the user's terminal.

@@ -1,18 +1,30 @@
-"""Looking inside a paddle model for `dualbench parity`: per-layer outputs, gradients, dropout masks.
+"""Looking inside a paddle model for `dualbench parity`: modules, calls, tensors, gradients, dropout masks.
 
-Everything comes back as numpy in the canonical layout (torch orientation: Linear weights and
-their gradients transposed to [out, in]), so the parity engine compares the two frameworks without
-knowing either. Hooks are forward post hooks on the top-level named layers of the spec's Sequential.
+Everything comes back as numpy under paddle's own names and in paddle's own layout (Linear
+weights [in, out], BatchNorm statistics `_mean` / `_variance`); the parity engine maps names and
+layouts between the frameworks (dualbench.parity.mapping). Modules are addressed by their
+qualified names (`layer1.0.conv1`), as `named_sublayers()` gives them.
 """
+import copy
+
 import numpy as np
 import paddle
 from paddle import nn
 
-_DROPOUT = (nn.Dropout, nn.Dropout2D)
+_DROPOUT = (nn.Dropout, nn.Dropout2D, nn.Dropout3D)
+_CHANNEL_DROPOUT = (nn.Dropout2D, nn.Dropout3D)
 
 
 def framework_version():
     return paddle.__version__
+
+
+def is_model(obj):
+    return isinstance(obj, nn.Layer)
+
+
+def copy_model(model):
+    return copy.deepcopy(model)
 
 
 def to_tensor(array):
@@ -24,6 +36,17 @@ def to_numpy(tensor):
     return tensor.detach().numpy().copy()
 
 
+def tensors_of(value):
+    """The tensors in a layer's output (a tensor, or nested tuples/lists/dicts of them), as numpy."""
+    if isinstance(value, paddle.Tensor):
+        return [to_numpy(value)]
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, (tuple, list)):
+        return [a for v in value for a in tensors_of(v)]
+    return []
+
+
 def set_mode(model, train):
     model.train() if train else model.eval()
 
@@ -33,78 +56,177 @@ def cast_model(model, dtype):
     model.to(dtype=dtype)
 
 
-def watch_layers(model, callback, names=None):
-    """Call callback(name, input_numpy, output_numpy) after the forward of every named layer
-    (or only of those in `names`). Returns a function that removes the hooks.
-    """
-    def hook_for(name):
-        def hook(layer, inputs, output):
-            callback(name, to_numpy(inputs[0]), to_numpy(output))
-        return hook
+def _modules(model):
+    return dict(model.named_sublayers(include_self=True))
 
-    handles = [layer.register_forward_post_hook(hook_for(name)) for name, layer in model.named_children()
-               if names is None or name in names]
+
+def module_table(model):
+    """{qualified name: {"type", "tensors": {local name: shape}, "config"}} of every layer that is a
+    leaf or holds tensors itself (parameters and buffers it creates directly)."""
+    table = {}
+    for name, layer in model.named_sublayers(include_self=True):
+        own = {**dict(layer.named_parameters(include_sublayers=False)),
+               **dict(layer.named_buffers(include_sublayers=False))}
+        if next(iter(layer.children()), None) is not None and not own:
+            continue   # a container: its children are the modules (the model itself is named "")
+        table[name] = {"type": type(layer).__name__,
+                       "tensors": {k: tuple(v.shape) for k, v in own.items() if v is not None},
+                       "config": module_config(layer)}
+    return table
+
+
+def module_config(layer):
+    """The settings of a layer that change what it computes, in framework-neutral words."""
+    config = {}
+    if isinstance(layer, nn.layer.norm._BatchNormBase) or type(layer).__name__ == "BatchNorm":
+        # paddle's momentum is the weight kept on the old running value
+        config.update(eps=float(layer._epsilon), new_batch_weight=1.0 - float(layer._momentum))
+        fused = getattr(layer, "_act", None)
+        if fused:
+            config["fused_activation"] = str(fused)
+    if isinstance(layer, _DROPOUT):
+        config.update(p=float(layer.p), upscale_in_train=getattr(layer, "mode", "upscale_in_train") == "upscale_in_train")
+    if isinstance(layer, (nn.MaxPool1D, nn.MaxPool2D, nn.MaxPool3D, nn.AvgPool1D, nn.AvgPool2D, nn.AvgPool3D)):
+        config.update(kernel=layer.ksize, stride=layer.stride or layer.ksize, padding=layer.padding,
+                      ceil_mode=bool(layer.ceil_mode))
+    return config
+
+
+def state_arrays(model, names=None):
+    """The state_dict's tensors (or only those named), under their own names and in their own layout."""
+    state = model.state_dict()
+    return {name: to_numpy(state[name]) for name in (state if names is None else names)}
+
+
+def load_state_arrays(model, arrays):
+    """Copy numpy arrays into the named state tensors (same shapes; other tensors are left alone)."""
+    state = model.state_dict()
+    for name, value in arrays.items():
+        if name not in state:
+            raise ValueError(f"the paddle model has no tensor {name}")
+        value = np.asarray(value)
+        if tuple(value.shape) != tuple(state[name].shape):
+            raise ValueError(f"{name}: shape {list(value.shape)} != paddle model {list(state[name].shape)}")
+        state[name].set_value(np.asarray(value, order="C"))
+
+
+def watch_modules(model, callback, names=None):
+    """Call callback(name, inputs, outputs) after every call of the named layers (all layers of
+    module_table when names is None), inputs and outputs as lists of numpy arrays. Inputs are read
+    before the layer runs, so an in-place layer shows its real input.
+    Returns a function that removes the hooks.
+    """
+    modules = _modules(model)
+    names = list(module_table(model)) if names is None else [n for n in names if n in modules]
+    handles = []
+    for name in names:
+        pending = []
+        handles.append(modules[name].register_forward_pre_hook(
+            lambda layer, inputs, pending=pending: pending.append(tensors_of(inputs))))
+        handles.append(modules[name].register_forward_post_hook(
+            lambda layer, inputs, output, name=name, pending=pending:
+            callback(name, pending.pop() if pending else tensors_of(inputs), tensors_of(output))))
     return lambda: [h.remove() for h in handles]
 
 
-def inject_dropout_masks(model, mask_for):
-    """Replace every dropout layer's random mask with mask_for(name, input_shape, p, channelwise).
+def inject_dropout_masks(model, mask_for, keys=None):
+    """Replace the random mask of dropout layers with mask_for(key, input_shape, p, channelwise).
 
-    mask_for returns a numpy array already scaled by 1/(1-p) (shape [N,C,1,1] for channel-wise
-    dropout) or None to keep the framework's own mask. Only train mode is touched.
+    keys: {layer name: key} (default: every dropout layer, keyed by its own name), so that the
+    two frameworks' layers draw the same mask. mask_for returns a 0/1 keep-mask (shape [N,C,1,..]
+    for channel-wise dropout); the layer's own scaling rule applies (mode 'upscale_in_train': kept
+    values x 1/(1-p); 'downscale_in_infer': unscaled in train, x (1-p) in eval).
+    Only train mode is touched. Returns a function that removes the hooks.
     """
-    def hook_for(name, channelwise):
+    modules = _modules(model)
+    keys = {n: n for n, m in modules.items() if isinstance(m, _DROPOUT)} if keys is None else keys
+
+    def hook_for(key, channelwise):
         def hook(layer, inputs, output):
-            if not layer.training:
+            if not layer.training or layer.p == 0:
                 return None
-            mask = mask_for(name, tuple(inputs[0].shape), layer.p, channelwise)
-            if mask is None:
-                return None
-            return inputs[0] * paddle.to_tensor(np.asarray(mask)).astype(inputs[0].dtype)
+            mask = np.asarray(mask_for(key, tuple(inputs[0].shape), layer.p, channelwise))
+            upscale = getattr(layer, "mode", "upscale_in_train") == "upscale_in_train"
+            scale = 1.0 / (1.0 - layer.p) if upscale else 1.0
+            return inputs[0] * (paddle.to_tensor(mask).astype(inputs[0].dtype) * scale)
         return hook
 
-    handles = [layer.register_forward_post_hook(hook_for(name, isinstance(layer, nn.Dropout2D)))
-               for name, layer in model.named_children() if isinstance(layer, _DROPOUT)]
-    return lambda: [h.remove() for h in handles]
+    hooked = [name for name in keys if isinstance(modules.get(name), _DROPOUT)]
+    # an in-place dropout (Dropout(inplace=True)) would overwrite the input the mask is applied to
+    inplace = {name: getattr(modules[name], "inplace", False) for name in hooked}
+    for name in hooked:
+        modules[name].inplace = False
+    handles = [modules[name].register_forward_post_hook(hook_for(keys[name], isinstance(modules[name], _CHANNEL_DROPOUT)))
+               for name in hooked]
+
+    def remove():
+        for handle in handles:
+            handle.remove()
+        for name, value in inplace.items():
+            modules[name].inplace = value
+    return remove
 
 
-def layer_outputs(model, x, train):
-    """Run one forward pass; returns ({layer name: output}, final output tensor or None, error or None).
-
-    A layer that raises (e.g. a shape mismatch after a pooling difference) stops the pass; the
-    outputs recorded up to that layer are still returned, with the error message.
-    """
-    outputs = {}
-    remove = watch_layers(model, lambda name, _inp, out: outputs.__setitem__(name, out))
+def forward(model, inputs, train):
+    """Run the model on numpy inputs (one array, or a list for several positional inputs)."""
     set_mode(model, train)
+    args = [to_tensor(a) for a in (inputs if isinstance(inputs, (list, tuple)) else [inputs])]
+    with paddle.no_grad():
+        return model(*args)
+
+
+def record_calls(model, inputs, train, names=None):
+    """One forward pass that records every call of the layers (see watch_modules).
+
+    Returns (calls, outputs, error): calls in execution order as dicts {module, call (1-based per
+    layer), inputs, outputs}; the model's output tensors (numpy list) or None; the error message
+    when a layer raised (the calls up to it are kept).
+    """
+    calls, counts = [], {}
+
+    def record(name, ins, outs):
+        counts[name] = counts.get(name, 0) + 1
+        calls.append({"module": name, "call": counts[name], "inputs": ins, "outputs": outs})
+
+    remove = watch_modules(model, record, names)
     try:
-        out = model(x)
-        return outputs, out, None
-    except (RuntimeError, ValueError, AssertionError) as e:
-        return outputs, None, f"{type(e).__name__}: {str(e).strip().splitlines()[0]}"
+        return calls, tensors_of(forward(model, inputs, train)), None
+    except (RuntimeError, ValueError, AssertionError, TypeError, IndexError) as e:
+        return calls, None, f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
     finally:
         remove()
 
 
-def gradients(model):
-    """Canonical name -> gradient of every trainable parameter (zeros where none was computed)."""
-    linear = {f"{name}.weight" for name, layer in model.named_sublayers() if isinstance(layer, nn.Linear)}
-    grads = {}
-    for name, p in model.named_parameters():
-        if p.stop_gradient:     # BatchNorm's _mean/_variance are listed as parameters in paddle
-            continue
-        g = to_numpy(p.grad) if p.grad is not None else np.zeros(tuple(p.shape), np.float32)
-        grads[name] = np.ascontiguousarray(g.T) if name in linear else g
-    return grads
+def call_module(model, name, inputs, train):
+    """Run one layer alone on numpy inputs (as captured from a call); returns its outputs (numpy)."""
+    layer = _modules(model)[name]
+    set_mode(layer, train)
+    with paddle.no_grad():
+        return tensors_of(layer(*[to_tensor(a) for a in inputs]))
+
+
+def trainable_names(model):
+    """Native names of the parameters an optimizer updates."""
+    return [name for name, p in model.named_parameters() if not p.stop_gradient]
+
+
+def gradients(model, names=None):
+    """Native name -> gradient of every trainable parameter (or of those named; zeros where none was
+    computed)."""
+    # BatchNorm's _mean/_variance are listed as parameters in paddle, with stop_gradient set
+    params = {name: p for name, p in model.named_parameters() if not p.stop_gradient}
+    return {name: (to_numpy(params[name].grad) if params[name].grad is not None else
+                   np.zeros(tuple(params[name].shape), np.float32)) for name in (params if names is None else names)}
 
 
 def loss_and_gradients(state, x, y):
-    """Forward in the current mode, data loss + regularisers, backward; no optimizer step.
+    """Forward in the current mode, data loss + regularisers, backward; no optimizer step. The
+    gradients stay in the model (read them with gradients()).
 
-    Returns {"loss", "objective", "output", "grads"}; raises what the framework raises (e.g. a
+    Returns {"loss", "objective", "output"}; raises what the framework raises (e.g. a
     cross-entropy label of the wrong shape or dtype).
     """
-    from dualbench.backends.paddle.train import regularisation
+    from dualbench.backends.paddle.train import primary_output, regularisation
     state.model.clear_gradients(set_to_zero=False)
     out = state.model(x)
     loss = state.loss_fn(out, y)
@@ -112,4 +234,4 @@ def loss_and_gradients(state, x, y):
     objective = loss if reg is None else loss + reg
     objective.backward()
     return {"loss": float(loss.detach()), "objective": float(objective.detach()),
-            "output": to_numpy(out), "grads": gradients(state.model)}
+            "output": to_numpy(primary_output(out))}

@@ -3,6 +3,8 @@
 paddle differs from the canonical layout in two ways (see notes/torch-vs-paddle.md): Linear
 weights are [in, out] (transposed here), and BatchNorm statistics are `_mean` / `_variance`.
 """
+from pathlib import Path
+
 import numpy as np
 import paddle
 
@@ -45,7 +47,7 @@ def import_weights(model, weights):
             value = value.T
         if tuple(value.shape) != tuple(state[name].shape):
             raise ValueError(f"{canonical}: shape {value.shape} != model {tuple(state[name].shape)}")
-        state[name].set_value(np.ascontiguousarray(value, dtype=value.dtype))
+        state[name].set_value(np.asarray(value, order="C"))
 
 
 def save_checkpoint(model, path):
@@ -61,3 +63,20 @@ def load_checkpoint(model, path):
     missing, unexpected = model.set_state_dict(state)
     if missing or unexpected:
         raise DataError(path, f"not a checkpoint of this task's model (missing {missing}, unexpected {unexpected})")
+
+
+def read_state_file(path):
+    """{name: numpy} from a .pdparams state_dict, through the restricted unpickler (paddle.load
+    would unpickle anything)."""
+    state = safepickle.load(path)
+    arrays = {k: v for k, v in state.items() if isinstance(v, np.ndarray)} if isinstance(state, dict) else {}
+    if not arrays:
+        raise DataError(path, "holds no arrays (expected a paddle state_dict: name -> tensor)")
+    return {k: v.copy() for k, v in arrays.items()}
+
+
+def write_state_file(arrays, path):
+    """Save {name: numpy} as a .pdparams state_dict, atomically (a temporary file renamed into place)."""
+    from dualbench.common.fsutil import atomic_path
+    with atomic_path(path, suffix=Path(path).suffix) as tmp:
+        paddle.save({k: paddle.to_tensor(np.asarray(v, order="C")) for k, v in arrays.items()}, str(tmp))

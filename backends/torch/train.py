@@ -21,15 +21,32 @@ class TrainState:
     dev: torch.device
 
 
+def primary_output(value):
+    """The tensor a loss is computed on: the output itself, or the first tensor of a tuple/dict
+    (models that also return auxiliary outputs)."""
+    if isinstance(value, torch.Tensor):
+        return value
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, (tuple, list)) and value:
+        return primary_output(value[0])
+    raise TypeError(f"the model returns {type(value).__name__}, not a tensor")
+
+
 def make_loss(task):
-    """Data loss on the model output: ce | mse_value | mse_onehot (output already softmaxed)."""
-    if task.loss == "ce":
-        return F.cross_entropy
-    if task.loss == "mse_value":
-        return lambda out, y: F.mse_loss(out.squeeze(1), y.to(out.dtype))
-    if task.loss == "mse_onehot":
-        return lambda out, y: F.mse_loss(out, F.one_hot(y, out.shape[1]).to(out.dtype))
-    raise ValueError(f"unknown loss {task.loss!r}")
+    """Data loss on the model's (primary) output: ce | mse_value | mse_onehot (output already
+    softmaxed) | mse (float targets of the output's shape) | sum (the output's sum, labels unused)."""
+    losses = {
+        "ce": F.cross_entropy,
+        "mse_value": lambda out, y: F.mse_loss(out.squeeze(1), y.to(out.dtype)),
+        "mse_onehot": lambda out, y: F.mse_loss(out, F.one_hot(y, out.shape[1]).to(out.dtype)),
+        "mse": lambda out, y: F.mse_loss(out, y.to(out.dtype)),
+        "sum": lambda out, y: out.sum(),
+    }
+    if task.loss not in losses:
+        raise ValueError(f"unknown loss {task.loss!r}")
+    loss = losses[task.loss]
+    return lambda out, y: loss(primary_output(out), y)
 
 
 def predict_classes(out, num_classes):
@@ -94,7 +111,7 @@ def train_step(state, xb, yb):
     if state.task.protocol.grad_clip:
         torch.nn.utils.clip_grad_norm_(state.model.parameters(), state.task.protocol.grad_clip)
     state.optimizer.step()
-    return loss.detach(), out.detach()
+    return loss.detach(), primary_output(out).detach()
 
 
 def train_epoch(state, loader, on_step=None):

@@ -2,6 +2,8 @@
 
 torch's state_dict already is the canonical layout; only `num_batches_tracked` is left out.
 """
+from pathlib import Path
+
 import numpy as np
 import torch
 
@@ -25,7 +27,7 @@ def import_weights(model, weights):
             value = np.asarray(weights[name])
             if tuple(value.shape) != tuple(state[name].shape):
                 raise ValueError(f"{name}: shape {value.shape} != model {tuple(state[name].shape)}")
-            state[name].copy_(torch.from_numpy(np.ascontiguousarray(value)))
+            state[name].copy_(torch.from_numpy(np.asarray(value, order="C")))   # keeps 0-d as 0-d
 
 
 def save_checkpoint(model, path):
@@ -39,3 +41,29 @@ def load_checkpoint(model, path):
         model.load_state_dict(state)
     except (OSError, RuntimeError, KeyError, ValueError, EOFError) as e:
         raise DataError(path, f"not a checkpoint of this task's model ({str(e).splitlines()[0]})") from None
+
+
+def read_state_file(path):
+    """{name: numpy} from a .pt/.pth state_dict (weights_only: tensors and containers, nothing else).
+    A checkpoint that nests its state_dict under 'state_dict' or 'model' is read from there."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise DataError(path, "no such file") from None
+    except Exception as e:  # noqa: BLE001 - a corrupt or hostile file raises many kinds of errors
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise DataError(path, f"not a torch state_dict, or one holding more than tensors ({first})") from None
+    if isinstance(state, dict):
+        nested = [state[k] for k in ("state_dict", "model") if isinstance(state.get(k), dict)]
+        state = nested[0] if nested else state
+    tensors = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)} if isinstance(state, dict) else {}
+    if not tensors:
+        raise DataError(path, "holds no tensors (expected a state_dict: name -> tensor)")
+    return {k: v.detach().cpu().numpy().copy() for k, v in tensors.items()}
+
+
+def write_state_file(arrays, path):
+    """Save {name: numpy} as a .pt state_dict, atomically (a temporary file renamed into place)."""
+    from dualbench.common.fsutil import atomic_path
+    with atomic_path(path, suffix=Path(path).suffix) as tmp:
+        torch.save({k: torch.from_numpy(np.asarray(v, order="C")) for k, v in arrays.items()}, str(tmp))

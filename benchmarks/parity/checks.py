@@ -1,0 +1,266 @@
+"""The parity engine: every check of one pair of models, as rows (dualbench.parity.rows).
+
+With the same canonical start weights and the same numpy batches in both frameworks (one process,
+nothing timed):
+
+1. weights    round trips through the mapping, bit-exact (dualbench.parity.transfer).
+2. forward    every matched module call's output, eval and train mode (hooks on both sides).
+3. loss/grad  data loss, objective (with L1/L2 terms) and every parameter's gradient.
+4. train      K optimizer steps, each from the same parameters on both sides: per step the loss,
+              every parameter's update and every BatchNorm statistic at steps 1 and K; then an
+              eval-mode forward with torch's
+              running statistics copied into paddle (torch's running variance is unbiased,
+              paddle's biased, so they drift apart by design). 3 and 4 run in lockstep on both
+              sides (dualbench.parity.training). The same steps again in float64 (always for the
+              tasks; for model pairs when a float32 row fails): formula differences that float32
+              rounding hides show there, and float32 rounding shows as a difference that shrinks.
+5. schedule   the per-epoch learning rates of the task's schedule, stepped far enough to change.
+
+Dropout: identical 0/1 masks, drawn once in numpy per (step, module) and injected into both
+frameworks through forward hooks (their own random streams differ even with the same seed); each
+framework keeps its own scaling rule, so a difference in the dropout mode still shows.
+"""
+import time
+
+import numpy as np
+
+from dualbench.common.layer_kinds import DROPOUT_KINDS, NUMPY_ACTIVATIONS
+from dualbench.parity.diagnose import diagnose_forward, diagnose_training, mark_float_noise, vacuous_reason
+from dualbench.parity.pair import DROPOUT_POLICY, bind_mapping, mask_maker
+from dualbench.parity.rows import (TOLERANCES, describe, error_row, error_text, finish, first_failure,
+                                   make_row, stack, tolerance)
+from dualbench.parity.training import run_training
+from dualbench.parity.transfer import IMPORT_ERRORS, import_start, orientation_from_error, start_rows, weight_rows
+
+def dropout_keys(side, pair):
+    return {side.module_names[m.torch]: m.torch for m in pair.mapping.modules if m.kind in DROPOUT_KINDS}
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. Forward
+
+
+def record(pair, side, model, x, train):
+    """({(module, call): call}, model outputs, error, [(module, call)] in order) on one side."""
+    names = [side.module_names[m.torch] for m in pair.mapping.modules]
+    if side.name == "torch":
+        names += [f[0] for m in pair.mapping.modules if m.fused for f in m.fused]
+    calls, out, error = side.inspect.record_calls(model, x, train, list(dict.fromkeys(names)))
+    return {(c["module"], c["call"]): c for c in calls}, out, error, [(c["module"], c["call"]) for c in calls]
+
+
+def torch_value(cp, call):
+    """The torch side of a compared call: its output, after the activation paddle fuses (if any)."""
+    value = stack(call["outputs"])
+    return NUMPY_ACTIVATIONS[cp.activation](value) if cp.activation else value
+
+
+def compare_calls(pair, sides, models, ctx, x, mode, tol):
+    """Rows per matched call (torch execution order), the CallPairs they compare, and the records."""
+    records = {name: record(pair, side, models[name], x, mode != "eval") for name, side in sides.items()}
+    errors = {name: r[2] for name, r in records.items() if r[2]}
+    rows, compared = [], []
+    for cp in pair.mapping.call_pairs(records["torch"][3]):
+        t, p = records["torch"][0].get(cp.torch_output), records["paddle"][0].get((cp.paddle, cp.paddle_call))
+        paddle_name = cp.paddle + (f"#{cp.paddle_call}" if cp.paddle_call > 1 else "")
+        if t is None and p is None and not errors:
+            continue            # run in neither model in this mode (e.g. an auxiliary head)
+        if t is None or p is None:
+            missing = "torch" if t is None else "paddle"
+            message = "; ".join(f"{n}: {errors[n]}" for n in errors) or f"{cp.name} did not run in the {missing} model"
+            rows.append(error_row(ctx, "forward", mode, cp.name, message, kind=cp.kind, tol=tol,
+                                  paddle_name=paddle_name))
+            compared.append(cp)
+            break
+        rows.append(make_row(ctx, "forward", mode, cp.name, torch_value(cp, t), stack(p["outputs"]), tol,
+                             kind=cp.kind, paddle_name=paddle_name))
+        compared.append(cp)
+    return rows, compared, records
+
+
+def forward_rows(pair, sides, models, ctx, config, x, mode):
+    """Rows per matched call in one mode, the CallPairs they compare, and the records."""
+    return compare_calls(pair, sides, models, ctx, x, mode, tolerance("forward", config))
+
+
+def attribute_forward(pair, sides, config, x, forward):
+    """Forward rows out of tolerance, against a float64 forward of both models (same start
+    weights, same masks): float32 rounding (BatchNorm in train mode over a few values per channel
+    amplifies it) becomes "noise", with each side's distance from its own float64 output.
+    forward: [(mode, rows, compared, records)] of the float32 forward checks, in order."""
+    from dualbench.parity.training import attribute, cast_inputs
+    if not any(r["status"] == "FAIL" and np.isfinite(r["max_abs"]) for _, rows, _, _ in forward for r in rows):
+        return
+    models = {name: pair.fresh(sides, name) for name in sides}
+    for name, side in sides.items():
+        side.inspect.cast_model(models[name], "float64")
+        side.import_weights(models[name], pair.start_in("float64"))
+    holder = {"step": 0}
+    removers = [side.inspect.inject_dropout_masks(models[name], mask_maker(config.seed, holder),
+                                                  dropout_keys(side, pair)) for name, side in sides.items()]
+    try:
+        for mode, rows, compared, records in forward:
+            records64 = {name: record(pair, side, models[name], cast_inputs(x, "float64"), mode != "eval")
+                         for name, side in sides.items()}
+            for row, cp in zip(rows, compared):
+                calls = [r[0].get(key) for r in (records, records64)
+                         for r, key in ((r["torch"], cp.torch_output), (r["paddle"], (cp.paddle, cp.paddle_call)))]
+                if row["status"] == "FAIL" and all(c is not None for c in calls):
+                    t32, p32, t64, p64 = (torch_value(cp, calls[0]), stack(calls[1]["outputs"]),
+                                          torch_value(cp, calls[2]), stack(calls[3]["outputs"]))
+                    attribute(row, None, (t32, p32, t64, p64))
+    finally:
+        for remove in removers:
+            remove()
+
+
+def vacuous_rows(ctx, records):
+    """A row when the torch model's eval output is near zero or constant (agreement proves nothing)."""
+    outputs = records["torch"][1]
+    reason = vacuous_reason(stack(outputs)) if outputs else None
+    if not reason:
+        return []
+    row = error_row(ctx, "forward", "eval", "(output)", "")
+    row.update(status="vacuous", within=True, cause=(
+        f"vacuous comparison: {reason} (the model's initial weights do that), so agreement proves nothing "
+        "about the port; rerun with --weights random (compare_models(..., weights='random')) to start both "
+        "sides from the same random canonical weights, or load trained weights in your model builder"))
+    return [row]
+
+
+# ---------------------------------------------------------------------------------------------
+# 5. Schedule
+
+
+def schedule_rows(pair, lock, ctx):
+    """The per-epoch learning rates of both float32 replicas' schedulers, stepped far enough to change."""
+    sched = pair.task.protocol.schedule
+    replicas = {name: lock.reps[(name, "float32")] for name in ("torch", "paddle")}
+    if sched.name == "none" or any(r.error for r in replicas.values()):
+        return []
+    if sched.name == "step":
+        metrics = [1.0] * (3 * sched.step_size + 1)
+    else:   # falls, then stalls long enough for two reductions
+        metrics = [1.0 / (e + 1) for e in range(3)] + [0.25] * (3 * (sched.patience + 2))
+    lrs = {}
+    try:
+        for name, rep in replicas.items():
+            lrs[name] = []
+            for metric in metrics:
+                rep.side.scheduler_step(rep.state, metric)
+                lrs[name].append(rep.side.current_lr(rep.state))
+    except (RuntimeError, ValueError, TypeError) as e:
+        return [error_row(ctx, "schedule", "per-epoch", "lr", error_text(e))]
+    row = make_row(ctx, "schedule", "per-epoch", "lr", np.array(lrs["torch"]), np.array(lrs["paddle"]),
+                   TOLERANCES["schedule"])
+    row["step"] = len(metrics)
+    if row["status"] != "ok":
+        first = int(np.argmax(np.abs(np.array(lrs["torch"]) - np.array(lrs["paddle"])) > 0)) + 1
+        row["cause"] = f"the learning rates part at epoch {first}: torch {lrs['torch'][first - 1]:g}, paddle {lrs['paddle'][first - 1]:g}"
+    return [row]
+
+
+# ---------------------------------------------------------------------------------------------
+# One pair
+
+
+def pair_context(pair, sides):
+    return {"task": pair.name, "dropout": DROPOUT_POLICY, "batch_size": len(pair.batches[0][1]),
+            "steps": len(pair.batches), "torch_version": sides["torch"].version,
+            "paddle_version": sides["paddle"].version}
+
+
+class Stopwatch:
+    """Seconds per stage into a dict (the pair's timings, reported beside the results)."""
+
+    def __init__(self, into):
+        self.into, self.clock, self.stage = into, time.perf_counter(), None
+
+    def __call__(self, stage):
+        now = time.perf_counter()
+        if self.stage:
+            self.into[self.stage] = self.into.get(self.stage, 0.0) + now - self.clock
+        self.clock, self.stage = now, stage
+
+
+def check_pair(pair, sides, config):
+    """All checks of one pair of models; returns its rows (dicts with rows.COLUMNS)."""
+    if pair.timings is None:
+        pair.timings = {}
+    lap = Stopwatch(pair.timings)
+    lap("weights")
+    sides = bind_mapping(sides, pair.mapping)
+    ctx = pair_context(pair, sides)
+    rows = weight_rows(pair, sides, ctx)
+    models = {name: pair.fresh(sides, name) for name in sides}
+    try:
+        exported = import_start(sides, models, pair.start)
+    except IMPORT_ERRORS as e:
+        message = error_text(e)
+        rows.append(error_row(ctx, "weights", "start", "(import)",
+                              orientation_from_error(pair, pair.start, message) or message))
+        return finish(rows)
+    start_weight_rows = start_rows(pair, ctx, exported)
+    rows += start_weight_rows
+    del exported
+
+    x = pair.batches[0][0]
+    lap("forward")
+    holder = {"step": 0}
+    removers = [side.inspect.inject_dropout_masks(models[name], mask_maker(config.seed, holder),
+                                                  dropout_keys(side, pair)) for name, side in sides.items()]
+    forward = []
+    for mode in ("eval", "train"):    # eval first: a train-mode forward moves the BN statistics
+        forward.append((mode, *forward_rows(pair, sides, models, ctx, config, x, mode)))
+    for remove in removers:
+        remove()
+    if pair.float64 is not False:
+        attribute_forward(pair, sides, config, x, forward)
+    for mode, f_rows, compared, records in forward:
+        diagnose_forward(pair, f_rows, compared, records, mode, start_weight_rows)
+        rows += f_rows + (vacuous_rows(ctx, records) if mode == "eval" else [])
+    bad = first_failure(forward[-1][1])
+    forward_failure = describe(bad) if bad else None
+    del forward, records
+
+    lap("training")
+    lock = run_training(pair, sides, config, ctx, pair.batches, ("float32",),
+                        {(name, "float32"): models[name] for name in sides}, forward_failure)
+    del models
+    part32 = lock.rows["float32"]
+    before_training = first_failure(rows + part32["grad"])
+    schedule = schedule_rows(pair, lock, ctx)
+    kept32 = lock.kept["float32"]
+    float32_rows = part32["grad"] + part32["train"] + part32["after"]
+    rows64 = []
+    if pair.float64 is True or (pair.float64 == "auto" and first_failure(float32_rows)):
+        # the same batches and steps where the pair allows it: float32 and float64 replicas side by
+        # side, so that every float32 row has its own float64 reference (training.attribute)
+        same = pair.batch64 >= len(pair.batches[0][1]) and pair.steps64 >= len(pair.batches)
+        batches = pair.batches if same else [(bx[:pair.batch64], by[:pair.batch64])
+                                             for bx, by in pair.batches[:pair.steps64]]
+        dtypes = ("float32", "float64") if same else ("float64",)
+        del lock
+        lap("float64 reference")
+        lock = run_training(pair, sides, config, ctx, batches, dtypes,
+                            {(name, d): pair.fresh(sides, name) for name in sides for d in dtypes}, forward_failure)
+        if same:
+            part32, kept32 = lock.rows["float32"], lock.kept["float32"]
+            float32_rows = part32["grad"] + part32["train"] + part32["after"]
+        part64 = lock.rows["float64"]
+        rows64 = part64["grad"] + part64["train"] + part64["after"]
+        if not same:
+            mark_float_noise(pair, float32_rows, part64["grad"] + part64["train"])
+        # diagnose after the noise verdict: a float32 gap that float64 explains needs no cause
+        before64 = first_failure(rows + part64["grad"])
+        diagnose_training(pair, part64["train"], lock.kept["float64"], describe(before64) if before64 else None)
+    diagnose_training(pair, part32["train"], kept32, describe(before_training) if before_training else None)
+    lap(None)
+    return finish(rows + float32_rows + schedule + rows64)
+
+
+def check_task(task, sides, config):
+    """All checks of one built-in task (its two models built from the task's spec)."""
+    from dualbench.parity.pair import task_pair
+    return check_pair(task_pair(task, sides, config), sides, config)
+

@@ -1,0 +1,171 @@
+"""`dualbench parity` (built-in tasks, or any torch/paddle model pair) and `dualbench convert`."""
+from pathlib import Path
+
+import numpy as np
+
+from dualbench.common.errors import UserError
+from dualbench.common.tasks import select_tasks
+from dualbench.parity.pair import DEFAULT_PAIR_STEPS, DEFAULT_STEPS, ParityConfig
+
+PAIR_ONLY = ("input", "inputs", "loss", "classes", "lr", "mapping", "weights")
+
+
+def register(subparsers):
+    p = subparsers.add_parser("parity", help="compare torch and paddle layer by layer, gradient by gradient "
+                              "and step by step, for the built-in tasks or your own model pair; name the "
+                              "convention behind any difference")
+    p.add_argument("--task", help="task name or comma list (see `dualbench tasks`)")
+    p.add_argument("--all", action="store_true", help="every task")
+    p.add_argument("--torch", metavar="SPEC", help="your torch model: module:callable or file.py:callable, "
+                   "optionally :{JSON keyword arguments}, e.g. torchvision.models:resnet18")
+    p.add_argument("--paddle", metavar="SPEC", help="your paddle model, e.g. paddle.vision.models:resnet18")
+    p.add_argument("--input", metavar="SHAPE", help="model pairs: random input of this shape, e.g. 2,3,224,224")
+    p.add_argument("--inputs", type=Path, metavar="FILE.npz",
+                   help="model pairs: inputs from a .npz (its arrays in order; one named y or labels is the labels)")
+    p.add_argument("--loss", choices=["ce", "mse", "sum"],
+                   help="model pairs: loss for gradients and steps (default: ce for [N, C] outputs, else mse)")
+    p.add_argument("--classes", type=int, help="model pairs, --loss ce: random labels in [0, N) (default: C)")
+    p.add_argument("--steps", "--train-steps", dest="steps", type=int,
+                   help=f"optimizer steps to compare (tasks: default {DEFAULT_STEPS}, fewer for models too big "
+                        f"for the time budget; model pairs: {DEFAULT_PAIR_STEPS})")
+    p.add_argument("--optimizer", choices=["sgd", "momentum", "adam"],
+                   help="tasks: override the task's optimizer; model pairs: default sgd")
+    p.add_argument("--lr", type=float, help="model pairs: learning rate (default 0.01, adam 0.001)")
+    p.add_argument("--mapping", type=Path, metavar="FILE",
+                   help="model pairs: module/tensor mapping to use instead of matching (edit OUT/mapping.json)")
+    p.add_argument("--weights", choices=["torch", "paddle", "random"], default="torch",
+                   help="model pairs: start both from torch's weights (default), paddle's, or the same random "
+                        "canonical weights (when the models' own weights give near-zero outputs)")
+    p.add_argument("--atol", type=float, help="absolute tolerance for every float32 check (default: per check)")
+    p.add_argument("--rtol", type=float, help="relative tolerance for every float32 check (default: per check)")
+    p.add_argument("--batch-size", type=int, help="tasks: batch size (default: the task's, at most 32)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-float64", action="store_true", help="skip the float64 repeat of the training steps")
+    p.add_argument("--float64", action="store_true",
+                   help="model pairs: always repeat in float64 (default: only when a float32 check fails)")
+    p.add_argument("--dataset", help="tasks: use real batches from this dataset instead of seeded random inputs")
+    p.add_argument("--data-path", type=Path, help="folder (or file) holding the dataset's files")
+    p.add_argument("--out", type=Path, default=Path("runs/parity"), help="output folder (default runs/parity)")
+    p.set_defaults(func=cmd_parity)
+
+    from dualbench.parity.convert import register as register_convert
+    register_convert(subparsers)
+
+
+def check_common(args):
+    if args.steps is not None and args.steps < 1:
+        raise UserError(f"--steps must be at least 1, got {args.steps}")
+    for flag in ("atol", "rtol"):
+        value = getattr(args, flag)
+        if value is not None and not (value >= 0 and np.isfinite(value)):
+            raise UserError(f"--{flag} must be a finite number >= 0, got {value}")
+
+
+def cmd_parity(args):
+    check_common(args)
+    if args.torch or args.paddle:
+        return cmd_pair(args)
+    given = [f"--{flag}" for flag in PAIR_ONLY if getattr(args, flag) not in (None, "torch")]
+    if given:
+        raise UserError(f"{', '.join(given)} apply to model pairs: give --torch SPEC and --paddle SPEC")
+    if args.all and args.task:
+        raise UserError("give either --task or --all, not both")
+    if not args.all and not args.task:
+        raise UserError("--task is required (a name from `dualbench tasks`, a comma list), or --all, "
+                        "or --torch SPEC --paddle SPEC for your own model pair")
+    if args.batch_size is not None and args.batch_size < 2:
+        raise UserError(f"--batch-size must be at least 2, got {args.batch_size}")
+    tasks = select_tasks("all" if args.all else args.task)
+    if not tasks:
+        raise UserError("no task selected")
+    from dualbench import backends
+    backends.require("torch")
+    backends.require("paddle")
+    if args.dataset:
+        from dualbench.common.data.sources import get_info
+        info = get_info(args.dataset)
+        for task in tasks:
+            if tuple(info.shape) != tuple(task.model.input_shape):
+                raise UserError(f"dataset '{args.dataset}' has images {info.shape}, task '{task.name}' "
+                                f"expects {tuple(task.model.input_shape)}")
+    config = ParityConfig(steps=args.steps, batch_size=args.batch_size, seed=args.seed, optimizer=args.optimizer,
+                          atol=args.atol, rtol=args.rtol, float64=not args.no_float64, dataset=args.dataset,
+                          data_path=args.data_path)
+    from dualbench.parity.run import run_parity
+    _, summary = run_parity(tasks, config, args.out)
+    if (summary.result != "pass").any():
+        raise SystemExit(1)
+
+
+def read_inputs(path):
+    """(inputs, labels) from a .npz: its arrays in order; the one named y or labels is the labels."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file") from None
+    except (OSError, ValueError) as e:
+        raise UserError(f"{path}: not a .npz of numeric arrays ({str(e).splitlines()[0]})") from None
+    labels = next((arrays.pop(k) for k in ("y", "labels") if k in arrays), None)
+    if not arrays:
+        raise UserError(f"{path}: holds no input array (only labels)")
+    inputs = list(arrays.values())
+    n = {a.shape[0] if a.ndim else None for a in inputs} | ({labels.shape[0]} if labels is not None else set())
+    if len(n) != 1 or None in n:
+        raise UserError(f"{path}: the arrays do not share a batch size ({', '.join(f'{k} {list(v.shape)}' for k, v in arrays.items())})")
+    return (inputs[0] if len(inputs) == 1 else inputs), labels
+
+
+def pair_inputs(args):
+    from dualbench.model_loader import parse_shape
+    from dualbench.parity.pair import make_pair_inputs
+    if bool(args.input) == bool(args.inputs):
+        raise UserError("a model pair needs its input: --input SHAPE (random, e.g. 2,3,224,224) or --inputs FILE.npz")
+    if args.inputs:
+        return read_inputs(args.inputs)
+    shape = parse_shape(args.input)
+    if len(shape) < 2 or shape[0] < 2:
+        raise UserError(f"--input {args.input}: needs a batch of at least 2 (BatchNorm in train mode), e.g. 2,3,224,224")
+    return make_pair_inputs(shape, 1, args.seed)[0], None
+
+
+def load_pair_factories(args):
+    """{side: factory}, label, sides with build_model set (one-line errors for bad SPECs)."""
+    from dualbench.model_loader import model_factory
+    from dualbench.parity.pair import load_sides
+    if not (args.torch and args.paddle):
+        raise UserError("a model pair needs both --torch SPEC and --paddle SPEC")
+    factories, specs = {}, {}
+    for side in ("torch", "paddle"):
+        factories[side], specs[side] = model_factory(getattr(args, side), side, seed=args.seed)
+    sides = load_sides()
+    for side in sides:
+        sides[side].build_model = (lambda f: lambda spec: f())(factories[side])
+    t, p = specs["torch"].label, specs["paddle"].label
+    return factories, (t if t == p else f"{t} vs {p}"), sides
+
+
+def cmd_pair(args):
+    if args.task or args.all:
+        raise UserError("give either --task/--all or --torch/--paddle, not both")
+    if args.classes is not None and args.classes < 1:
+        raise UserError(f"--classes must be at least 1, got {args.classes}")
+    if args.lr is not None and not (args.lr > 0 and np.isfinite(args.lr)):
+        raise UserError(f"--lr must be a positive number, got {args.lr}")
+    if args.no_float64 and args.float64:
+        raise UserError("give either --float64 or --no-float64")
+    inputs, labels = pair_inputs(args)
+    factories, label, sides = load_pair_factories(args)
+    config = ParityConfig(steps=args.steps or DEFAULT_PAIR_STEPS, seed=args.seed, optimizer=args.optimizer or "sgd",
+                          lr=args.lr, atol=args.atol, rtol=args.rtol,
+                          float64=False if args.no_float64 else (True if args.float64 else "auto"),
+                          weights=args.weights)
+    from dualbench.parity.pair import model_pair
+    from dualbench.parity.run import run_model_pair
+    info = {"torch": args.torch, "paddle": args.paddle,
+            "input": [list(np.shape(a)) for a in inputs] if isinstance(inputs, list) else list(np.shape(inputs))}
+    pair = model_pair(factories, sides, config, inputs, loss=args.loss, classes=args.classes, labels=labels,
+                      mapping_file=args.mapping, name=label, info=info)
+    _, summary = run_model_pair(pair, sides, config, args.out)
+    if (summary.result != "pass").any():
+        raise SystemExit(1)

@@ -1,0 +1,269 @@
+"""Match the modules of a torch model and a paddle model written separately, without trusting names.
+
+Both models run the same input once (eval mode) with every module hooked, which gives each side's
+calls in execution order: module, class, own tensors, input and output shapes. The two call
+sequences are aligned like two strings (Needleman-Wunsch): a torch call and a paddle call can pair
+only when they are the same kind of layer (common.layer_kinds) and their tensors pair one to one
+with equal shapes after the layout transform; equal output shapes, equal input shapes and similar
+names add to the score, so names only break ties. Calls that pair with nothing (functional ops on the
+other side, parameter-free modules) are gaps. A paddle BatchNorm with a fused activation
+(`act='relu'`) pairs with torch's BatchNorm followed by its ReLU module. Tensor-holding modules left
+over are paired in a second pass only when their kind and shapes are unique in both models; the
+rest is listed as unmatched, never guessed.
+"""
+import re
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from typing import Optional
+
+from dualbench.common.layer_kinds import NUMPY_ACTIVATIONS, compatible, kind_of, pair_tensors
+from dualbench.parity.mapping import Mapping, ModulePair, TensorPair, left_out
+
+# score of a pair, and of leaving a call unpaired (a tensor-holding call costs more to leave out)
+TENSOR_MATCH, FREE_MATCH = 3.0, 1.0
+SAME_OUTPUT, SAME_INPUT, SHAPES_DIFFER = 1.0, 0.5, -1.0
+NAME_WEIGHT, FUSED_BONUS = 0.5, 0.5
+GAP_TENSORS, GAP_FREE = -2.0, -0.2
+
+# paddle's fused-activation names (BatchNorm act=...) as layer kinds
+FUSED_KINDS = {"relu": "relu", "relu6": "relu6", "sigmoid": "sigmoid", "tanh": "tanh", "leaky_relu": "leakyrelu",
+               "swish": "silu", "silu": "silu", "gelu": "gelu", "elu": "elu", "hard_swish": "hardswish"}
+
+
+@dataclass
+class Call:
+    module: str
+    call: int
+    type: str
+    kind: str
+    tensors: dict          # local name -> shape (own layout)
+    ins: tuple             # input shapes
+    outs: tuple            # output shapes
+    fused: Optional[str] = None   # kind of a fused activation (paddle BatchNorm act=...)
+
+
+def describe_calls(side, table, recorded):
+    """inspect.record_calls' calls + inspect.module_table -> [Call] in execution order."""
+    calls = []
+    for c in recorded:
+        info = table[c["module"]]
+        fused = info["config"].get("fused_activation")
+        calls.append(Call(c["module"], c["call"], info["type"], kind_of(side, info["type"]), info["tensors"],
+                          tuple(tuple(a.shape) for a in c["inputs"]), tuple(tuple(a.shape) for a in c["outputs"]),
+                          FUSED_KINDS.get(fused, f"custom:{fused}") if fused else None))
+    return calls
+
+
+def _tokens(name):
+    return set(t for t in re.split(r"[._]+", name.lower()) if t)
+
+
+def name_similarity(a, b):
+    if a == b:
+        return 1.0
+    ta, tb = _tokens(a), _tokens(b)
+    return len(ta & tb) / len(ta | tb) if ta | tb else 0.0
+
+
+def pair_score(t, p):
+    """Score of pairing torch call t with paddle call p, or None when they cannot pair."""
+    if not compatible(t.kind, p.kind):
+        return None
+    pairs, torch_left, paddle_left = pair_tensors(t.kind, t.tensors, p.tensors)
+    if torch_left or paddle_left:
+        return None
+    score = TENSOR_MATCH if pairs else FREE_MATCH
+    if t.outs == p.outs:
+        score += SAME_OUTPUT + (SAME_INPUT if t.ins == p.ins else 0.0)
+    elif t.ins == p.ins:
+        pass                    # same input, another output: this very module differs; pair to show it
+    elif pairs:
+        score += SHAPES_DIFFER  # same weights, shapes differ upstream
+    else:
+        return None
+    return score + NAME_WEIGHT * name_similarity(t.module, p.module)
+
+
+def _gap(call):
+    return GAP_TENSORS if call.tensors else GAP_FREE
+
+
+def align(torch_calls, paddle_calls):
+    """Best alignment: [(torch index, paddle index, absorbed torch index or None, score)]."""
+    n, m = len(torch_calls), len(paddle_calls)
+    neg = float("-inf")
+    cache = {}
+
+    def score(i, j):
+        if (i, j) not in cache:
+            cache[(i, j)] = pair_score(torch_calls[i], paddle_calls[j])
+        return cache[(i, j)]
+
+    best = [[neg] * (m + 1) for _ in range(n + 1)]
+    move = [[None] * (m + 1) for _ in range(n + 1)]
+    best[0][0] = 0.0
+    for i in range(n + 1):
+        for j in range(m + 1):
+            if i == 0 and j == 0:
+                continue
+            options = []
+            if i > 0:
+                options.append((best[i - 1][j] + _gap(torch_calls[i - 1]), "t"))
+            if j > 0:
+                options.append((best[i][j - 1] + _gap(paddle_calls[j - 1]), "p"))
+            if i > 0 and j > 0:
+                s = score(i - 1, j - 1)
+                if s is not None:
+                    options.append((best[i - 1][j - 1] + s, "m"))
+                p = paddle_calls[j - 1]
+                if i > 1 and p.fused and torch_calls[i - 1].kind == p.fused and not torch_calls[i - 1].tensors:
+                    s = score(i - 2, j - 1)
+                    if s is not None:
+                        options.append((best[i - 2][j - 1] + s + FUSED_BONUS, "f"))
+            best[i][j], move[i][j] = max(options, key=lambda o: o[0])
+    pairs, i, j = [], n, m
+    while i > 0 or j > 0:
+        step = move[i][j]
+        if step == "m":
+            pairs.append((i - 1, j - 1, None, score(i - 1, j - 1)))
+            i, j = i - 1, j - 1
+        elif step == "f":
+            pairs.append((i - 2, j - 1, i - 1, score(i - 2, j - 1)))
+            i, j = i - 2, j - 1
+        elif step == "t":
+            i -= 1
+        else:
+            j -= 1
+    return pairs[::-1]
+
+
+def _signature(call, side):
+    shapes = tuple(sorted((k, v) for k, v in call.tensors.items() if k != "num_batches_tracked"))
+    return call.kind, len(shapes), call.ins, call.outs, side
+
+
+def _consistent(pairs, torch_calls, paddle_calls):
+    """A tensor-holding module pairs with one module only: keep its most frequent partner."""
+    partners = defaultdict(Counter)
+    for ti, pj, _, _ in pairs:
+        t, p = torch_calls[ti], paddle_calls[pj]
+        if t.tensors:
+            partners[("t", t.module)][p.module] += 1
+            partners[("p", p.module)][t.module] += 1
+    keep = []
+    for ti, pj, absorbed, score in pairs:
+        t, p = torch_calls[ti], paddle_calls[pj]
+        if t.tensors and (partners[("t", t.module)].most_common(1)[0][0] != p.module or
+                          partners[("p", p.module)].most_common(1)[0][0] != t.module):
+            continue
+        keep.append((ti, pj, absorbed, score))
+    return keep
+
+
+def _unique_pairs(torch_calls, paddle_calls, used_t, used_p):
+    """Second pass: tensor-holding calls left over whose kind and shapes are unique on both sides.
+    Returns pairs in align()'s form."""
+    left_t = [i for i, c in enumerate(torch_calls) if i not in used_t and c.tensors]
+    left_p = [j for j, c in enumerate(paddle_calls) if j not in used_p and c.tensors]
+    found = []
+    for i in left_t:
+        candidates = [j for j in left_p if pair_score(torch_calls[i], paddle_calls[j]) is not None and
+                      torch_calls[i].outs == paddle_calls[j].outs]
+        rivals = [k for k in left_t if k != i and candidates and
+                  pair_score(torch_calls[k], paddle_calls[candidates[0]]) is not None and
+                  torch_calls[k].outs == paddle_calls[candidates[0]].outs]
+        if len(candidates) == 1 and not rivals:
+            found.append((i, candidates[0], None, pair_score(torch_calls[i], paddle_calls[candidates[0]])))
+    return found
+
+
+def _basis(t, p, second_pass, absorbed):
+    if second_pass:
+        return 0.8, "kind and shapes unique in both models (paired out of execution order)"
+    if t.outs != p.outs:
+        why = "same input shape, different output shape: compare this layer's settings" if t.ins == p.ins else \
+            "same tensors, but the shapes differ from an earlier layer on"
+        return 0.6, f"kind and tensor shapes; {why}"
+    if absorbed is not None:
+        return 0.9, f"paddle's {p.type} applies act='{p.fused}' itself: compared with torch's {absorbed.module}"
+    if t.module == p.module:
+        return 1.0, "same name, kind and shapes"
+    return 0.9, "kind, tensor and output shapes, position in execution order"
+
+
+def match_models(torch_table, paddle_table, torch_calls, paddle_calls, info=None):
+    """Mapping from the recorded calls of both models (see describe_calls)."""
+    pairs = _consistent(align(torch_calls, paddle_calls), torch_calls, paddle_calls)
+    second = _unique_pairs(torch_calls, paddle_calls, {p[0] for p in pairs}, {p[1] for p in pairs})
+    second_pass = {(p[0], p[1]) for p in second}
+    modules = {}
+    for ti, pj, absorbed, _ in sorted(pairs + second, key=lambda p: p[0]):
+        t, p = torch_calls[ti], paddle_calls[pj]
+        key = (t.module, p.module)
+        confidence, basis = _basis(t, p, (ti, pj) in second_pass,
+                                   torch_calls[absorbed] if absorbed is not None else None)
+        if key not in modules:
+            tensor_pairs, _, _ = pair_tensors(t.kind, t.tensors, p.tensors)
+            prefix_t, prefix_p = (f"{t.module}." if t.module else ""), (f"{p.module}." if p.module else "")
+            tensors = [TensorPair(prefix_t + a, prefix_p + b, transform, tuple(t.tensors[a]), confidence)
+                       for a, b, transform in tensor_pairs]
+            modules[key] = ModulePair(t.module, p.module, t.kind, (t.type, p.type), [], tensors, confidence, basis)
+        module = modules[key]
+        module.calls.append((t.call, p.call))
+        module.confidence = min(module.confidence, confidence)
+        if confidence < 1.0 and basis not in module.basis:
+            module.basis = basis if module.confidence == confidence else module.basis
+        source = torch_calls[absorbed] if absorbed is not None else t
+        module.fused = (module.fused or []) + [(source.module, source.call)]
+    mapping = Mapping(list(modules.values()), info=dict(info or {}))
+    fused = {(paddle_calls[pj].module): paddle_calls[pj].fused for _, pj, absorbed, _ in pairs + second
+             if paddle_calls[pj].fused and absorbed is None}
+    for m in mapping.modules:
+        if all(f == (m.torch, c[0]) for f, c in zip(m.fused, m.calls)):
+            m.fused = None          # no call compared with another torch module's output
+        if m.fused is None and fused.get(m.paddle) in NUMPY_ACTIVATIONS:
+            m.activation = fused[m.paddle]   # torch applies it outside any module (F.relu)
+            m.basis += f"; paddle's {m.types[1]} applies act='{m.activation}' itself: compared after it"
+        for tensor in m.tensors:
+            tensor.confidence = m.confidence
+    paired_t = {(torch_calls[p[0]].module, torch_calls[p[0]].call) for p in pairs + second} | \
+        {(torch_calls[p[2]].module, torch_calls[p[2]].call) for p in pairs if p[2] is not None}
+    paired_p = {(paddle_calls[p[1]].module, paddle_calls[p[1]].call) for p in pairs + second}
+    mapping.unmatched_torch = _unmatched("torch", torch_table, torch_calls, paired_t, mapping)
+    mapping.unmatched_paddle = _unmatched("paddle", paddle_table, paddle_calls, paired_p, mapping)
+    return mapping
+
+
+def _unmatched(side, table, calls, paired, mapping):
+    """Tensor-holding modules left out (with their tensors' shapes), then called modules left out."""
+    mapped = {t.torch if side == "torch" else t.paddle for t in mapping.tensors}
+    out = left_out(side, table, mapped)
+    listed = {u["module"] for u in out}
+    counts = Counter(c.module for c in calls)
+    for u in out:
+        u["calls"] = counts.get(u["module"], 0)
+    for c in calls:
+        if (c.module, c.call) not in paired and c.module not in listed:
+            out.append({"module": c.module, "type": c.type, "tensors": {}, "calls": counts[c.module],
+                        "output": [list(s) for s in c.outs]})
+            listed.add(c.module)
+    return out
+
+
+def match_by_name(torch_table, paddle_table, names, info=None):
+    """The mapping of two models built from one spec, whose modules share their names (the tasks)."""
+    modules = []
+    for name in names:
+        t, p = torch_table.get(name), paddle_table.get(name)
+        if t is None or p is None:
+            continue
+        kind = kind_of("torch", t["type"])
+        tensor_pairs, _, _ = pair_tensors(kind, t["tensors"], p["tensors"])
+        tensors = [TensorPair(f"{name}.{a}", f"{name}.{b}", transform, tuple(t["tensors"][a]))
+                   for a, b, transform in tensor_pairs]
+        modules.append(ModulePair(name, name, kind, (t["type"], p["type"]), [(1, 1)], tensors, 1.0,
+                                  "same name (built from one spec)"))
+    mapping = Mapping(modules, info=dict(info or {}))
+    mapping.unmatched_torch = left_out("torch", torch_table, {t.torch for t in mapping.tensors})
+    mapping.unmatched_paddle = left_out("paddle", paddle_table, {t.paddle for t in mapping.tensors})
+    return mapping

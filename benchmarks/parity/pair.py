@@ -1,0 +1,417 @@
+"""What the parity engine checks: a pair of models, one per framework, with their mapping and inputs.
+
+Two sources of pairs, one engine:
+- a task (common.tasks): both models are built from one spec, so the mapping is known by name,
+  and the batches, start weights, loss and optimizer come from the task;
+- a model pair: any torch model and any paddle model (`--torch SPEC --paddle SPEC`, or
+  compare_models()), matched by running them (dualbench.parity.match) or through a mapping file;
+  the loss, optimizer and labels come from the options.
+
+A *side* is one framework's functions as a namespace; any of them can be replaced (tests break a
+side on purpose). Its weights move through the pair's mapping unless export_weights or
+import_weights is replaced.
+"""
+import zlib
+from dataclasses import dataclass, replace
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Optional
+
+import numpy as np
+
+from dualbench.common.errors import UserError
+from dualbench.common.init import shared_weights
+from dualbench.common.layer_kinds import BATCHNORM_KINDS
+from dualbench.common.tasks import DataSpec, Optimizer, Protocol, Task
+from dualbench.parity.mapping import from_canonical, to_canonical
+
+DROPOUT_POLICY = "identical numpy masks injected into both"
+DEFAULT_STEPS = 10          # tasks
+DEFAULT_PAIR_STEPS = 3      # model pairs
+DEFAULT_LR = {"sgd": 0.01, "momentum": 0.01, "adam": 1e-3}
+
+
+@dataclass
+class ParityConfig:
+    steps: Optional[int] = None         # default: DEFAULT_STEPS (tasks, fewer above FLOAT32_STEP_BUDGET), 3 (pairs)
+    batch_size: Optional[int] = None     # tasks: default the task's batch size, at most 32
+    seed: int = 0
+    optimizer: Optional[str] = None      # sgd | momentum | adam: override the task's optimizer
+    lr: Optional[float] = None           # model pairs: learning rate (default per optimizer)
+    atol: Optional[float] = None         # override every float32 tolerance (weights stay exact)
+    rtol: Optional[float] = None
+    float64: object = True               # True | False | "auto" (only when a float32 check fails)
+    float64_batch: int = 8
+    dataset: Optional[str] = None        # real batches instead of random ones
+    data_path: Optional[Path] = None
+    start_weights: Optional[dict] = None  # canonical start weights; default: common.init.shared_weights
+    batches: Optional[list] = None        # [(x float32, y int64)] per step, instead of random ones
+    weights: str = "torch"               # model pairs: start from torch's | paddle's | random weights
+
+
+@dataclass
+class Pair:
+    name: str
+    task: Task                  # loss, optimizer, regularisers, schedule (a plain one for model pairs)
+    spec: object                # what side.build_model() receives: the task's ModelSpec, or None
+    mapping: object             # dualbench.parity.mapping.Mapping
+    batches: list               # [(inputs, labels)] numpy, one per training step
+    start: dict                 # canonical start weights
+    batch64: int                # float64 repeat: batch size and steps
+    steps64: int
+    float64: object = True
+    origin: str = "task"        # task | models
+    tables: dict = None         # {side: inspect.module_table(model)}: types, tensors, settings
+    prototypes: dict = None     # {side: a model built once}; the checks work on copies of it
+    timings: dict = None        # seconds per stage, in order (building, matching, then the checks)
+
+    def start_in(self, dtype):
+        """The start weights in dtype, made once per dtype (a float64 copy of a big model is large)."""
+        from dualbench.parity.transfer import canonical_dtype
+        if dtype == "float32":
+            return self.start
+        cache = self.__dict__.setdefault("_start_cache", {})
+        if dtype not in cache:
+            cache.clear()
+            cache[dtype] = canonical_dtype(self.start, dtype)
+        return cache[dtype]
+
+    def fresh(self, sides, name):
+        """A new copy of one side's model (building a model can take seconds; copying it less)."""
+        return sides[name].inspect.copy_model(self.prototypes[name])
+
+
+# ---------------------------------------------------------------------------------------------
+# Sides
+
+
+def load_side(name, **overrides):
+    """A backend as a namespace of the functions parity calls; keyword arguments replace any of them."""
+    import importlib
+
+    from dualbench import backends
+    module = backends.load(name)
+    inspect = importlib.import_module(f"dualbench.backends.{name}.inspect")
+    dev = module.device.resolve_device("cpu")
+    side = SimpleNamespace(
+        name=name, inspect=inspect, version=inspect.framework_version(),
+        build_model=module.models.build_model,
+        export_weights=None, import_weights=None,      # through the pair's mapping (bind_mapping)
+        make_state=lambda task, model: module.train.make_state(task, model, dev),
+        train_step=module.train.train_step,
+        scheduler_step=module.train.scheduler_step,
+        current_lr=module.train.current_lr,
+        seed=module.device.seed,
+        to_inputs=inspect.to_tensor,
+        to_labels=inspect.to_tensor)
+    for key, value in overrides.items():
+        if not hasattr(side, key):
+            raise ValueError(f"unknown side function {key!r}")
+        setattr(side, key, value)
+    return side
+
+
+def load_sides(torch_overrides=None, paddle_overrides=None):
+    return {"torch": load_side("torch", **(torch_overrides or {})),
+            "paddle": load_side("paddle", **(paddle_overrides or {}))}
+
+
+def bind_mapping(sides, mapping):
+    """Sides whose weights move through the mapping (where not replaced), with the canonical names
+    of their modules and parameters.
+
+    export_weights(model, names=None): canonical weights (all, or the canonical names given).
+    gradients(model, names=None): canonical gradients of the trainable tensors (all, or those named).
+    """
+    by_torch = {t.torch: t for t in mapping.tensors}
+    bound = {}
+    for name, side in sides.items():
+        s = SimpleNamespace(**vars(side))
+        native = (lambda n: (lambda canonical: canonical if n == "torch" else by_torch[canonical].paddle))(name)
+
+        def export(model, names=None, n=name, sd=side, native=native):
+            if names is None:
+                return to_canonical(n, sd.inspect.state_arrays(model), mapping)
+            arrays = sd.inspect.state_arrays(model, [native(c) for c in names])
+            return {c: _layout(n, by_torch[c], arrays[native(c)]) for c in names}
+
+        def gradients(model, names=None, n=name, sd=side, native=native):
+            wanted = [c for c in by_torch if names is None or c in names]
+            found = sd.inspect.gradients(model, None if names is None else [native(c) for c in wanted])
+            return {c: _layout(n, by_torch[c], found[native(c)]) for c in wanted if native(c) in found}
+
+        if s.export_weights is None:
+            s.export_weights = export
+        if s.import_weights is None:
+            s.import_weights = (lambda n, sd: lambda model, weights: sd.inspect.load_state_arrays(
+                model, from_canonical(n, weights, mapping)))(name, side)
+        s.gradients = gradients
+        s.trainable = (lambda n, sd, native: lambda model: [
+            c for c in by_torch if native(c) in set(sd.inspect.trainable_names(model))])(name, side, native)
+        s.module_names = {m.torch: (m.torch if name == "torch" else m.paddle) for m in mapping.modules}
+        bound[name] = s
+    return bound
+
+
+def _layout(side, tensor, array):
+    """One tensor from a side's layout into the canonical one."""
+    if side == "torch" or tensor.transform == "none":
+        return array
+    return np.ascontiguousarray(array.T)
+
+
+# ---------------------------------------------------------------------------------------------
+# Inputs: batches, dropout masks, start weights
+
+
+def make_batches(task, config, batch_size, n):
+    """n batches of (float32 inputs, int64 labels): seeded random, or real data."""
+    if config.dataset:
+        from dualbench.common.data.sources import load_dataset
+        from dualbench.common.data.split import prepare_splits
+        splits = prepare_splits(load_dataset(config.dataset, config.data_path, progress=False), task)
+        need = n * batch_size
+        if len(splits.train_y) < need:
+            raise UserError(f"dataset '{config.dataset}' has {len(splits.train_y)} training samples; "
+                            f"parity needs {need} (--steps x --batch-size)")
+        order = np.random.default_rng([config.seed, 5]).permutation(len(splits.train_y))[:need]
+        x, y = splits.train_x[order], splits.train_y[order].astype(np.int64)
+        return [(x[i * batch_size:(i + 1) * batch_size], y[i * batch_size:(i + 1) * batch_size]) for i in range(n)]
+    rng = np.random.default_rng([config.seed, 1234])
+    mean, std = task.data.normalize
+    batches = []
+    for _ in range(n):
+        pixels = rng.random((batch_size, *task.model.input_shape)) ** 3   # mostly dark, like images
+        batches.append((((pixels - mean) / std).astype(np.float32),
+                        rng.integers(0, task.num_classes, batch_size).astype(np.int64)))
+    return batches
+
+
+BATCH_FLOP_BUDGET = 2e8     # forward FLOPs of one float32 parity batch
+FLOAT32_STEP_BUDGET = 1e10  # float32 forward FLOPs over the default steps (food11-cnn: 2 steps)
+FLOAT64_FLOP_BUDGET = 2e7   # ... of one float64 batch (float64 convolutions are several times slower)
+FLOAT64_STEP_BUDGET = 2e9   # float64 forward FLOPs over all repeated steps (food11: 1 step)
+
+
+def forward_flops(spec):
+    """Multiply-adds x 2 of one sample's forward pass (conv and linear layers)."""
+    c, h, w = spec.input_shape
+    flops = 0
+    for layer in spec.layers:
+        if layer.kind == "conv":
+            k, pad = layer.arg("k"), layer.arg("pad")
+            h, w, c_in, c = h + 2 * pad - k + 1, w + 2 * pad - k + 1, c, layer.arg("cout")
+            flops += 2 * c_in * c * k * k * h * w
+        elif layer.kind == "maxpool":
+            h, w = h // layer.arg("k"), w // layer.arg("k")
+        elif layer.kind == "linear":
+            flops += 2 * layer.arg("fin") * layer.arg("fout")
+    return flops
+
+
+def parity_sizes(task, config):
+    """(batch, steps, float64 batch, float64 steps): the task's batch, capped for a fast --all.
+
+    An explicit config.steps / config.batch_size is always honoured for float32.
+    """
+    per_sample = max(forward_flops(task.model), 1)
+    batch = config.batch_size or max(2, min(task.protocol.batch_size, 32, int(BATCH_FLOP_BUDGET // per_sample)))
+    steps = config.steps or max(2, min(DEFAULT_STEPS, int(FLOAT32_STEP_BUDGET // (per_sample * batch))))
+    batch64 = max(1, min(config.float64_batch, batch, int(FLOAT64_FLOP_BUDGET // per_sample)))
+    steps64 = max(1, min(steps, int(FLOAT64_STEP_BUDGET // (per_sample * batch64))))
+    return batch, steps, batch64, steps64
+
+
+def mask_maker(seed, holder):
+    """mask_for(key, shape, p, channelwise) for inject_dropout_masks: the same 0/1 mask on both sides."""
+    def mask_for(key, shape, p, channelwise):
+        rng = np.random.default_rng([seed, holder["step"], zlib.crc32(key.encode())])
+        mask_shape = tuple(shape[:2]) + (1,) * (len(shape) - 2) if channelwise else tuple(shape)
+        return (rng.random(mask_shape) >= p).astype(np.float64)
+    return mask_for
+
+
+def randomise_bn(modules, weights, seed):
+    """Give BatchNorm non-trivial gamma/beta/running stats so that their mapping is exercised.
+    modules: the mapping's ModulePairs."""
+    rng = np.random.default_rng([seed, 99])
+    out = {k: v.copy() for k, v in weights.items()}
+    for m in modules:
+        if m.kind not in BATCHNORM_KINDS:
+            continue
+        for t in m.tensors:
+            field_name = t.torch.rsplit(".", 1)[-1]
+            low_high = {"weight": (0.5, 1.5), "running_var": (0.5, 1.5)}.get(field_name)
+            out[t.torch] = (rng.uniform(*low_high, t.shape) if low_high else
+                            rng.normal(0, 0.1, t.shape)).astype(np.float32)
+    return out
+
+
+def random_weights(mapping, seed):
+    """Canonical random weights for a model pair (--weights random): He-normal weights, small random
+    biases and BatchNorm statistics, so that no layer's output is near zero or constant."""
+    rng = np.random.default_rng([seed, 4242])
+    out = {}
+    for m in mapping.modules:
+        for t in m.tensors:
+            shape = t.shape
+            if len(shape) >= 2:
+                fan_in = int(np.prod(shape[1:])) if m.kind != "linear" else shape[1]
+                if m.kind.startswith("convtranspose"):
+                    fan_in = int(shape[0] * np.prod(shape[2:]))
+                if m.kind == "embedding":
+                    fan_in = 1
+                out[t.torch] = rng.normal(0.0, np.sqrt(2.0 / max(fan_in, 1)), shape)
+            else:
+                out[t.torch] = rng.normal(0.0, 0.1, shape)
+    return {k: np.asarray(v, np.float32) for k, v in randomise_bn(mapping.modules, out, seed).items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# Tasks
+
+
+def with_optimizer(task, name):
+    if not name:
+        return task
+    opt = task.protocol.optimizer
+    new = Optimizer(name, opt.lr, momentum=0.9 if name == "momentum" else 0.0, weight_decay=opt.weight_decay)
+    return replace(task, protocol=replace(task.protocol, optimizer=new))
+
+
+def task_pair(task, sides, config):
+    """A task's two models, built from its spec; the mapping follows from the spec's layer names."""
+    from dualbench.parity.match import match_by_name
+    task = with_optimizer(task, config.optimizer)
+    batch_size, steps, batch64, steps64 = parity_sizes(task, config)
+    if config.batches is not None:
+        batches = [(np.asarray(x, np.float32), np.asarray(y, np.int64)) for x, y in config.batches]
+        batch64, steps64 = min(batch64, len(batches[0][1])), min(steps64, len(batches))
+    else:
+        batches = make_batches(task, config, batch_size, steps)
+    prototypes = {name: side.build_model(task.model) for name, side in sides.items()}
+    tables = {name: side.inspect.module_table(prototypes[name]) for name, side in sides.items()}
+    mapping = match_by_name(tables["torch"], tables["paddle"], [layer.name for layer in task.model.layers])
+    if config.start_weights is not None:
+        start = {k: np.asarray(v, np.float32) for k, v in config.start_weights.items()}
+    else:
+        start = randomise_bn(mapping.modules, shared_weights(task.model, config.seed), config.seed)
+    return Pair(task.name, task, task.model, mapping, batches, start, batch64, steps64, config.float64, "task",
+                tables, prototypes)
+
+
+# ---------------------------------------------------------------------------------------------
+# Model pairs
+
+
+def pair_task(name, loss, optimizer, lr, batch_size):
+    """The plain protocol a model pair is trained with: one loss, one optimizer, nothing else."""
+    opt = Optimizer(optimizer, lr, momentum=0.9 if optimizer == "momentum" else 0.0)
+    return Task(name, name, "", None, loss, Protocol(opt, batch_size=batch_size, epochs=1),
+                DataSpec("(model pair inputs)", (0.0, 1.0)))
+
+
+def default_loss(output):
+    """ce for [N, C] class scores, mse otherwise."""
+    return "ce" if output is not None and output.ndim == 2 and output.shape[1] > 1 else "mse"
+
+
+def make_labels(loss, output, classes, n_steps, seed):
+    """Labels per step for the loss: class ids (ce), float targets shaped like the output (mse),
+    or unused zeros (sum)."""
+    rng = np.random.default_rng([seed, 77])
+    n = output.shape[0]
+    if loss == "ce":
+        return [rng.integers(0, classes, n).astype(np.int64) for _ in range(n_steps)]
+    if loss == "mse":
+        return [rng.standard_normal(output.shape).astype(np.float32) for _ in range(n_steps)]
+    return [np.zeros(n, np.int64) for _ in range(n_steps)]
+
+
+def make_pair_inputs(shape, n_steps, seed):
+    """Seeded standard-normal float32 inputs (images normalised to mean 0, std 1 look like this)."""
+    rng = np.random.default_rng([seed, 1234])
+    return [rng.standard_normal(shape).astype(np.float32) for _ in range(n_steps)]
+
+
+def model_pair(factories, sides, config, inputs, *, loss=None, classes=None, labels=None, mapping_file=None,
+               mapping=None, name="model pair", info=None):
+    """A pair of user models: factories {side: zero-argument builder}; inputs: one numpy batch (or a
+    list of arrays for several positional inputs), used at every step.
+
+    The modules are matched by running both models on the inputs (match.match_models), or read from
+    mapping_file (or taken as given: a Mapping). Raises UserError for an unknown loss or labels that
+    do not fit.
+    """
+    import time
+
+    from dualbench.parity.mapping import read_mapping
+    from dualbench.parity.match import describe_calls, match_models
+    clock = time.perf_counter()
+    models = {side: factories[side]() for side in ("torch", "paddle")}
+    timings = {"building": time.perf_counter() - clock}
+    clock = time.perf_counter()
+    tables = {side: sides[side].inspect.module_table(models[side]) for side in models}
+    recorded = {side: sides[side].inspect.record_calls(models[side], inputs, False) for side in models}
+    for side, (_, _, error) in recorded.items():
+        if error:
+            raise UserError(f"the {side} model cannot run the input {list(np.shape(first_input(inputs)))}: {error}")
+    if mapping is not None:
+        pass
+    elif mapping_file:
+        states = {side: {k: tuple(v.shape) for k, v in sides[side].inspect.state_arrays(models[side]).items()}
+                  for side in models}
+        mapping = read_mapping(mapping_file, tables["torch"], tables["paddle"], states["torch"], states["paddle"])
+    else:
+        calls = {side: describe_calls(side, tables[side], recorded[side][0]) for side in models}
+        mapping = match_models(tables["torch"], tables["paddle"], calls["torch"], calls["paddle"], info)
+    mapping.info.update(info or {})
+    timings["matching"] = time.perf_counter() - clock
+    output = recorded["torch"][1][0] if recorded["torch"][1] else None
+    loss = loss or default_loss(output)
+    if loss not in ("ce", "mse", "sum"):
+        raise UserError(f"unknown loss '{loss}' (known: ce, mse, sum)")
+    if loss == "ce":
+        if output is None or output.ndim != 2:
+            raise UserError(f"--loss ce needs [N, classes] outputs; the torch model returns "
+                            f"{list(np.shape(output))} (use --loss mse or sum)")
+        classes = classes or output.shape[1]
+        if classes > output.shape[1]:
+            raise UserError(f"--classes {classes} is more than the model's {output.shape[1]} outputs")
+    steps = config.steps or DEFAULT_PAIR_STEPS
+    if labels is None:
+        labels = make_labels(loss, output, classes, steps, config.seed)
+    else:
+        labels = [np.asarray(labels)] * steps
+    batches = [(inputs, y) for y in labels]
+    optimizer = config.optimizer or "sgd"
+    lr = config.lr or DEFAULT_LR[optimizer]
+    task = pair_task(name, loss, optimizer, lr, len(labels[0]))
+    if config.weights == "random":
+        start = random_weights(mapping, config.seed)
+    else:
+        start = to_canonical(config.weights, sides[config.weights].inspect.state_arrays(models[config.weights]),
+                             mapping) if not mapping.blocking()[0] and not mapping.blocking()[1] else {}
+    n = int(np.shape(first_input(inputs))[0])
+    return Pair(name, task, None, mapping, batches, start, batch64=min(n, 8), steps64=steps,
+                float64=config.float64, origin="models", tables=tables, prototypes=models, timings=timings)
+
+
+def first_input(inputs):
+    return inputs[0] if isinstance(inputs, (list, tuple)) else inputs
+
+
+def structure_error(mapping, where=None):
+    """A one-line UserError when tensors stayed unmatched (the weights cannot move across), or None."""
+    torch_left, paddle_left = mapping.blocking()
+    if not torch_left and not paddle_left:
+        return None
+    count = {side: sum(len(u["tensors"]) for u in left) for side, left in (("torch", torch_left), ("paddle", paddle_left))}
+    first = (torch_left or paddle_left)[0]
+    side = "torch" if torch_left else "paddle"
+    name, shape = next(iter(first["tensors"].items()))
+    fix = (f"see {where}: pair the modules by hand there and pass --mapping {where}" if where else
+           "pass a mapping (write one with `dualbench parity --torch ... --paddle ...`)")
+    return UserError(f"the models differ in structure: {count['torch']} torch and {count['paddle']} paddle tensors "
+                     f"have no counterpart (first: {side} {first['module'] or '(model)'} {first['type']} {name} "
+                     f"{list(shape)}); {fix}")
