@@ -89,6 +89,8 @@ def compare(ref, other, atol, rtol):
         if np.isfinite(scale):
             return {"max_abs": 0.0, "max_rel": 0.0, "scale": scale, "worst_index": "", "within": True,
                     "shape_ok": True}
+    if ref.size > CHUNK:
+        return _compare_chunked(ref, other, atol, rtol)
     dtype = np.result_type(ref.dtype, other.dtype, np.float32)
     a, b = ref.astype(dtype, copy=False), other.astype(dtype, copy=False)
     diff = np.abs(a - b)
@@ -106,6 +108,33 @@ def compare(ref, other, atol, rtol):
     worst = np.unravel_index(int(np.nanargmax(diff)), diff.shape) if diff.size and finite else ()
     return {"max_abs": max_abs, "max_rel": max_rel, "scale": scale,
             "worst_index": ",".join(str(int(i)) for i in worst),
+            "within": bool(finite and max_abs <= atol + rtol * scale), "shape_ok": True}
+
+
+CHUNK = 1 << 22   # compare() works on big tensors (a vgg11 fc weight: 100 million values) in chunks
+
+
+def _compare_chunked(ref, other, atol, rtol):
+    """compare() a few million values at a time, so that no temporary is as big as the tensor."""
+    a, b = ref.reshape(-1), other.reshape(-1)
+    dtype = np.result_type(ref.dtype, other.dtype, np.float32)
+    max_abs, scale, worst, finite = 0.0, 0.0, 0, True
+    for i in range(0, a.size, CHUNK):
+        x, y = a[i:i + CHUNK].astype(dtype, copy=False), b[i:i + CHUNK].astype(dtype, copy=False)
+        diff = np.abs(x - y)
+        if not np.isfinite(diff).all():
+            finite = finite and bool(np.all((x == y) | (np.isnan(x) & np.isnan(y))))
+            diff = np.where(np.isfinite(diff), diff, 0.0 if finite else np.inf)
+        j = int(np.argmax(diff))
+        if diff[j] > max_abs:
+            max_abs, worst = float(diff[j]), i + j
+        scale = max(scale, float(np.abs(np.where(np.isfinite(x), x, 0)).max()))
+    if not finite:
+        max_abs = np.inf
+    max_rel = max_abs / scale if scale > 0 else (0.0 if max_abs == 0 else np.inf)
+    index = np.unravel_index(worst, ref.shape)
+    return {"max_abs": max_abs, "max_rel": max_rel, "scale": scale,
+            "worst_index": ",".join(str(int(i)) for i in index),
             "within": bool(finite and max_abs <= atol + rtol * scale), "shape_ok": True}
 
 

@@ -29,6 +29,8 @@ class ParityResult:
     checks: object           # the worst row per check
     mapping: Mapping
     summary: str             # the terminal report, as text
+    timings: dict = None     # seconds per stage
+    notes: list = None       # what the rows do not say (a check skipped, and why)
     _rows: list = None
 
     @property
@@ -47,8 +49,9 @@ class ParityResult:
 
     def write(self, out_dir):
         """parity.csv, parity.md and mapping.json into out_dir."""
-        from dualbench.parity.run import mapping_lines
-        write_outputs(self._rows, out_dir, {self.rows.task.iloc[0]: mapping_lines(self.mapping)})
+        from dualbench.parity.run import mapping_lines, timing_line
+        write_outputs(self._rows, out_dir, {self.rows.task.iloc[0]: mapping_lines(self.mapping) + self.notes +
+                                            [timing_line(self.timings)]})
         write_mapping(self.mapping, Path(out_dir) / "mapping.json")
 
 
@@ -109,4 +112,6 @@ def compare_models(torch_model, paddle_model, inputs, *, labels=None, loss=None,
     worst = check_table(frame)
     lines = []
     terminal_report(summary, worst, lines.append)
-    return ParityResult(summary.result.iloc[0], frame, worst, pair.mapping, "\n".join(lines), rows)
+    lines += [f"note: {note}" for note in pair.notes or []]
+    return ParityResult(summary.result.iloc[0], frame, worst, pair.mapping, "\n".join(lines), pair.timings,
+                        pair.notes or [], rows)

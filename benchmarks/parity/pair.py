@@ -64,6 +64,7 @@ class Pair:
     tables: dict = None         # {side: inspect.module_table(model)}: types, tensors, settings
     prototypes: dict = None     # {side: a model built once}; the checks work on copies of it
     timings: dict = None        # seconds per stage, in order (building, matching, then the checks)
+    notes: list = None          # what the report should say besides the rows (a check skipped, and why)
 
     def start_in(self, dtype):
         """The start weights in dtype, made once per dtype (a float64 copy of a big model is large)."""
@@ -117,44 +118,58 @@ def load_sides(torch_overrides=None, paddle_overrides=None):
 
 
 def bind_mapping(sides, mapping):
-    """Sides whose weights move through the mapping (where not replaced), with the canonical names
-    of their modules and parameters.
+    """Sides whose weights move through the mapping (where not replaced); see bind_side."""
+    return {name: bind_side(name, side, mapping) for name, side in sides.items()}
 
-    export_weights(model, names=None): canonical weights (all, or the canonical names given).
-    gradients(model, names=None): canonical gradients of the trainable tensors (all, or those named).
+
+def bind_side(name, side, mapping):
+    """A copy of the side with what the checks need, in canonical names and layout:
+
+    export_weights(model, names=None)   the state (all, or the canonical names given)
+    import_weights(model, weights)      the whole state (every mapped tensor, or ValueError)
+    import_some(model, weights)         part of it, tensor by tensor (no copy of a big model)
+    gradients(model, names=None)        gradients of the trainable tensors (all, or those named)
+    trainable(model)                    canonical names of the tensors the optimizer updates
+    module_names                        {torch module: this side's module}
     """
     by_torch = {t.torch: t for t in mapping.tensors}
-    bound = {}
-    for name, side in sides.items():
-        s = SimpleNamespace(**vars(side))
-        native = (lambda n: (lambda canonical: canonical if n == "torch" else by_torch[canonical].paddle))(name)
+    inspect = side.inspect
 
-        def export(model, names=None, n=name, sd=side, native=native):
-            if names is None:
-                return to_canonical(n, sd.inspect.state_arrays(model), mapping)
-            arrays = sd.inspect.state_arrays(model, [native(c) for c in names])
-            return {c: _layout(n, by_torch[c], arrays[native(c)]) for c in names}
+    def native(canonical):
+        return canonical if name == "torch" else by_torch[canonical].paddle
 
-        def gradients(model, names=None, n=name, sd=side, native=native):
-            wanted = [c for c in by_torch if names is None or c in names]
-            found = sd.inspect.gradients(model, None if names is None else [native(c) for c in wanted])
-            return {c: _layout(n, by_torch[c], found[native(c)]) for c in wanted if native(c) in found}
+    def export(model, names=None):
+        if names is None:
+            return to_canonical(name, inspect.state_arrays(model), mapping)
+        arrays = inspect.state_arrays(model, [native(c) for c in names])
+        return {c: _layout(name, by_torch[c], arrays[native(c)]) for c in names}
 
-        if s.export_weights is None:
-            s.export_weights = export
-        if s.import_weights is None:
-            s.import_weights = (lambda n, sd: lambda model, weights: sd.inspect.load_state_arrays(
-                model, from_canonical(n, weights, mapping)))(name, side)
-        s.gradients = gradients
-        s.trainable = (lambda n, sd, native: lambda model: [
-            c for c in by_torch if native(c) in set(sd.inspect.trainable_names(model))])(name, side, native)
-        s.module_names = {m.torch: (m.torch if name == "torch" else m.paddle) for m in mapping.modules}
-        bound[name] = s
+    def import_all(model, weights):
+        inspect.load_state_arrays(model, from_canonical(name, weights, mapping))
+
+    def import_some(model, weights):
+        inspect.load_state_arrays(model, {native(c): _layout(name, by_torch[c], np.asarray(v))
+                                          for c, v in weights.items()})
+
+    def gradients(model, names=None):
+        wanted = [c for c in by_torch if names is None or c in names]
+        found = inspect.gradients(model, None if names is None else [native(c) for c in wanted])
+        return {c: _layout(name, by_torch[c], found[native(c)]) for c in wanted if native(c) in found}
+
+    def trainable(model):
+        names = set(inspect.trainable_names(model))
+        return [c for c in by_torch if native(c) in names]
+
+    bound = SimpleNamespace(**vars(side))
+    bound.export_weights = side.export_weights or export
+    bound.import_weights = side.import_weights or import_all
+    bound.import_some, bound.gradients, bound.trainable = import_some, gradients, trainable
+    bound.module_names = {m.torch: (m.torch if name == "torch" else m.paddle) for m in mapping.modules}
     return bound
 
 
 def _layout(side, tensor, array):
-    """One tensor from a side's layout into the canonical one."""
+    """One tensor between a side's layout and the canonical one (the transforms are their own inverse)."""
     if side == "torch" or tensor.transform == "none":
         return array
     return np.ascontiguousarray(array.T)

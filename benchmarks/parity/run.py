@@ -73,9 +73,11 @@ def run_model_pair(pair, sides, config, out_dir, echo=print):
             raise problem
         rows = checks.check_pair(pair, sides, config)
         frame, summary, worst = write_outputs(rows, out_dir, {pair.name: mapping_lines(pair.mapping) +
-                                                              [timing_line(pair.timings)]})
+                                                              (pair.notes or []) + [timing_line(pair.timings)]})
     if echo:
         terminal_report(summary, worst, echo)
+        for note in pair.notes or []:
+            echo(f"note: {note}")
         echo(f"\n{timing_line(pair.timings)}")
         echo(f"wrote {out_dir / 'parity.csv'}, {out_dir / 'parity.md'} and {mapping_path}")
     return frame, summary

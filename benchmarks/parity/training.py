@@ -231,16 +231,23 @@ class Lockstep:
 
     # -----------------------------------------------------------------------------------------
 
-    def sync(self, k):
-        """Before step k (k > 1): every replica takes over the reference's state (torch, in the
-        highest precision present), so that each step is compared from the same parameters.
-        Returns {dtype: that state in dtype}, the 'before' of this step's updates."""
-        from dualbench.parity.transfer import canonical_dtype
+    def sync(self, keep):
+        """Before a step: every replica takes over the reference's state (torch, in the highest
+        precision present), tensor by tensor, so that each step is compared from the same
+        parameters. keep: return that state per dtype (the 'before' of the step's updates)."""
         reference = self.reps[("torch", self.dtypes[-1])]
-        state = reference.side.export_weights(reference.model)
-        before = {d: canonical_dtype(state, d) for d in self.dtypes}
+        before = {d: {} for d in self.dtypes} if keep else None
+        for name in (t.torch for t in self.pair.mapping.tensors):
+            value = reference.side.export_weights(reference.model, [name])[name]
+            cast = {d: value.astype(d, copy=False) if np.issubdtype(value.dtype, np.floating) else value
+                    for d in self.dtypes}
+            for rep in self.reps.values():
+                if rep is not reference:
+                    rep.side.import_some(rep.model, {name: cast[rep.dtype]})
+            if keep:
+                for d in self.dtypes:
+                    before[d][name] = cast[d]
         for rep in self.reps.values():
-            rep.side.import_weights(rep.model, before[rep.dtype])
             for values in rep.bn.values():
                 values.clear()
         return before
@@ -268,7 +275,8 @@ class Lockstep:
             if k > 0:
                 if any(r.error for r in self.reps.values()):
                     break
-                before = self.sync(k)
+                last = k == len(batches) - 1   # the last step's updates are compared: keep its 'before'
+                before = self.sync(keep=last) if last else (self.sync(keep=False) or before)
             for rep in self.reps.values():
                 take_step(rep, k, batches)
             step = k + 1
