@@ -63,7 +63,8 @@ class ModelSpec:
     name: str                      # the seed's class name (Net, NetWidth, LeNet, ...)
     layers: Tuple[Layer, ...]
     input_shape: Tuple[int, int, int]
-    # "framework": each framework's default initialisation (recorded; they differ, see notes/).
+    # "framework": each framework's default initialisation (recorded; they differ: torch draws conv
+    # weights from U(+-1/sqrt(fan_in)), paddle from N(0, sqrt(2/fan_in)), about 2.4x the std).
     # "kaiming_normal": conv/linear weights ~ N(0, sqrt(2/fan_in)), biases 0 (seed 001).
     init: str = "framework"
 
@@ -115,7 +116,7 @@ def count_parameters(model):
 class Optimizer:
     name: str              # sgd | momentum | adam
     lr: float
-    momentum: float = 0.0  # only for "momentum" (dampening 0: paddle has none, see notes/)
+    momentum: float = 0.0  # only for "momentum" (dampening 0: paddle's Momentum has no dampening)
     weight_decay: float = 0.0  # coupled L2 (g += wd * w), identical in both frameworks
 
 

@@ -75,20 +75,20 @@ def module_table(model):
     return table
 
 
-def module_config(layer):
+def module_config(module):
     """The settings of a layer that change what it computes, in framework-neutral words."""
     config = {}
-    if isinstance(layer, nn.layer.norm._BatchNormBase) or type(layer).__name__ == "BatchNorm":
+    if isinstance(module, nn.layer.norm._BatchNormBase) or type(module).__name__ == "BatchNorm":
         # paddle's momentum is the weight kept on the old running value
-        config.update(eps=float(layer._epsilon), new_batch_weight=1.0 - float(layer._momentum))
-        fused = getattr(layer, "_act", None)
+        config.update(eps=float(module._epsilon), new_batch_weight=1.0 - float(module._momentum))
+        fused = getattr(module, "_act", None)
         if fused:
             config["fused_activation"] = str(fused)
-    if isinstance(layer, _DROPOUT):
-        config.update(p=float(layer.p), upscale_in_train=getattr(layer, "mode", "upscale_in_train") == "upscale_in_train")
-    if isinstance(layer, (nn.MaxPool1D, nn.MaxPool2D, nn.MaxPool3D, nn.AvgPool1D, nn.AvgPool2D, nn.AvgPool3D)):
-        config.update(kernel=layer.ksize, stride=layer.stride or layer.ksize, padding=layer.padding,
-                      ceil_mode=bool(layer.ceil_mode))
+    if isinstance(module, _DROPOUT):
+        config.update(p=float(module.p), upscale_in_train=getattr(module, "mode", "upscale_in_train") == "upscale_in_train")
+    if isinstance(module, (nn.MaxPool1D, nn.MaxPool2D, nn.MaxPool3D, nn.AvgPool1D, nn.AvgPool2D, nn.AvgPool3D)):
+        config.update(kernel=module.ksize, stride=module.stride or module.ksize, padding=module.padding,
+                      ceil_mode=bool(module.ceil_mode))
     return config
 
 

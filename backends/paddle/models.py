@@ -10,7 +10,7 @@ def build_layer(layer):
     if kind == "linear":
         return nn.Linear(a["fin"], a["fout"])
     if kind == "bn2d":
-        return nn.BatchNorm2D(a["c"])          # momentum 0.9 == torch's 0.1 (see notes/)
+        return nn.BatchNorm2D(a["c"])          # momentum 0.9 kept == torch's 0.1 given to the new batch
     if kind == "maxpool":
         return nn.MaxPool2D(a["k"])
     if kind == "flatten":

@@ -56,8 +56,10 @@ def predict_classes(out, num_classes):
     return out.argmax(1)
 
 
-def make_optimizer(task, model, learning_rate):
+def make_optimizer(task, model, learning_rate=None):
+    """learning_rate: default the task's; paddle's scheduler *is* the learning rate."""
     opt = task.protocol.optimizer
+    learning_rate = opt.lr if learning_rate is None else learning_rate
     params = [p for p in model.parameters() if not p.stop_gradient]
     wd = opt.weight_decay or None   # a float is coupled L2Decay, as torch's weight_decay
     if opt.name == "sgd":
@@ -70,8 +72,9 @@ def make_optimizer(task, model, learning_rate):
     raise ValueError(f"unknown optimizer {opt.name!r}")
 
 
-def make_scheduler(task):
-    """paddle's scheduler *is* the optimizer's learning_rate (None: a constant float)."""
+def make_scheduler(task, optimizer=None):
+    """paddle's scheduler *is* the optimizer's learning_rate (None: a constant float), so it is made
+    before the optimizer and takes none."""
     sched, lr = task.protocol.schedule, task.protocol.optimizer.lr
     if sched.name == "none":
         return None
@@ -85,7 +88,7 @@ def make_scheduler(task):
 
 def make_state(task, model, dev):
     scheduler = make_scheduler(task)
-    optimizer = make_optimizer(task, model, scheduler if scheduler is not None else task.protocol.optimizer.lr)
+    optimizer = make_optimizer(task, model, scheduler)
     return TrainState(task, model, optimizer, scheduler, make_loss(task), dev)
 
 
@@ -112,7 +115,8 @@ def train_step(state, xb, yb):
     state.optimizer.clear_grad(set_to_zero=False)
     objective.backward()
     if state.task.protocol.grad_clip:
-        # torch's formula (eps 1e-6), bit-identical grads; ClipGradByGlobalNorm has no eps (notes/)
+        # torch's formula (eps 1e-6), bit-identical grads; ClipGradByGlobalNorm has no eps, so its
+        # factor differs by about 1e-6/norm relative
         paddle.nn.utils.clip_grad_norm_(state.model.parameters(), state.task.protocol.grad_clip)
     state.optimizer.step()
     return loss.detach(), primary_output(out).detach()

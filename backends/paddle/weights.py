@@ -1,6 +1,6 @@
 """Canonical weights (name -> numpy, torch orientation, BN statistics included) and .pdparams checkpoints.
 
-paddle differs from the canonical layout in two ways (see notes/torch-vs-paddle.md): Linear
+paddle differs from the canonical layout in two ways: Linear
 weights are [in, out] (transposed here), and BatchNorm statistics are `_mean` / `_variance`.
 """
 from pathlib import Path

@@ -24,10 +24,10 @@ def configure(threads, device="cpu", deterministic=False):
     return dev, describe(dev)
 
 
-def describe(dev):
+def describe(dev, threads=None):
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else cpu_name()
     return {"framework_version": torch.__version__, "device": "gpu" if dev.type == "cuda" else "cpu",
-            "device_name": name, "threads": torch.get_num_threads()}
+            "device_name": name, "threads": torch.get_num_threads() if threads is None else threads}
 
 
 def seed(value):

@@ -12,7 +12,7 @@ def build_layer(layer):
     if kind == "linear":
         return nn.Linear(a["fin"], a["fout"])
     if kind == "bn2d":
-        return nn.BatchNorm2d(a["c"])          # momentum 0.1 == paddle's 0.9 (see notes/)
+        return nn.BatchNorm2d(a["c"])          # momentum 0.1 to the new batch == paddle's 0.9 kept
     if kind == "maxpool":
         return nn.MaxPool2d(a["k"])
     if kind == "flatten":

@@ -56,19 +56,22 @@ def predict_classes(out, num_classes):
     return out.argmax(1)
 
 
-def make_optimizer(task, model):
+def make_optimizer(task, model, learning_rate=None):
+    """learning_rate: default the task's (torch's schedulers wrap the optimizer afterwards)."""
     opt = task.protocol.optimizer
+    lr = opt.lr if learning_rate is None else learning_rate
     params = [p for p in model.parameters() if p.requires_grad]
     if opt.name == "sgd":
-        return torch.optim.SGD(params, lr=opt.lr, weight_decay=opt.weight_decay)
+        return torch.optim.SGD(params, lr=lr, weight_decay=opt.weight_decay)
     if opt.name == "momentum":
-        return torch.optim.SGD(params, lr=opt.lr, momentum=opt.momentum, weight_decay=opt.weight_decay)
+        return torch.optim.SGD(params, lr=lr, momentum=opt.momentum, weight_decay=opt.weight_decay)
     if opt.name == "adam":
-        return torch.optim.Adam(params, lr=opt.lr, weight_decay=opt.weight_decay)
+        return torch.optim.Adam(params, lr=lr, weight_decay=opt.weight_decay)
     raise ValueError(f"unknown optimizer {opt.name!r}")
 
 
-def make_scheduler(task, optimizer):
+def make_scheduler(task, optimizer=None):
+    """torch's scheduler wraps the optimizer (needed here, unlike paddle's)."""
     sched = task.protocol.schedule
     if sched.name == "none":
         return None
