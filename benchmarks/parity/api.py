@@ -70,7 +70,9 @@ def _factory(model, side):
 
 
 def _label(model):
-    return getattr(model, "__name__", None) or type(model).__name__
+    """The pair's name in the report: the builder's or the model class's name."""
+    name = getattr(model, "__name__", None) or type(model).__name__
+    return "model pair" if name.startswith("<") else name
 
 
 def compare_models(torch_model, paddle_model, inputs, *, labels=None, loss=None, classes=None, train_steps=3,

@@ -54,6 +54,10 @@ def diagnose_forward(pair, rows, pairs, records, mode, weight_rows_start, after=
             cause = rules.explain("dropout_masks", f"{cp.name} differs with the same input")
         if cause is None and row["status"] == "error":
             cause = row["cause"]
+        if cause is None and row["cause"].startswith("output shapes differ"):
+            cause = (f"{cp.name} ({cp.kind}) receives the same input on both sides "
+                     f"({'the batch' if previous is None else previous + ' agrees'}) but its {row['cause']}: "
+                     "compare the layer's kernel size, stride, padding, dilation and ceil_mode")
         if cause is None:
             cause = (f"{cp.name} ({cp.kind}) receives the same input on both sides "
                      f"({'the batch' if previous is None else previous + ' agrees'}) but computes a different "

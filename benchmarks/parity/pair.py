@@ -65,17 +65,16 @@ class Pair:
     prototypes: dict = None     # {side: a model built once}; the checks work on copies of it
     timings: dict = None        # seconds per stage, in order (building, matching, then the checks)
     notes: list = None          # what the report should say besides the rows (a check skipped, and why)
+    start64: dict = None        # the start weights in float64, made once (a big model's copy is large)
 
     def start_in(self, dtype):
-        """The start weights in dtype, made once per dtype (a float64 copy of a big model is large)."""
+        """The start weights in dtype ('float32' or 'float64')."""
         from dualbench.parity.transfer import canonical_dtype
         if dtype == "float32":
             return self.start
-        cache = self.__dict__.setdefault("_start_cache", {})
-        if dtype not in cache:
-            cache.clear()
-            cache[dtype] = canonical_dtype(self.start, dtype)
-        return cache[dtype]
+        if self.start64 is None:
+            self.start64 = canonical_dtype(self.start, "float64")
+        return self.start64
 
     def fresh(self, sides, name):
         """A new copy of one side's model (building a model can take seconds; copying it less)."""
