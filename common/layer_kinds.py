@@ -74,8 +74,9 @@ PADDLE_KINDS = {
 }
 KINDS = {"torch": TORCH_KINDS, "paddle": PADDLE_KINDS}
 
-# paddle's generic BatchNorm serves 1-D, 2-D and 3-D inputs alike
-COMPATIBLE = {frozenset(("bn", k)) for k in ("bn1d", "bn2d", "bn3d")}
+# paddle's generic BatchNorm serves 1-D, 2-D and 3-D inputs alike; ReLU and ReLU6 pair so that a port
+# using one for the other is compared (and diagnosed) at that module
+COMPATIBLE = {frozenset(("bn", k)) for k in ("bn1d", "bn2d", "bn3d")} | {frozenset(("relu", "relu6"))}
 
 BATCHNORM_KINDS = ("bn", "bn1d", "bn2d", "bn3d")
 DROPOUT_KINDS = ("dropout", "dropout1d", "dropout2d", "dropout3d")
@@ -101,9 +102,18 @@ IGNORED_TORCH_TENSORS = ("num_batches_tracked",)
 TRANSFORMS = ("none", "transpose")
 
 
-def kind_of(framework, type_name):
-    """The canonical kind of a module class; unknown classes are 'custom:<ClassName>'."""
-    return KINDS[framework].get(type_name, f"custom:{type_name}")
+def kind_of(framework, type_name, bases=()):
+    """The canonical kind of a module class: its own, else its nearest known base class's (a port's
+    `class MyConv(nn.Conv2D)` is a conv); classes of no known lineage are 'custom:<ClassName>'."""
+    for name in (type_name, *bases):
+        if name in KINDS[framework]:
+            return KINDS[framework][name]
+    return f"custom:{type_name}"
+
+
+def kind_of_module(framework, info):
+    """kind_of for a module_table entry (its "type" and "bases")."""
+    return kind_of(framework, info["type"], info.get("bases", ()))
 
 
 def compatible(kind_a, kind_b):

@@ -70,25 +70,57 @@ def module_table(model):
         if next(iter(layer.children()), None) is not None and not own:
             continue   # a container: its children are the modules (the model itself is named "")
         table[name] = {"type": type(layer).__name__,
+                       "bases": [c.__name__ for c in type(layer).__mro__[1:] if issubclass(c, nn.Layer) and c is not nn.Layer],
                        "tensors": {k: tuple(v.shape) for k, v in own.items() if v is not None},
                        "config": module_config(layer)}
     return table
 
 
+def _pair(value, n=2):
+    return tuple(value) if isinstance(value, (tuple, list)) else (value,) * n
+
+
 def module_config(module):
-    """The settings of a layer that change what it computes, in framework-neutral words."""
+    """The settings of a layer that change what it computes, in framework-neutral words (the same
+    keys as the torch backend's): what the parity diagnosis replays with a convention flipped."""
     config = {}
     if isinstance(module, nn.layer.norm._BatchNormBase) or type(module).__name__ == "BatchNorm":
         # paddle's momentum is the weight kept on the old running value
-        config.update(eps=float(module._epsilon), new_batch_weight=1.0 - float(module._momentum))
+        config.update(eps=float(module._epsilon), new_batch_weight=1.0 - float(module._momentum),
+                      use_global_stats=bool(getattr(module, "_use_global_stats", False)))
         fused = getattr(module, "_act", None)
         if fused:
             config["fused_activation"] = str(fused)
-    if isinstance(module, _DROPOUT):
-        config.update(p=float(module.p), upscale_in_train=getattr(module, "mode", "upscale_in_train") == "upscale_in_train")
-    if isinstance(module, (nn.MaxPool1D, nn.MaxPool2D, nn.MaxPool3D, nn.AvgPool1D, nn.AvgPool2D, nn.AvgPool3D)):
-        config.update(kernel=module.ksize, stride=module.stride or module.ksize, padding=module.padding,
-                      ceil_mode=bool(module.ceil_mode))
+    elif isinstance(module, (nn.LayerNorm, nn.GroupNorm)):
+        config.update(eps=float(module._epsilon), groups=getattr(module, "_num_groups", None))
+    elif isinstance(module, _DROPOUT):
+        config.update(p=float(module.p), channelwise=isinstance(module, _CHANNEL_DROPOUT),
+                      upscale_in_train=getattr(module, "mode", "upscale_in_train") == "upscale_in_train")
+    elif isinstance(module, nn.Conv2D):
+        padding = module._padding if isinstance(module._padding, str) else _pair(module._padding)
+        config.update(kernel=_pair(module._kernel_size), stride=_pair(module._stride), padding=padding,
+                      dilation=_pair(module._dilation), groups=module._groups, padding_mode=module._padding_mode)
+    elif isinstance(module, (nn.MaxPool2D, nn.AvgPool2D)):
+        config.update(kernel=_pair(module.ksize), stride=_pair(module.stride or module.ksize),
+                      padding=_pair(module.padding), ceil_mode=bool(module.ceil_mode))
+        if isinstance(module, nn.AvgPool2D):
+            config["include_pad"] = not module.exclusive
+    elif isinstance(module, nn.Upsample):
+        linear = module.mode in ("bilinear", "linear", "bicubic", "trilinear")
+        config.update(mode=module.mode, size=module.size, scale=module.scale_factor,
+                      coordinate="align_corners" if module.align_corners else
+                      ("half_pixel" if linear and module.align_mode == 0 else "asymmetric"))
+    elif isinstance(module, nn.GELU):
+        approximate = module._approximate
+        config["approximate"] = "tanh" if approximate in (True, "tanh") else "none"
+    elif isinstance(module, (nn.Hardsigmoid, nn.Hardswish)):
+        config.update(slope=1 / 6, offset=0.5)
+    elif isinstance(module, nn.LeakyReLU):
+        config["negative_slope"] = float(module._negative_slope)
+    elif isinstance(module, nn.ELU):
+        config["alpha"] = float(module._alpha)
+    elif isinstance(module, (nn.Softmax, nn.LogSoftmax)):
+        config["axis"] = module._axis
     return config
 
 

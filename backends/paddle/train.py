@@ -37,7 +37,10 @@ def make_loss(task):
     """Data loss on the model's (primary) output: ce | mse_value | mse_onehot (output already
     softmaxed) | mse (float targets of the output's shape) | sum (the output's sum, labels unused)."""
     losses = {
-        "ce": F.cross_entropy,
+        # torch's conventions: the class axis is 1 (paddle's default is the last one), and float
+        # targets of the output's shape are probabilities (paddle needs soft_label=True for those)
+        "ce": lambda out, y: F.cross_entropy(out, y, axis=1, soft_label=y.dtype != paddle.int64 and
+                                             tuple(y.shape) == tuple(out.shape)),
         "mse_value": lambda out, y: F.mse_loss(out.squeeze(1), y.astype(out.dtype)),
         "mse_onehot": lambda out, y: F.mse_loss(out, F.one_hot(y, out.shape[1]).astype(out.dtype)),
         "mse": lambda out, y: F.mse_loss(out, y.astype(out.dtype)),

@@ -68,23 +68,50 @@ def module_table(model):
         if next(module.children(), None) is not None and not own:
             continue   # a container: its children are the modules (the model itself is named "")
         table[name] = {"type": type(module).__name__,
+                       "bases": [c.__name__ for c in type(module).__mro__[1:] if issubclass(c, nn.Module) and c is not nn.Module],
                        "tensors": {k: tuple(v.shape) for k, v in own.items() if v is not None},
                        "config": module_config(module)}
     return table
 
 
+def _pair(value, n=2):
+    return tuple(value) if isinstance(value, (tuple, list)) else (value,) * n
+
+
 def module_config(module):
-    """The settings of a layer that change what it computes, in framework-neutral words."""
+    """The settings of a layer that change what it computes, in framework-neutral words (the same
+    keys as the paddle backend's): what the parity diagnosis replays with a convention flipped."""
     config = {}
     if isinstance(module, nn.modules.batchnorm._BatchNorm):
-        # torch's momentum is the weight of the new batch
-        config.update(eps=module.eps, new_batch_weight=module.momentum,
-                      track_running_stats=module.track_running_stats)
-    if isinstance(module, _DROPOUT):
-        config.update(p=module.p, upscale_in_train=True)
-    if isinstance(module, (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d)):
-        config.update(kernel=module.kernel_size, stride=module.stride or module.kernel_size,
-                      padding=module.padding, ceil_mode=bool(module.ceil_mode))
+        # torch's momentum is the weight of the new batch; train mode normalises with batch statistics
+        config.update(eps=module.eps, new_batch_weight=module.momentum, use_global_stats=False)
+    elif isinstance(module, (nn.LayerNorm, nn.GroupNorm)):
+        config.update(eps=module.eps, groups=getattr(module, "num_groups", None))
+    elif isinstance(module, _DROPOUT):
+        config.update(p=module.p, upscale_in_train=True, channelwise=isinstance(module, _CHANNEL_DROPOUT))
+    elif isinstance(module, nn.Conv2d):
+        padding = module.padding if isinstance(module.padding, str) else _pair(module.padding)
+        config.update(kernel=_pair(module.kernel_size), stride=_pair(module.stride), padding=padding,
+                      dilation=_pair(module.dilation), groups=module.groups, padding_mode=module.padding_mode)
+    elif isinstance(module, (nn.MaxPool2d, nn.AvgPool2d)):
+        config.update(kernel=_pair(module.kernel_size), stride=_pair(module.stride or module.kernel_size),
+                      padding=_pair(module.padding), ceil_mode=bool(module.ceil_mode))
+        if isinstance(module, nn.AvgPool2d):
+            config["include_pad"] = bool(module.count_include_pad)
+    elif isinstance(module, nn.Upsample):
+        config.update(mode=module.mode, size=module.size, scale=module.scale_factor,
+                      coordinate="align_corners" if module.align_corners else
+                      ("half_pixel" if module.mode in ("bilinear", "linear", "bicubic", "trilinear") else "asymmetric"))
+    elif isinstance(module, nn.GELU):
+        config["approximate"] = module.approximate
+    elif isinstance(module, (nn.Hardsigmoid, nn.Hardswish)):
+        config.update(slope=1 / 6, offset=0.5)
+    elif isinstance(module, nn.LeakyReLU):
+        config["negative_slope"] = module.negative_slope
+    elif isinstance(module, nn.ELU):
+        config["alpha"] = module.alpha
+    elif isinstance(module, (nn.Softmax, nn.LogSoftmax)):
+        config["axis"] = module.dim
     return config
 
 

@@ -37,7 +37,7 @@ def make_loss(task):
     """Data loss on the model's (primary) output: ce | mse_value | mse_onehot (output already
     softmaxed) | mse (float targets of the output's shape) | sum (the output's sum, labels unused)."""
     losses = {
-        "ce": F.cross_entropy,
+        "ce": F.cross_entropy,   # class axis 1; float targets of the output's shape are probabilities
         "mse_value": lambda out, y: F.mse_loss(out.squeeze(1), y.to(out.dtype)),
         "mse_onehot": lambda out, y: F.mse_loss(out, F.one_hot(y, out.shape[1]).to(out.dtype)),
         "mse": lambda out, y: F.mse_loss(out, y.to(out.dtype)),

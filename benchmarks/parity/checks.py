@@ -27,7 +27,7 @@ import numpy as np
 from dualbench.common.layer_kinds import DROPOUT_KINDS, NUMPY_ACTIVATIONS
 from dualbench.parity.diagnose import diagnose_forward, diagnose_training, mark_float_noise, vacuous_reason
 from dualbench.parity.pair import DROPOUT_POLICY, bind_mapping, mask_maker
-from dualbench.parity.rows import (TOLERANCES, describe, error_row, error_text, finish, first_failure,
+from dualbench.parity.rows import (FAILED, TOLERANCES, describe, error_row, error_text, finish, first_failure,
                                    make_row, stack, tolerance)
 from dualbench.parity.training import run_training
 from dualbench.parity.transfer import IMPORT_ERRORS, import_start, orientation_from_error, start_rows, weight_rows
@@ -155,9 +155,26 @@ def schedule_rows(pair, lock, ctx):
                    TOLERANCES["schedule"])
     row["step"] = len(metrics)
     if row["status"] != "ok":
-        first = int(np.argmax(np.abs(np.array(lrs["torch"]) - np.array(lrs["paddle"])) > 0)) + 1
-        row["cause"] = f"the learning rates part at epoch {first}: torch {lrs['torch'][first - 1]:g}, paddle {lrs['paddle'][first - 1]:g}"
+        t, p = np.array(lrs["torch"]), np.array(lrs["paddle"])
+        first = int(np.argmax(np.abs(t - p) > 0)) + 1
+        row["cause"] = (f"the learning rates part at epoch {first}: torch {t[first - 1]:g}, paddle {p[first - 1]:g}"
+                        + schedule_shift(t, p))
     return [row]
+
+
+def schedule_shift(torch_lrs, paddle_lrs):
+    """Replay: one side's per-epoch rates are the other's stepped once more (or once less)."""
+    def same(a, b):
+        return len(a) > 0 and np.allclose(a, b, rtol=1e-12, atol=0)
+    for odd, a, b in (("paddle", paddle_lrs, torch_lrs), ("torch", torch_lrs, paddle_lrs)):
+        if same(a[:-1], b[1:]):
+            return (f". learning-rate schedule off by one: {odd}'s rates are the other's one epoch ahead (its "
+                    f"scheduler was stepped once before the first epoch, or before the epoch's training). Fix: "
+                    "step the scheduler once per epoch, after the epoch")
+        if same(a[1:], b[:-1]):
+            return (f". learning-rate schedule off by one: {odd}'s rates are the other's one epoch behind (its "
+                    "scheduler is stepped one epoch late). Fix: step the scheduler once per epoch, after the epoch")
+    return ""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -247,7 +264,7 @@ def check_pair(pair, sides, config):
     if pair.float64 is not False:
         attribute_forward(pair, sides, config, x, forward)
     for mode, f_rows, compared, records in forward:
-        diagnose_forward(pair, f_rows, compared, records, mode, start_weight_rows)
+        diagnose_forward(pair, f_rows, compared, records, mode, start_weight_rows, seed=config.seed)
         rows += f_rows + (vacuous_rows(ctx, records) if mode == "eval" else [])
     bad = first_failure(forward[-1][1])
     forward_failure = describe(bad) if bad else None
@@ -266,6 +283,7 @@ def check_pair(pair, sides, config):
     wanted = pair.float64 is True or (pair.float64 == "auto" and first_failure(float32_rows))
     if wanted and not float64_fits(pair):
         wanted = False
+    trusted64 = False            # a float64 replay whose diagnosis the float32 rows can point to
     if wanted:
         # the same batches and steps where the pair allows it: float32 and float64 replicas side by
         # side, so that every float32 row has its own float64 reference (training.attribute)
@@ -277,19 +295,44 @@ def check_pair(pair, sides, config):
         lap("float64 reference")
         lock = run_training(pair, sides, config, ctx, batches, dtypes,
                             {(name, d): pair.fresh(sides, name) for name in sides for d in dtypes}, forward_failure)
-        if same:
-            part32, kept32 = lock.rows["float32"], lock.kept["float32"]
-            float32_rows = part32["grad"] + part32["train"] + part32["after"]
         part64 = lock.rows["float64"]
         rows64 = part64["grad"] + part64["train"] + part64["after"]
-        if not same:
-            mark_float_noise(pair, float32_rows, part64["grad"] + part64["train"])
-        # diagnose after the noise verdict: a float32 gap that float64 explains needs no cause
-        before64 = first_failure(rows + part64["grad"])
-        diagnose_training(pair, part64["train"], lock.kept["float64"], describe(before64) if before64 else None)
-    diagnose_training(pair, part32["train"], kept32, describe(before_training) if before_training else None)
+        broken64 = [f"{name}: {rep.error}" for (name, d), rep in lock.reps.items() if d == "float64" and rep.error]
+        if broken64 and not any(r["status"] == "error" for r in float32_rows):
+            # the reference itself cannot run (paddle has no float64 kernel for ClipGradByNorm, say):
+            # the float32 rows are judged without it
+            for row in rows64:
+                if row["status"] in FAILED:
+                    row.update(status="skipped", within=True, cause=(
+                        f"the float64 reference could not run ({'; '.join(broken64)}); the float32 rows are "
+                        "judged without it"))
+        else:
+            if same:
+                part32, kept32 = lock.rows["float32"], lock.kept["float32"]
+                float32_rows = part32["grad"] + part32["train"] + part32["after"]
+            if not same:
+                mark_float_noise(pair, float32_rows, part64["grad"] + part64["train"])
+            # diagnose after the noise verdict: a float32 gap that float64 explains needs no cause
+            before64 = first_failure(rows + part64["grad"])
+            diagnose_training(pair, part64["train"], lock.kept["float64"], describe(before64) if before64 else None,
+                              history_maker(pair, sides, config, batches, "float64"), TOLERANCES["float64-train"][1])
+            first64 = first_failure(part64["train"])
+            if first64 is not None and not before_training:
+                trusted64 = True   # the float64 replay is the one to trust; float32 rows say where to look
+                for row in part32["train"]:
+                    if row["status"] in FAILED and not row["cause"]:
+                        row["cause"] = f"see {describe(first64)}: {first64['cause']}"
+                        break
+    diagnose_training(pair, part32["train"], kept32, describe(before_training) if before_training else None,
+                      None if trusted64 else history_maker(pair, sides, config, pair.batches, "float32"))
     lap(None)
     return finish(rows + float32_rows + schedule + rows64)
+
+
+def history_maker(pair, sides, config, batches, dtype):
+    """history(names, steps) for diagnose_training: the torch side replayed alone."""
+    from dualbench.parity.training import update_history
+    return lambda names, steps: update_history(pair, sides["torch"], dtype, batches, config.seed, names, steps)
 
 
 def check_task(task, sides, config):

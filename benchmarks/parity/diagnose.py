@@ -9,21 +9,74 @@ does not show), "vacuous" (outputs near zero or constant: agreement proves nothi
 """
 import numpy as np
 
+from dualbench.common import conventions, optimizer_conventions
 from dualbench.common import parity_rules as rules
 from dualbench.common.layer_kinds import BATCHNORM_KINDS, DROPOUT_KINDS
 from dualbench.parity.rows import FAILED
-
-POOL_KINDS = ("maxpool", "avgpool", "maxpool1d", "avgpool1d", "maxpool3d", "avgpool3d")
-
 
 def call_of(records, side, key):
     return records[side][0].get(key) if records.get(side) else None
 
 
-def diagnose_forward(pair, rows, pairs, records, mode, weight_rows_start, after=None):
+def module_weights(pair, torch_module):
+    """The module's start weights, under their local names (weight, bias, running_mean, ...)."""
+    prefix = f"{torch_module}." if torch_module else ""
+    module = next((m for m in pair.mapping.modules if m.torch == torch_module), None)
+    return {t.torch[len(prefix):]: pair.start[t.torch] for t in (module.tensors if module else [])
+            if t.torch in pair.start}
+
+
+def config_of(pair, side, module):
+    return ((pair.tables or {}).get(side, {}).get(module) or {}).get("config", {})
+
+
+def replay_cause(pair, cp, t_call, p_call, mode, mask, tol):
+    """The convention whose flip makes the module's replay on the captured input reproduce paddle's
+    output (common.conventions): a cause in words, '' when no known flip does, None when the layer
+    is not modelled (or was compared through a fused activation)."""
+    if cp.activation or cp.torch_output != (cp.torch, cp.torch_call) or not t_call["inputs"]:
+        return None
+    t_config, p_config = config_of(pair, "torch", cp.torch), config_of(pair, "paddle", cp.paddle)
+    if p_config.get("fused_activation"):
+        return None
+    torch_out, paddle_out = t_call["outputs"][0], p_call["outputs"][0]
+    try:
+        proven = conventions.replay(cp.kind, t_call["inputs"], module_weights(pair, cp.torch), t_config, p_config,
+                                    torch_out, paddle_out, mode != "eval", mask, tol)
+    except (ValueError, KeyError, TypeError, IndexError):   # settings the replay does not cover
+        return None
+    if proven is None:
+        return None
+    found = []
+    for convention, torch_value, value, gap in proven:
+        found.append(f"{convention.title}: replayed with {convention.key}={_words(value)} instead of torch's "
+                     f"{_words(torch_value)}, {cp.name} reproduces paddle's output (max_abs {gap:.1e}). Defaults: "
+                     f"torch {convention.torch}; paddle {convention.paddle}. Fix: {convention.fix}.")
+    return " Or: ".join(found)
+
+
+def _words(value):
+    return f"{value:.4g}" if isinstance(value, float) else repr(value) if isinstance(value, str) else str(value)
+
+
+def dropout_mask(pair, cp, t_call, mode, seed):
+    """The 0/1 mask the forward check injected into this dropout call (train mode), or None."""
+    if cp.kind not in DROPOUT_KINDS or mode == "eval" or not t_call["inputs"]:
+        return None
+    from dualbench.parity.pair import mask_maker
+    config = config_of(pair, "torch", cp.torch)
+    return mask_maker(seed, {"step": 0})(cp.torch, tuple(t_call["inputs"][0].shape), config.get("p", 0.5),
+                                         config.get("channelwise", False))
+
+
+def diagnose_forward(pair, rows, pairs, records, mode, weight_rows_start, after=None, seed=0):
     """Put a cause on the first module call that leaves tolerance. rows and pairs (CallPair) align;
-    records: {side: ({(module, call): recorded call}, outputs, error, order)}."""
-    table = pair.tables["torch"] if pair.tables else {}
+    records: {side: ({(module, call): recorded call}, outputs, error, order)}.
+
+    In order: the weights it received differ (the weights check names why); its input already
+    differs (then the difference arises in code between modules); a known convention, proven by
+    replaying the module on the captured input with that convention flipped; otherwise it is
+    unexplained, with the numbers."""
     tensors = {m.torch: bool(m.tensors) for m in pair.mapping.modules}
     previous = None
     for row, cp in zip(rows, pairs):
@@ -32,7 +85,8 @@ def diagnose_forward(pair, rows, pairs, records, mode, weight_rows_start, after=
             continue
         t_call = call_of(records, "torch", cp.torch_output)
         p_call = call_of(records, "paddle", (cp.paddle, cp.paddle_call))
-        cause = None
+        tol = (row["atol"], row["rtol"])
+        cause, input_note = None, ""
         if after:
             cause = f"follows from {after}"
         elif tensors.get(cp.torch):
@@ -44,24 +98,34 @@ def diagnose_forward(pair, rows, pairs, records, mode, weight_rows_start, after=
                     f"the weights of {cp.torch} differ after import ({', '.join(r['name'] for r in bad)})"
                 if cp.kind in BATCHNORM_KINDS and mode == "eval" and bn_stats and len(bn_stats) == len(bad):
                     cause = rules.explain("bn_eval_stats", cause)
-        elif cp.kind in POOL_KINDS and t_call is not None and p_call is not None and t_call["inputs"]:
-            config = table.get(cp.torch, {}).get("config", {})
-            if "kernel" in config:
-                cause = rules.pool_cause(t_call["inputs"][0].shape, t_call["outputs"][0].shape,
-                                         p_call["outputs"][0].shape, config["kernel"], config.get("stride"),
-                                         config.get("padding", 0))
-        elif cp.kind in DROPOUT_KINDS and mode == "train":
-            cause = rules.explain("dropout_masks", f"{cp.name} differs with the same input")
+        if cause is None and t_call is not None and p_call is not None and t_call["inputs"] and p_call["inputs"]:
+            agreement = rules.compare(t_call["inputs"][0], p_call["inputs"][0], *tol)
+            if not agreement["within"]:
+                where = f"after {previous}" if previous else "before it"
+                cause = (f"the input of {cp.name} already differs (max_abs {agreement['max_abs']:.1e}, max_rel "
+                         f"{agreement['max_rel']:.1e}) although every module before it agrees: the difference "
+                         f"arises {where}, in code that is not a module (a functional call in forward()); "
+                         "compare that part of the two forward() methods")
+            else:
+                input_note = f"the same input (max_rel {agreement['max_rel']:.1e})"
+                mask = dropout_mask(pair, cp, t_call, mode, seed)
+                found = replay_cause(pair, cp, t_call, p_call, mode, mask, tol)
+                if found:
+                    cause = found
+                elif found == "":
+                    cause = (f"no known convention explains this: {cp.name} ({cp.kind}) gets {input_note} but its "
+                             f"output differs (max_abs {row['max_abs']:.2e}, max_rel {row['max_rel']:.2e}); "
+                             f"replayed with each known convention of a {cp.kind} flipped, none reproduces paddle's "
+                             "output. Compare the layer's construction and settings")
         if cause is None and row["status"] == "error":
             cause = row["cause"]
         if cause is None and row["cause"].startswith("output shapes differ"):
-            cause = (f"{cp.name} ({cp.kind}) receives the same input on both sides "
-                     f"({'the batch' if previous is None else previous + ' agrees'}) but its {row['cause']}: "
-                     "compare the layer's kernel size, stride, padding, dilation and ceil_mode")
+            cause = (f"{cp.name} ({cp.kind}) gets {input_note or 'the same input'} on both sides but its "
+                     f"{row['cause']}: compare the layer's kernel size, stride, padding, dilation and ceil_mode")
         if cause is None:
-            cause = (f"{cp.name} ({cp.kind}) receives the same input on both sides "
-                     f"({'the batch' if previous is None else previous + ' agrees'}) but computes a different "
-                     f"output: no known convention difference matches; compare the layer's construction")
+            cause = (f"no known convention explains this: {cp.name} ({cp.kind}) gets {input_note or 'the same input'} "
+                     f"on both sides but computes a different output (max_abs {row['max_abs']:.2e}, max_rel "
+                     f"{row['max_rel']:.2e}); compare the layer's construction")
         row["cause"] = cause
         return row
     return None
@@ -162,10 +226,12 @@ def explain_bn_rows(rows, layer, k, bn_torch, bn_paddle, stats, start, weights=(
                 row["status"], row["within"] = "expected", True
 
 
-def diagnose_training(pair, rows, kept, earlier_failure):
-    """The first failing step: name the optimizer convention behind it when gradients agreed.
-    kept: the float32 start gradients and the step-1 parameter changes {name: (torch, paddle)} of
-    the tensors that failed at step 1 (training.Lockstep.kept)."""
+def diagnose_training(pair, rows, kept, earlier_failure, history=None, rtol=None):
+    """The first failing step: when the gradients agreed, replay the update with each optimizer
+    convention flipped (common.optimizer_conventions) and name the flips that reproduce paddle's.
+
+    kept: {step: {name: (torch update, paddle update)}} of the parameters that failed there;
+    history(names, steps) -> (params, grads, norms, torch updates) from a replay pass, or None."""
     failing = [r for r in rows if r["status"] in FAILED]
     if not failing:
         return
@@ -173,25 +239,42 @@ def diagnose_training(pair, rows, kept, earlier_failure):
     if earlier_failure:
         first["cause"] = first["cause"] or f"follows from {earlier_failure}"
         return
-    step1_params = [r for r in failing if r["step"] == 1 and r["name"] != "loss" and "running_" not in r["name"]]
-    changes, grads = kept.get("step1", {}), kept.get("grads", {})
-    if step1_params and changes and all(name in grads for name in changes):
-        opt = pair.task.protocol.optimizer
-        start = {name: np.asarray(pair.start[name], np.float64) for name in changes}
-        cause = rules.optimizer_cause(opt.name, opt.lr, opt.weight_decay, pair.task.protocol.grad_clip,
-                                      start, {name: grads[name] for name in changes},
-                                      {name: start[name] + changes[name][0] for name in changes},
-                                      {name: start[name] + changes[name][1] for name in changes},
-                                      grads_for_norm=grads)
-        target = step1_params[0]
+    params_failing = [r for r in failing if r["name"] != "loss" and "running_" not in r["name"] and r["step"]]
+    step = min((r["step"] for r in params_failing), default=None)
+    target = next((r for r in params_failing if r["step"] == step), None)
+    cause = None
+    if target is not None and history is not None and kept.get(step):
+        names = sorted(kept[step])
+        found = history(names, step)
+        if found is not None:
+            params, grads, norms, torch_moves = found
+            base = optimizer_conventions.settings_of(pair.task.protocol)
+            proven = optimizer_conventions.replay(base, params, grads, norms, torch_moves[-1],
+                                                  {n: kept[step][n][1] for n in names},
+                                                  rtol if rtol is not None else target["rtol"])
+            if proven:
+                best = {}   # variants of one convention (per-tensor clipping with or without epsilon): the closest
+                for flip, misfit, odd in proven:
+                    if flip.title not in best or misfit < best[flip.title][1]:
+                        best[flip.title] = (flip, misfit, odd)
+                cause = " Or: ".join(
+                    f"{flip.title}: replaying step {step} of {', '.join(names[:3])}{' ...' if len(names) > 3 else ''} "
+                    f"with this flip reproduces {odd}'s update (misfit {misfit:.1e} of the update's size), the "
+                    f"task's settings the other's. torch: {flip.torch}; paddle: {flip.paddle}. Fix: {flip.fix}."
+                    for flip, misfit, odd in best.values())
+            elif proven is not None:
+                cause = (f"no known convention explains this: the gradients agree, but the update of step {step} "
+                         f"differs (max_rel {target['max_rel']:.2e} at {target['name']}); replayed with each "
+                         f"known convention of {base.name} flipped (weight decay, epsilon, betas, momentum, "
+                         "clipping, schedule stepping), none reproduces paddle's update; compare the optimizers' "
+                         "construction")
+    if target is not None:
         target["cause"] = cause or target["cause"] or (
-            "the optimizer step differs although the gradients agree: no known convention difference "
-            "(clipping epsilon, coupled/decoupled weight decay) matches; compare lr and the update rule")
+            f"no known convention explains this: the gradients agree, but the update of step {step} differs "
+            f"(max_rel {target['max_rel']:.2e} at {target['name']}); compare the optimizers' construction")
         if first is not target and not first["cause"]:
             first["cause"] = target["cause"]
         return
     if not first["cause"]:
         first["cause"] = (f"first step that leaves tolerance: {first['step']}; the earlier steps agree, so "
                           "the difference builds up over the steps")
-
-

@@ -213,7 +213,7 @@ def read_mapping(path, torch_table, paddle_table, torch_state, paddle_state):
     if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("modules"), list):
         raise UserError(f"{path}: not a dualbench mapping file (expected \"format\": \"{FORMAT}\" and a "
                         "\"modules\" list; write one with `dualbench parity --torch ... --paddle ...`)")
-    from dualbench.common.layer_kinds import compatible, kind_of
+    from dualbench.common.layer_kinds import compatible, kind_of_module
     modules, seen_t, seen_p = [], set(), set()
     for i, entry in enumerate(data["modules"], start=1):
         where = f"{path}: module entry {i}"
@@ -225,8 +225,8 @@ def read_mapping(path, torch_table, paddle_table, torch_state, paddle_state):
             raise UserError(f"{where}: the torch model has no module '{t_name}'")
         if p_name not in paddle_table:
             raise UserError(f"{where}: the paddle model has no module '{p_name}'")
-        t_kind = kind_of("torch", torch_table[t_name]["type"])
-        p_kind = kind_of("paddle", paddle_table[p_name]["type"])
+        t_kind = kind_of_module("torch", torch_table[t_name])
+        p_kind = kind_of_module("paddle", paddle_table[p_name])
         if not compatible(t_kind, p_kind) and not entry.get("kind"):
             raise UserError(f"{where}: torch {torch_table[t_name]['type']} and paddle "
                             f"{paddle_table[p_name]['type']} are not the same kind of layer")

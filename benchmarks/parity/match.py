@@ -16,7 +16,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from typing import Optional
 
-from dualbench.common.layer_kinds import NUMPY_ACTIVATIONS, compatible, kind_of, pair_tensors
+from dualbench.common.layer_kinds import NUMPY_ACTIVATIONS, compatible, kind_of_module, pair_tensors
 from dualbench.parity.mapping import Mapping, ModulePair, TensorPair, left_out
 
 # score of a pair, and of leaving a call unpaired (a tensor-holding call costs more to leave out)
@@ -48,7 +48,7 @@ def describe_calls(side, table, recorded):
     for c in recorded:
         info = table[c["module"]]
         fused = info["config"].get("fused_activation")
-        calls.append(Call(c["module"], c["call"], info["type"], kind_of(side, info["type"]), info["tensors"],
+        calls.append(Call(c["module"], c["call"], info["type"], kind_of_module(side, info), info["tensors"],
                           tuple(tuple(a.shape) for a in c["inputs"]), tuple(tuple(a.shape) for a in c["outputs"]),
                           FUSED_KINDS.get(fused, f"custom:{fused}") if fused else None))
     return calls
@@ -257,7 +257,7 @@ def match_by_name(torch_table, paddle_table, names, info=None):
         t, p = torch_table.get(name), paddle_table.get(name)
         if t is None or p is None:
             continue
-        kind = kind_of("torch", t["type"])
+        kind = kind_of_module("torch", t)
         tensor_pairs, _, _ = pair_tensors(kind, t["tensors"], p["tensors"])
         tensors = [TensorPair(f"{name}.{a}", f"{name}.{b}", transform, tuple(t["tensors"][a]))
                    for a, b, transform in tensor_pairs]

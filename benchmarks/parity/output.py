@@ -49,8 +49,8 @@ def check_table(frame):
         ranked = group.assign(_r=group.max_rel.fillna(np.inf)).sort_values("_r", ascending=False)
         worst = ranked.iloc[0]
         statuses = set(group.status)
-        status = "FAIL" if statuses & set(FAILED) else ("expected" if "expected" in statuses else
-                                                       ("noise" if "noise" in statuses else "ok"))
+        status = next((s for s in ("FAIL", "expected", "noise", "skipped") if s in statuses or
+                       (s == "FAIL" and statuses & set(FAILED))), "ok")
         out.append({"task": task, "check": check, "mode": mode, "n": len(group), "worst": worst["name"] +
                     (f"@{int(worst.step)}" if not pd.isna(worst.step) else ""),
                     "max_abs": group.max_abs.max(), "max_rel": group.max_rel.max(), "status": status})

@@ -335,8 +335,9 @@ def make_labels(loss, output, classes, n_steps, seed):
     or unused zeros (sum)."""
     rng = np.random.default_rng([seed, 77])
     n = output.shape[0]
-    if loss == "ce":
-        return [rng.integers(0, classes, n).astype(np.int64) for _ in range(n_steps)]
+    if loss == "ce":   # classes on axis 1, one label per sample and position ([N], [N, L], [N, H, W] ...)
+        shape = (n,) + tuple(output.shape[2:])
+        return [rng.integers(0, classes, shape).astype(np.int64) for _ in range(n_steps)]
     if loss == "mse":
         return [rng.standard_normal(output.shape).astype(np.float32) for _ in range(n_steps)]
     return [np.zeros(n, np.int64) for _ in range(n_steps)]
@@ -386,8 +387,8 @@ def model_pair(factories, sides, config, inputs, *, loss=None, classes=None, lab
     if loss not in ("ce", "mse", "sum"):
         raise UserError(f"unknown loss '{loss}' (known: ce, mse, sum)")
     if loss == "ce":
-        if output is None or output.ndim != 2:
-            raise UserError(f"--loss ce needs [N, classes] outputs; the torch model returns "
+        if output is None or output.ndim < 2:
+            raise UserError(f"--loss ce needs [N, classes, ...] outputs; the torch model returns "
                             f"{list(np.shape(output))} (use --loss mse or sum)")
         classes = classes or output.shape[1]
         if classes > output.shape[1]:

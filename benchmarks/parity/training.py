@@ -17,11 +17,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from dualbench.common import conventions
 from dualbench.common import parity_rules as rules
 from dualbench.common.layer_kinds import BATCHNORM_KINDS, DROPOUT_KINDS
 from dualbench.parity.diagnose import bn_weights, explain_bn_rows, mark_bn_bias_noise
 from dualbench.parity.pair import mask_maker
-from dualbench.parity.rows import FAILED, TOLERANCES, error_row, error_text, make_row, stack, tolerance
+from dualbench.parity.rows import FAILED, TOLERANCES, describe, error_row, error_text, make_row, stack, tolerance
 
 RUN_ERRORS = (RuntimeError, ValueError, TypeError, AssertionError, IndexError)
 LABEL_LOSSES = ("ce", "mse_value", "mse_onehot")
@@ -161,9 +162,9 @@ class Lockstep:
         self.reps, self.dtypes = replicas, dtypes
         self.paddle_names = {t.torch: t.paddle for t in pair.mapping.tensors}
         self.rows = {d: {"grad": [], "train": [], "after": []} for d in dtypes}
-        # for the training diagnosis, per dtype: torch's start gradients, and the step-1 changes
-        # {name: (torch, paddle)} of the parameters that failed at step 1
-        self.kept = {d: {"grads": {}, "step1": {}} for d in dtypes}
+        # for the training diagnosis, per dtype and compared step: the updates {name: (torch, paddle)}
+        # of the parameters whose update failed there
+        self.kept = {d: {} for d in dtypes}
 
     def pairs(self):
         return [(d, self.reps[("torch", d)], self.reps[("paddle", d)]) for d in self.dtypes]
@@ -205,9 +206,6 @@ class Lockstep:
                                         lambda rep: rep.side.gradients(rep.model, [name])[name])
             t32 = values[self.dtypes[0]][0]
             scale[name] = float(np.abs(t32).max()) if t32.size else 0.0
-            if self.pair.task.protocol.grad_clip:   # the global norm needs every gradient
-                for dtype in self.dtypes:
-                    self.kept[dtype]["grads"][name] = values[dtype][0]
             for dtype, row in made.items():
                 if row["status"] in FAILED:
                     row["cause"] = (f"follows from {forward_after}" if forward_after else
@@ -227,17 +225,35 @@ class Lockstep:
         rows = [make_row(self.ctx, "loss", mode, "loss", t.first["loss"], p.first["loss"], tol)]
         if self.pair.task.protocol.l1 or self.pair.task.protocol.l2:
             rows.append(make_row(self.ctx, "loss", mode, "objective", t.first["objective"], p.first["objective"], tol))
-        output_ok = rules.compare(t.first["output"], p.first["output"], *tol)["within"]
+        output = rules.compare(t.first["output"], p.first["output"], *tol)
+        # labels other than [N] int64 are a mistake for [N, C] outputs only ([N, L] for sequences is right)
+        label_cause = rules.label_cause(labels) if np.ndim(t.first["output"]) == 2 else None
         for row in rows:
             if row["status"] != "ok":
                 if forward_after:
                     row["cause"] = f"follows from {forward_after}"
-                elif output_ok:
-                    row["cause"] = rules.label_cause(labels) or (
-                        "same model output, different loss: the loss function or its reduction differs")
+                elif output["within"]:
+                    row["cause"] = label_cause or self.loss_replay(t, p, row, tol) or (
+                        "no known convention explains this: same model output, different loss (max_abs "
+                        f"{row['max_abs']:.2e}); the loss function or its reduction differs")
                 else:
-                    row["cause"] = "the model outputs already differ (see forward)"
+                    row["cause"] = (f"the model's output differs (max_rel {output['max_rel']:.1e}) although every "
+                                    "compared module agrees: the difference arises after the last compared module, "
+                                    "in code that is not a module or in a module without a counterpart (see the "
+                                    "mapping's unmatched modules)")
         return rows
+
+    def loss_replay(self, t, p, row, tol):
+        """A cross-entropy convention that, flipped, reproduces paddle's loss from the same outputs."""
+        if self.pair.task.loss != "ce" or row["name"] != "loss":
+            return None
+        labels = t.side.inspect.to_numpy(t.labels[0])
+        proven = conventions.replay_cross_entropy(t.first["output"], labels, t.first["loss"], p.first["loss"], tol)
+        if not proven:
+            return None
+        return " Or: ".join(f"{title}: the cross-entropy of the same outputs with {key}={value} reproduces paddle's "
+                            f"loss. torch: {t_default}; paddle: {p_default}."
+                            for title, t_default, p_default, key, value in proven)
 
     # -----------------------------------------------------------------------------------------
 
@@ -317,13 +333,8 @@ class Lockstep:
                 if not stat:
                     moved[name] = float(np.abs(first).max()) if first.size else 0.0
                 for dtype in self.dtypes:
-                    if step == 1 and not stat and made[dtype]["status"] in FAILED:
-                        self.kept[dtype]["step1"][name] = values[dtype]
-                        if not self.pair.task.protocol.grad_clip:
-                            # step 1 took its gradient on the first batch from the start weights:
-                            # the start gradient, still in the model (clipping would have scaled it)
-                            reference = self.reps[("torch", dtype)]
-                            self.kept[dtype]["grads"][name] = reference.side.gradients(reference.model, [name])[name]
+                    if not stat and made[dtype]["status"] in FAILED:
+                        self.kept[dtype].setdefault(step, {})[name] = values[dtype]
             for dtype, t, p in self.pairs():
                 mark_bn_bias_noise(self.pair, step_rows[dtype], moved)
                 for layer in bn_layers:
@@ -380,10 +391,41 @@ class Lockstep:
                 if name in outputs["float64"][0]:
                     row64, a64, b64 = outputs["float64"][0][name]
                     attribute(row32, row64, (a32, b32, a64, b64))
-        for _, rows, compared, records in outputs.values():   # after the attribution: causes for the rest
-            first = diagnose_forward(self.pair, rows, compared, records, "eval", [])
-            if first is not None and first["cause"].startswith(first["name"]):
-                first["cause"] = "the trained parameters already differ (see train)"
+        for dtype, (_, rows, compared, records) in outputs.items():   # after the attribution: the causes
+            trained = next((r for r in self.rows[dtype]["train"] if r["status"] in FAILED), None)
+            diagnose_forward(self.pair, rows, compared, records, "eval", [],
+                             after=f"the training steps ({describe(trained)})" if trained else None)
+
+
+def update_history(pair, side, dtype, batches, seed, names, steps):
+    """What an optimizer replay needs, from one side running alone (torch: the reference the replicas
+    were synced to): for each step up to `steps`, the parameters before it and the raw gradients
+    of the objective (before any clipping) of `names`, the global gradient norm, and the update."""
+    model = pair.fresh({side.name: side}, side.name)
+    rep = start_replica(pair, side, dtype, model, batches, seed)
+    params, grads, norms = [], [], []
+    try:
+        for k in range(steps):
+            rep.holder["step"] = k
+            side.inspect.loss_and_gradients(rep.state, side.to_inputs(cast_inputs(batches[k][0], dtype)),
+                                            rep.labels[k])
+            squares, step_grads = 0.0, {}
+            for name in side.trainable(model):
+                g = side.gradients(model, [name])[name]
+                squares += float((g.astype(np.float64) ** 2).sum())
+                if name in names:
+                    step_grads[name] = g
+            norms.append(float(np.sqrt(squares)))
+            grads.append(step_grads)
+            params.append(side.export_weights(model, list(names)))
+            take_step(rep, k, batches)
+            if rep.error:
+                return None
+        params.append(side.export_weights(model, list(names)))
+    finally:
+        close({"rep": rep})
+    moved = [{n: params[j + 1][n].astype(np.float64) - params[j][n] for n in names} for j in range(steps)]
+    return params[:-1], grads, norms, moved
 
 
 def run_training(pair, sides, config, ctx, batches, dtypes, models, forward_after):
