@@ -1,9 +1,11 @@
-"""Pure-numpy rules behind `dualbench parity`: how two tensors are compared, and why they differ.
+"""Pure-numpy rules behind `dualbench parity`: how two tensors are compared, and what the weights,
+labels and BatchNorm statistics observed say.
 
-Every rule looks only at numbers the parity engine observed (weights, layer outputs, gradients,
-parameters before and after a step, BatchNorm batch statistics, label arrays, error messages) and
-matches them against the known torch/paddle convention differences (listed in KNOWN). None of them
-knows which backend was built which way. No torch, no paddle here.
+Every rule looks only at numbers the parity engine observed (weights, BatchNorm batch statistics
+and running statistics, label arrays, error messages). Layers, losses and optimizer steps are
+diagnosed by replaying them with a convention flipped (common.conventions,
+common.optimizer_conventions); the BatchNorm statistics here are fitted the same way, by
+simulating each convention's update. No torch, no paddle here.
 """
 import numpy as np
 
@@ -24,27 +26,10 @@ KNOWN = {
         "own initial values (torch Linear/Conv: W, b ~ U(+-1/sqrt(fan_in)); paddle Linear: "
         "XavierUniform W, b = 0; paddle Conv: Normal(0, sqrt(2/fan_in)) W, b = 0; and the RNG streams "
         "differ even for the same distribution); copy the canonical weights."),
-    "weight_decay": (
-        "weight decay coupled vs decoupled: Adam/SGD(weight_decay=c) adds c*w to the gradient "
-        "(coupled, the same in torch and paddle), AdamW multiplies w by (1 - lr*c) (decoupled); and "
-        "AdamW decays even when no weight_decay is given (default 0.01, in torch and in paddle), so "
-        "porting Adam as AdamW changes the update."),
-    "clip_eps": (
-        "gradient-clipping epsilon: torch clip_grad_norm_ (and paddle.nn.utils.clip_grad_norm_) scale "
-        "by max_norm/(norm + 1e-6), paddle's ClipGradByGlobalNorm by clip_norm/max(norm, clip_norm) "
-        "with no epsilon; the factors differ by about 1e-6/norm relative, which matters when gradient "
-        "norms are small."),
     "ce_labels": (
         "cross-entropy label shape/dtype: torch needs int64 labels of shape [N] (it rejects [N,1] "
         "and float labels), paddle also accepts [N,1] and silently casts float labels; a [N,1] label "
         "against an [N] output broadcasts to [N,N] in an MSE loss. Keep labels [N] int64 in both."),
-    "ceil_mode": (
-        "pooling ceil_mode: with ceil_mode=True the output size is ceil((H+2p-k)/s)+1 instead of "
-        "floor((H+2p-k)/s)+1 (7 -> 4 instead of 3 for a 2x2 pool); both frameworks default to False, "
-        "so a port must copy the flag (torchvision's squeezenet sets it, for one)."),
-    "dropout_masks": (
-        "dropout masks: the two frameworks draw independent masks even with the same seed; parity "
-        "injects the same numpy mask into both (a layer that ignores it differs here)."),
     "bn_eval_stats": (
         "BatchNorm running statistics in eval mode: eval uses running_mean/running_var, so they must "
         "be copied (torch running_var -> paddle _variance) before eval outputs can agree."),
@@ -209,26 +194,6 @@ def weight_cause(name, kind, ref, other, ref_all, other_all, ref_side="torch", o
 # Layers
 
 
-def _pair(value):
-    return tuple(value) if isinstance(value, (tuple, list)) else (value, value)
-
-
-def pool_cause(in_shape, out_ref, out_other, k, stride=None, padding=0):
-    """A pooling output size that is floor on one side and ceil on the other."""
-    if out_ref is None or out_other is None or len(in_shape) != 4:
-        return None
-    (kh, kw), (sh, sw), (ph, pw) = _pair(k), _pair(stride or k), _pair(padding)
-    h, w = in_shape[-2:]
-    floor = ((h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1)
-    ceil = (-(-(h + 2 * ph - kh) // sh) + 1, -(-(w + 2 * pw - kw) // sw) + 1)
-    got = {tuple(out_ref[-2:]), tuple(out_other[-2:])}
-    if floor != ceil and got == {floor, ceil}:
-        return explain("ceil_mode", f"{h}x{w} pooled with kernel {kh}x{kw}, stride {sh}x{sw} gives "
-                       f"{list(out_ref[-2:])} on one side and {list(out_other[-2:])} on the other "
-                       f"(floor {list(floor)}, ceil {list(ceil)}).")
-    return None
-
-
 # ---------------------------------------------------------------------------------------------
 # BatchNorm running statistics
 
@@ -315,82 +280,6 @@ def bn_stats_cause(conv_ref, conv_other, n, ref_side="torch", other_side="paddle
         expected = var_ref[1] and not var_other[1]   # torch unbiased, paddle biased, the same weight
         return explain("bn_variance", f"{words}; n = {n} values per channel, 1/(n-1) = {1 / (n - 1):.2e}."), expected
     return None, False
-
-
-# ---------------------------------------------------------------------------------------------
-# One optimizer step
-
-
-def clip_coefficient(global_norm, max_norm, with_eps):
-    if with_eps:   # torch clip_grad_norm_, paddle.nn.utils.clip_grad_norm_
-        return min(1.0, max_norm / (global_norm + 1e-6))
-    return max_norm / max(global_norm, max_norm)   # paddle ClipGradByGlobalNorm
-
-
-def step_candidates(opt_name, lr, weight_decay, grad_clip, p0, g0, grads_for_norm=None):
-    """First-step parameters under each plausible port of the optimizer.
-
-    Returns {(clip variant, decay variant): {name: p1}}. p0/g0 are the parameters and the gradient
-    of the objective (data loss + loss-term regularisers) before the step, identical on both sides;
-    grads_for_norm: every gradient, for the global norm that clipping uses (default g0).
-    """
-    norm = float(np.sqrt(sum(float((np.asarray(g, np.float64) ** 2).sum())
-                             for g in (grads_for_norm or g0).values())))
-    clips = {"clip_grad_norm_ (eps 1e-6)": clip_coefficient(norm, grad_clip, True),
-             "ClipGradByGlobalNorm (no eps)": clip_coefficient(norm, grad_clip, False)} if grad_clip else {"none": 1.0}
-    decays = {"none": ("none", 0.0)}
-    if weight_decay:
-        decays[f"coupled {weight_decay:g}"] = ("coupled", weight_decay)
-    if opt_name == "adam":
-        if weight_decay:
-            decays[f"decoupled {weight_decay:g} (AdamW)"] = ("decoupled", weight_decay)
-        decays["decoupled 0.01 (AdamW default)"] = ("decoupled", 0.01)
-    out = {}
-    for clip_name, coef in clips.items():
-        for decay_name, (how, c) in decays.items():
-            p1 = {}
-            for name, p in p0.items():
-                p = np.asarray(p, np.float64)
-                g = np.asarray(g0[name], np.float64) * coef
-                if how == "coupled":
-                    g = g + c * p
-                if how == "decoupled":
-                    p = p * (1 - lr * c)
-                update = g / (np.abs(g) + 1e-8) if opt_name == "adam" else g   # Adam's bias-corrected step 1
-                p1[name] = p - lr * update
-            out[(clip_name, decay_name)] = p1
-    return out, norm
-
-
-def _fit_error(p0, g0, p1, cand, opt_name):
-    """Largest misfit relative to the update size, on well-conditioned elements for Adam."""
-    worst = 0.0
-    for name in p0:
-        upd = np.abs(np.asarray(cand[name]) - np.asarray(p0[name], np.float64))
-        diff = np.abs(np.asarray(p1[name], np.float64) - cand[name])
-        if opt_name == "adam":   # |g| near eps: rounding is amplified, leave those elements out
-            keep = np.abs(np.asarray(g0[name], np.float64)) > 1e-3 * max(np.abs(g0[name]).max(), 1e-30)
-            upd, diff = upd[keep], diff[keep]
-        if upd.size:
-            worst = max(worst, float(diff.max()) / max(float(upd.max()), 1e-30))
-    return worst
-
-
-def optimizer_cause(opt_name, lr, weight_decay, grad_clip, p0, g0, p1_ref, p1_other,
-                    ref_side="torch", other_side="paddle", grads_for_norm=None):
-    """Name the convention behind a first-step parameter difference when the gradients agreed."""
-    cands, norm = step_candidates(opt_name, lr, weight_decay, grad_clip, p0, g0, grads_for_norm)
-    fit_ref = min(cands, key=lambda k: _fit_error(p0, g0, p1_ref, cands[k], opt_name))
-    fit_other = min(cands, key=lambda k: _fit_error(p0, g0, p1_other, cands[k], opt_name))
-    causes = []
-    if fit_ref[1] != fit_other[1]:
-        causes.append(explain("weight_decay", f"the first step of {ref_side} matches weight decay "
-                              f"'{fit_ref[1]}', that of {other_side} '{fit_other[1]}'."))
-    if fit_ref[0] != fit_other[0]:
-        causes.append(explain("clip_eps", f"global gradient norm {norm:.3g}, max_norm {grad_clip:g}: "
-                              f"{ref_side}'s step matches {fit_ref[0]}, {other_side}'s {fit_other[0]} "
-                              f"(relative factor difference {1e-6 / (norm + 1e-6):.1e})."))
-    return " ".join(causes) or None
 
 
 # ---------------------------------------------------------------------------------------------
