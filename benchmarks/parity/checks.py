@@ -24,6 +24,7 @@ import time
 
 import numpy as np
 
+from dualbench.common import parity_rules as rules
 from dualbench.common.layer_kinds import DROPOUT_KINDS, NUMPY_ACTIVATIONS
 from dualbench.parity.diagnose import diagnose_forward, diagnose_training, mark_float_noise, vacuous_reason
 from dualbench.parity.pair import DROPOUT_POLICY, bind_mapping, mask_maker
@@ -72,8 +73,11 @@ def compare_calls(pair, sides, models, ctx, x, mode, tol):
                                   paddle_name=paddle_name))
             compared.append(cp)
             break
-        rows.append(make_row(ctx, "forward", mode, cp.name, torch_value(cp, t), stack(p["outputs"]), tol,
-                             kind=cp.kind, paddle_name=paddle_name))
+        row = make_row(ctx, "forward", mode, cp.name, torch_value(cp, t), stack(p["outputs"]), tol, kind=cp.kind,
+                       paddle_name=paddle_name)
+        if t["inputs"] and p["inputs"] and np.shape(t["inputs"][0]) == np.shape(p["inputs"][0]):
+            row["input_rel"] = rules.compare(t["inputs"][0], p["inputs"][0], 0, 0)["max_rel"]
+        rows.append(row)
         compared.append(cp)
     return rows, compared, records
 

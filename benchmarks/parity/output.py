@@ -57,6 +57,28 @@ def check_table(frame):
     return pd.DataFrame(out, columns=["task", "check", "mode", "n", "worst", "max_abs", "max_rel", "status"])
 
 
+def error_growth(frame):
+    """Per pair and forward mode, how the relative error grows from module to module: at the first and
+    the last module, and the module that amplified the difference it received the most (so that
+    rounding growing through a deep net is not taken for one module's bug)."""
+    import pandas as pd
+    out = []
+    forward = frame[(frame.check == "forward") & frame["mode"].isin(["eval", "train"])]
+    for (task, mode), group in forward.groupby(["task", "mode"], sort=False):
+        rel = pd.to_numeric(group.max_rel, errors="coerce")
+        inp = pd.to_numeric(group.input_rel, errors="coerce")
+        gain = rel / inp.where(inp > 1e-12)
+        if rel.notna().sum() < 2:
+            continue
+        line = {"task": task, "mode": mode, "first": rel.iloc[0], "last": rel.iloc[-1], "worst": rel.max(),
+                "most_amplifying": "", "gain": np.nan}
+        if gain.notna().any():
+            at = gain.idxmax()
+            line.update(most_amplifying=group.loc[at, "name"], gain=float(gain.loc[at]))
+        out.append(line)
+    return pd.DataFrame(out, columns=["task", "mode", "first", "last", "worst", "most_amplifying", "gain"])
+
+
 def as_frame(rows):
     import pandas as pd
     frame = pd.DataFrame(rows, columns=COLUMNS)
@@ -96,6 +118,16 @@ def markdown(frame, summary, checks, pairs_info=None):
                      f"{s.first_failure} | {s.cause} | {s.expected_differences} |")
     for name, info in (pairs_info or {}).items():
         lines += ["", f"## Mapping: {name}", ""] + [f"- {line}" for line in info]
+    growth = error_growth(frame)
+    if len(growth):
+        lines += ["", "## Error growth through the network", "",
+                  "Relative error of the module outputs (max_rel) at the first and the last compared module, the "
+                  "worst, and the module that multiplied the difference it received (input_rel) the most.", "",
+                  "| pair | mode | first | last | worst | most amplifying module | gain |", "|---|---|---|---|---|---|---|"]
+        for _, g in growth.iterrows():
+            gain = "" if np.isnan(g.gain) else f"x{g.gain:.3g}"
+            lines.append(f"| {g.task} | {g['mode']} | {fmt(g.first)} | {fmt(g['last'])} | {fmt(g.worst)} | "
+                         f"{g.most_amplifying} | {gain} |")
     lines += ["", "## Largest error per check", "", "| pair | check | mode | rows | worst | max_abs | max_rel | status |",
               "|---|---|---|---|---|---|---|---|"]
     for _, c in checks.iterrows():

@@ -41,7 +41,7 @@ class ParityConfig:
     atol: Optional[float] = None         # override every float32 tolerance (weights stay exact)
     rtol: Optional[float] = None
     float64: object = True               # True | False | "auto" (only when a float32 check fails)
-    float64_batch: int = 8
+    float64_batch: Optional[int] = None   # default: the float32 batch (when the budgets allow)
     dataset: Optional[str] = None        # real batches instead of random ones
     data_path: Optional[Path] = None
     start_weights: Optional[dict] = None  # canonical start weights; default: common.init.shared_weights
@@ -203,8 +203,8 @@ def make_batches(task, config, batch_size, n):
 
 BATCH_FLOP_BUDGET = 2e8     # forward FLOPs of one float32 parity batch
 FLOAT32_STEP_BUDGET = 1e10  # float32 forward FLOPs over the default steps (food11-cnn: 2 steps)
-FLOAT64_FLOP_BUDGET = 2e7   # ... of one float64 batch (float64 convolutions are several times slower)
-FLOAT64_STEP_BUDGET = 2e9   # float64 forward FLOPs over all repeated steps (food11: 1 step)
+FLOAT64_FLOP_BUDGET = 1e8   # ... of one float64 batch (float64 convolutions are several times slower)
+FLOAT64_STEP_BUDGET = 4e9   # float64 forward FLOPs over all repeated steps (food11: 1 step)
 
 
 def forward_flops(spec):
@@ -231,7 +231,7 @@ def parity_sizes(task, config):
     per_sample = max(forward_flops(task.model), 1)
     batch = config.batch_size or max(2, min(task.protocol.batch_size, 32, int(BATCH_FLOP_BUDGET // per_sample)))
     steps = config.steps or max(2, min(DEFAULT_STEPS, int(FLOAT32_STEP_BUDGET // (per_sample * batch))))
-    batch64 = max(1, min(config.float64_batch, batch, int(FLOAT64_FLOP_BUDGET // per_sample)))
+    batch64 = max(1, min(config.float64_batch or batch, batch, int(FLOAT64_FLOP_BUDGET // per_sample)))
     steps64 = max(1, min(steps, int(FLOAT64_STEP_BUDGET // (per_sample * batch64))))
     return batch, steps, batch64, steps64
 

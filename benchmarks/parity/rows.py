@@ -53,9 +53,11 @@ FIXED_TOLERANCES = ("weights", "float64", "float64-train", "schedule")   # --ato
 
 CHECK_ORDER = ("weights", "forward", "loss", "grad", "train", "schedule")
 FAILED = ("FAIL", "error")
-COLUMNS = ["task", "check", "mode", "name", "paddle_name", "step", "kind", "shape", "max_abs", "max_rel", "scale",
-           "worst_index", "atol", "rtol", "within", "status", "cause", "dropout", "batch_size", "steps",
-           "torch_version", "paddle_version"]
+# input_rel (forward rows): max_rel between the two sides' inputs of the module call, so that
+# max_rel / input_rel is how much the module amplified the difference it received
+COLUMNS = ["task", "check", "mode", "name", "paddle_name", "step", "kind", "shape", "max_abs", "max_rel",
+           "input_rel", "scale", "worst_index", "atol", "rtol", "within", "status", "cause", "dropout",
+           "batch_size", "steps", "torch_version", "paddle_version"]
 
 
 def tolerance(check, config):
