@@ -376,8 +376,9 @@ LOSS_CONVENTIONS = [   # (key, title, torch default, paddle default, values)
 
 
 def replay_cross_entropy(output, labels, torch_loss, paddle_loss, tol):
-    """[(title, torch default, paddle default, flipped key, value)] of the flips that reproduce paddle's
-    loss while the default reproduces torch's; None when the default does not reproduce torch's loss."""
+    """[(title, torch default, paddle default, flipped key, value, |paddle - flipped|)] of the flips that
+    reproduce paddle's loss while the default reproduces torch's; None when the default does not
+    reproduce torch's loss."""
     base = cross_entropy(output, labels)
     if base is None or not close(torch_loss, base, *tol):
         return None
@@ -386,5 +387,19 @@ def replay_cross_entropy(output, labels, torch_loss, paddle_loss, tol):
         for value in values[1:]:
             flipped = cross_entropy(output, labels, **{key: value})
             if flipped is not None and close(paddle_loss, flipped, *tol):
-                proven.append((title, t_default, p_default, key, value))
+                proven.append((title, t_default, p_default, key, value, abs(float(paddle_loss) - flipped)))
     return proven
+
+
+def table():
+    """Every convention the diagnosis can prove, in words: [(title, torch default, paddle default, fix)]."""
+    from dualbench.common.optimizer_conventions import DOCS
+    from dualbench.common.parity_rules import KNOWN
+    rows = [(c.title, c.torch, c.paddle, c.fix) for c in CONVENTIONS]
+    rows += [(title, t, p, "give both the same setting") for _, title, t, p, _ in LOSS_CONVENTIONS]
+    rows += [("BatchNorm momentum convention", "momentum 0.1 = the new batch's weight",
+              "momentum 0.9 = the old value's weight", KNOWN["bn_momentum"].split(";")[-1].strip()),
+             ("BatchNorm biased vs unbiased running variance", "running_var from the unbiased batch variance",
+              "_variance from the biased batch variance", "expected: train outputs agree; copy the statistics "
+                                                          "before comparing eval outputs")]
+    return rows + list(DOCS)

@@ -198,3 +198,27 @@ def replay(base, params, grads, norms, torch_update, paddle_update, rtol):
         if misfit <= rtol:
             found.append((flip, misfit, odd))
     return found
+
+
+# The same conventions in words, for the docs and the report: (title, torch, paddle, fix)
+DOCS = [
+    ("weight decay coupled vs decoupled", "Adam/SGD(weight_decay=c): g += c*w; AdamW: w *= 1 - lr*c",
+     "Adam/SGD(weight_decay=c or L2Decay(c)): g += c*w; AdamW: w *= 1 - lr*c",
+     "use the same optimizer class in both (Adam with Adam, AdamW with AdamW)"),
+    ("AdamW's default decoupled decay", "AdamW weight_decay=0.01 by default", "AdamW weight_decay=0.01 by default",
+     "port Adam as Adam, or give AdamW weight_decay=0.0"),
+    ("Adam epsilon", "eps=1e-8, added to sqrt(v^)", "epsilon=1e-8 (scaled by sqrt(1 - b2^t) inside: the same)",
+     "give both the same epsilon"),
+    ("Adam betas", "betas=(0.9, 0.999)", "beta1=0.9, beta2=0.999", "give both the same betas"),
+    ("Nesterov momentum", "SGD(nesterov=False)", "Momentum(use_nesterov=False)", "set both the same way"),
+    ("momentum dampening", "SGD(dampening=0)", "Momentum has no dampening", "keep torch's dampening at 0"),
+    ("gradient-clipping epsilon", "clip_grad_norm_: max_norm / (norm + 1e-6)",
+     "ClipGradByGlobalNorm: clip / max(norm, clip), no epsilon",
+     "paddle.nn.utils.clip_grad_norm_ (torch's formula) between backward and step"),
+    ("per-tensor instead of global clipping", "clip_grad_norm_ clips the global norm",
+     "ClipGradByNorm clips each tensor by its own norm", "clip the global norm (ClipGradByGlobalNorm or clip_grad_norm_)"),
+    ("learning-rate schedule stepped per step", "scheduler.step() once per epoch", "lr.step() once per epoch",
+     "step the scheduler once per epoch"),
+    ("learning-rate schedule off by one", "scheduler.step() after each epoch", "lr.step() after each epoch",
+     "do not step the scheduler before the first epoch"),
+]

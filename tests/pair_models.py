@@ -87,3 +87,11 @@ def zero_head_torch():
 
 def not_a_model():
     return 42
+
+
+def paddle_resnet18_bn_eps_224():
+    """paddle.vision's resnet18 (1000 classes) with one BatchNorm's epsilon changed (1e-5 -> 1e-1)."""
+    net = paddle.vision.models.resnet18()
+    net.layer2[0].bn1._epsilon = 1e-1
+    return net
+

@@ -266,7 +266,9 @@ def check_pair(pair, sides, config):
     for remove in removers:
         remove()
     if pair.float64 is not False:
+        lap("float64 reference")
         attribute_forward(pair, sides, config, x, forward)
+    lap("diagnosis")
     for mode, f_rows, compared, records in forward:
         diagnose_forward(pair, f_rows, compared, records, mode, start_weight_rows, seed=config.seed)
         rows += f_rows + (vacuous_rows(ctx, records) if mode == "eval" else [])
@@ -317,6 +319,7 @@ def check_pair(pair, sides, config):
             if not same:
                 mark_float_noise(pair, float32_rows, part64["grad"] + part64["train"])
             # diagnose after the noise verdict: a float32 gap that float64 explains needs no cause
+            lap("diagnosis")
             before64 = first_failure(rows + part64["grad"])
             diagnose_training(pair, part64["train"], lock.kept["float64"], describe(before64) if before64 else None,
                               history_maker(pair, sides, config, batches, "float64"), TOLERANCES["float64-train"][1])
@@ -327,6 +330,7 @@ def check_pair(pair, sides, config):
                     if row["status"] in FAILED and not row["cause"]:
                         row["cause"] = f"see {describe(first64)}: {first64['cause']}"
                         break
+    lap("diagnosis")
     diagnose_training(pair, part32["train"], kept32, describe(before_training) if before_training else None,
                       None if trusted64 else history_maker(pair, sides, config, pair.batches, "float32"))
     lap(None)

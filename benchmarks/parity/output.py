@@ -133,6 +133,11 @@ def markdown(frame, summary, checks, pairs_info=None):
     for _, c in checks.iterrows():
         lines.append(f"| {c.task} | {c.check} | {c['mode']} | {c.n} | {c.worst} | {fmt(c.max_abs)} | "
                      f"{fmt(c.max_rel)} | {c.status} |")
+    named = conventions_named(frame)
+    if named:
+        lines += ["", "## Conventions named", "", "Each cause above was proven by a replay with the convention "
+                  "flipped (see the cause's numbers).", "", "| convention | torch | paddle | fix |", "|---|---|---|---|"]
+        lines += [f"| {title} | {t} | {p} | {fix} |" for title, t, p, fix in named]
     lines += ["", "## Tolerances", "", "| check | atol | rtol |", "|---|---|---|"]
     for check, (atol, rtol) in TOLERANCES.items():
         lines.append(f"| {check} | {atol:g} | {rtol:g} |")
@@ -142,6 +147,13 @@ def markdown(frame, summary, checks, pairs_info=None):
         for (task, status), group in expected.groupby(["task", "status"], sort=False):
             lines.append(f"- {task} ({status}, {len(group)} rows, e.g. {describe(group.iloc[0])}): {group.cause.iloc[0]}")
     return "\n".join(lines) + "\n"
+
+
+def conventions_named(frame):
+    """The conventions (common.conventions.table) whose title starts a cause in the rows."""
+    from dualbench.common.conventions import table
+    causes = " ".join(frame.cause.dropna().astype(str))
+    return [row for row in table() if f"{row[0]}:" in causes]
 
 
 def terminal_report(summary, checks, echo):
