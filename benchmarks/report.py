@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dualbench.bench import row_status
+from dualbench.common.bench_table import latest, measured, row_status
 from dualbench.common.errors import UserError
 from dualbench.common.stats import BAND, compare_means, mean_ci, median_ci, paired_ratio_ci, ratio_halfwidth, verdict
 
@@ -34,21 +34,6 @@ def read_optional(path):
         return None
     frame = read_csv(path)
     return frame if len(frame) else None
-
-
-def latest(frame, keys):
-    """The last row (by timestamp, then file order) per key: reruns supersede older rows."""
-    if "timestamp" in frame:
-        frame = frame.sort_values("timestamp", kind="stable")
-    return frame.drop_duplicates(keys, keep="last")
-
-
-def measured(bench):
-    """The bench rows that hold timings: status ok (empty in files written before the column existed),
-    one per cell and loop: a repeated row (two commands appending at once before the folder lock, or
-    concatenated files) would count a repeat twice, so the first one recorded is kept."""
-    ok = bench[row_status(bench) == "ok"]
-    return ok.drop_duplicates([c for c in ("cell_key", "loop") if c in ok], keep="first")
 
 
 def duplicate_note(bench):

@@ -66,8 +66,7 @@ def run_worker(cell, threads):
         cell_path, result_path = Path(tmp) / "cell.json", Path(tmp) / "result.json"
         cell_path.write_text(json.dumps(cell))
         proc = subprocess.Popen([sys.executable, "-m", "dualbench.worker", str(cell_path), str(result_path)],
-                                env={**thread_env(threads), PARENT_ENV: str(os.getpid())},
-                                cwd=Path(__file__).resolve().parent.parent)
+                                env={**thread_env(threads), PARENT_ENV: str(os.getpid())})
         try:
             rc = proc.wait()
         except BaseException:

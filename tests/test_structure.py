@@ -14,7 +14,7 @@ def test_common_imports_no_framework():
                      for p in (ROOT / "common").rglob("*.py") if p.name != "__init__.py")
     code = ("import sys, importlib\n"
             f"for m in {modules!r}: importlib.import_module(m)\n"
-            "import benchmarks.cli; benchmarks.cli.build_parser()\n"
+            "import dualbench.cli; dualbench.cli.build_parser()\n"
             "bad = [m for m in ('torch', 'paddle') if m in sys.modules]\n"
             "print(bad); sys.exit(1 if bad else 0)")
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
@@ -102,3 +102,40 @@ def test_outside_the_checkout_only_dualbench_imports(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
+
+
+def dualbench_imports():
+    """{module: dualbench modules it imports (anywhere in it)} for every module of the package."""
+    modules = {}
+    for top, name in (("benchmarks", "dualbench"), ("common", "dualbench.common"), ("backends", "dualbench.backends")):
+        for path in (ROOT / top).rglob("*.py"):
+            parts = path.relative_to(ROOT / top).with_suffix("").parts
+            modules[".".join((name, *parts[:-1])) if parts[-1] == "__init__" else ".".join((name, *parts))] = path
+    graph = {}
+    for module, path in modules.items():
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("dualbench"):
+                found |= {f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in modules else node.module
+                          for a in node.names}
+            elif isinstance(node, ast.Import):
+                found |= {a.name for a in node.names if a.name.startswith("dualbench")}
+        # a package's __init__ re-exporting its own modules is not a dependency on them
+        graph[module] = {m for m in found if m in modules and m != module and not m.startswith(module + ".")}
+    return graph
+
+
+def test_engine_modules_import_no_circle():
+    """bench and report, parity's modules: no module needs one that needs it (common.data excepted, for now)."""
+    graph = dualbench_imports()
+    circles = []
+    for start in graph:
+        stack = [(start, [start])]
+        while stack:
+            module, path = stack.pop()
+            for dep in graph[module]:
+                if dep == start:
+                    circles.append(" -> ".join(path + [dep]))
+                elif dep not in path and len(path) < 8:
+                    stack.append((dep, path + [dep]))
+    assert [c for c in circles if not c.startswith("dualbench.common.data")] == []

@@ -129,22 +129,6 @@ def pair_inputs(args):
     return make_pair_inputs(shape, 1, args.seed)[0], None
 
 
-def load_pair_factories(args):
-    """{side: factory}, label, sides with build_model set (one-line errors for bad SPECs)."""
-    from dualbench.model_loader import model_factory
-    from dualbench.parity.pair import load_sides
-    if not (args.torch and args.paddle):
-        raise UserError("a model pair needs both --torch SPEC and --paddle SPEC")
-    factories, specs = {}, {}
-    for side in ("torch", "paddle"):
-        factories[side], specs[side] = model_factory(getattr(args, side), side, seed=args.seed)
-    sides = load_sides()
-    for side in sides:
-        sides[side].build_model = (lambda f: lambda spec: f())(factories[side])
-    t, p = specs["torch"].label, specs["paddle"].label
-    return factories, (t if t == p else f"{t} vs {p}"), sides
-
-
 def cmd_pair(args):
     if args.task or args.all:
         raise UserError("give either --task/--all or --torch/--paddle, not both")
@@ -155,6 +139,7 @@ def cmd_pair(args):
     if args.no_float64 and args.float64:
         raise UserError("give either --float64 or --no-float64")
     inputs, labels = pair_inputs(args)
+    from dualbench.parity.pair import load_pair_factories
     factories, label, sides = load_pair_factories(args)
     config = ParityConfig(steps=args.steps or DEFAULT_PAIR_STEPS, seed=args.seed, optimizer=args.optimizer or "sgd",
                           lr=args.lr, atol=args.atol, rtol=args.rtol,

@@ -103,7 +103,7 @@ def forward_check(mapping, sides, models, x, tol):
     """Rows comparing every matched module's eval output, torch vs paddle."""
     from types import SimpleNamespace
 
-    from dualbench.parity.checks import compare_calls
+    from dualbench.parity.forward import compare_calls
     from dualbench.parity.pair import bind_mapping
     rows, _, _ = compare_calls(SimpleNamespace(mapping=mapping), bind_mapping(sides, mapping), models, {}, x, "eval", tol)
     return rows
@@ -111,7 +111,7 @@ def forward_check(mapping, sides, models, x, tol):
 
 def cmd_convert(args):
     from dualbench.model_loader import parse_shape
-    from dualbench.parity.cli import load_pair_factories
+    from dualbench.parity.pair import load_pair_factories
     from dualbench.parity.mapping import from_canonical, read_mapping, to_canonical
     from dualbench.parity.match import describe_calls, match_models
     from dualbench.parity.pair import make_pair_inputs, structure_error

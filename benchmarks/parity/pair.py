@@ -412,6 +412,21 @@ def model_pair(factories, sides, config, inputs, *, loss=None, classes=None, lab
                 float64=config.float64, origin="models", tables=tables, prototypes=models, timings=timings)
 
 
+def load_pair_factories(args):
+    """{side: factory}, label, sides with build_model set (one-line errors for bad SPECs)."""
+    from dualbench.model_loader import model_factory
+    if not (args.torch and args.paddle):
+        raise UserError("a model pair needs both --torch SPEC and --paddle SPEC")
+    factories, specs = {}, {}
+    for side in ("torch", "paddle"):
+        factories[side], specs[side] = model_factory(getattr(args, side), side, seed=args.seed)
+    sides = load_sides()
+    for side in sides:
+        sides[side].build_model = (lambda f: lambda spec: f())(factories[side])
+    t, p = specs["torch"].label, specs["paddle"].label
+    return factories, (t if t == p else f"{t} vs {p}"), sides
+
+
 def first_input(inputs):
     return inputs[0] if isinstance(inputs, (list, tuple)) else inputs
 

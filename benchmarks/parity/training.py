@@ -359,7 +359,7 @@ class Lockstep:
 
     def eval_after_train(self, x):
         """Eval forward after training, with torch's running statistics copied into paddle."""
-        from dualbench.parity.checks import compare_calls, torch_value
+        from dualbench.parity.forward import compare_calls, torch_value
         from dualbench.parity.diagnose import diagnose_forward
         if any(r.error for r in self.reps.values()):
             return

@@ -1,0 +1,154 @@
+"""`dualbench bench`: paired, interleaved speed benchmarks of torch vs paddle, resumable, into OUT/bench.csv.
+
+How a run is organised:
+- A *cell* is (task, backend, mode, precision, threads, batch size, repeat) and yields one row per loop
+  (engine, and bare with --bare), or a time-to-target row (loop "ttt"). Each row has a deterministic
+  cell_key; rows are appended atomically right after their cell, and a rerun skips keys already there.
+- Per repeat, one worker process per backend is started with the same pinned thread environment and
+  only its framework imported; the parent alternates cells between them (A B, then B A for the next
+  cell), so machine noise hits both backends alike and order effects cancel.
+- A cell that fails (exception, out of memory, crashed worker) or diverges (NaN/Inf loss or weights) is
+  recorded too, as rows with status `failed` / `diverged` and the error's last line, and holds no timing;
+  the other cells go on. A rerun retries failed cells (ok and diverged ones count as finished); the exit
+  code is 1 when a cell failed.
+- Statistics (common.stats): per-task ratio torch/paddle over the interleaved pairs, with a 95% CI and
+  a verdict faster / same (+-5%) / slower / inconclusive. See benchmarks/report.py for the tables.
+"""
+import os
+import sys
+import time
+from pathlib import Path
+
+from dualbench.bench.planning import pending_cells, plan, second_stage_pairs
+from dualbench.bench.pool import execute
+from dualbench.bench.suites import parse_int_list, suite_from_args, suite_tasks
+from dualbench.common.bench_table import recorded_keys
+from dualbench.common.errors import UserError
+
+def second_stage(first, suite, tasks, backend_names, threads_list, run_id, seed, samples, dataset, csv_path,
+                 durations, deadline, progress):
+    """More pairs for the configurations whose ratio CI is wider than +-ci_target after the first stage
+    (`first`, its plan), one repeat at a time for all of them (so the ones needing few pairs finish first),
+    until each has its planned pairs or the time budget ends. Returns the problems of its cells."""
+    extra = second_stage_pairs(csv_path, first, suite)
+    if not extra:
+        return []
+    target = f"±{suite.ci_target:.0%}"
+    wanted = ", ".join(f"{config[0]} {total}" for config, total in extra.items())
+    print(f"dualbench bench: second stage, {len(extra)} configuration(s) wider than {target}; "
+          f"pairs planned: {wanted}", file=sys.stderr)
+    groups = pending_cells(plan(suite, tasks, backend_names, threads_list, run_id, seed, samples, dataset, extra),
+                           recorded_keys(csv_path)[0])
+    problems, left = execute(groups, csv_path, progress, durations, deadline, desc="bench, second stage")
+    if left:
+        short = sorted({c["task"] for g in left for c in g["cells"]})
+        print(f"dualbench bench: time budget of {suite.budget_seconds:.0f} s reached before repeat {left[0]['repeat']}; "
+              f"fewer pairs than planned for: {', '.join(short)} (rerun the command to add them)", file=sys.stderr)
+    return problems
+
+
+def bench(suite, tasks, backend_names, out_dir, threads_list, seed=0, samples=10000, dataset=None, progress=True):
+    """Plan, skip finished cells, run the rest (first stage, then the second stage within the time
+    budget), print the ratio summary. Returns the bench.csv path. Holds the lock on OUT throughout."""
+    from dualbench.common.fsutil import folder_lock
+    with folder_lock(out_dir, "bench"):
+        return _bench(suite, tasks, backend_names, out_dir, threads_list, seed, samples, dataset, progress)
+
+
+def _bench(suite, tasks, backend_names, out_dir, threads_list, seed, samples, dataset, progress):
+    from dualbench import backends
+    from dualbench.engine import new_run_id
+    for name in backend_names:
+        backends.require(name)
+    csv_path = Path(out_dir) / "bench.csv"
+    run_id = new_run_id()
+    groups = plan(suite, tasks, backend_names, threads_list, run_id, seed, samples, dataset)
+    done, retried = recorded_keys(csv_path)
+    todo = pending_cells(groups, done)
+    n_all, n_todo = sum(len(g["cells"]) for g in groups), sum(len(g["cells"]) for g in todo)
+    n_retry = sum(1 for g in todo for c in g["cells"] if any(c["keys"][loop] in retried for loop in c["loops"]))
+    if n_todo < n_all or n_retry:
+        print(f"dualbench bench: resuming, {n_all - n_todo} of {n_all} cells already in {csv_path}"
+              + (f"; retrying {n_retry} failed cell(s)" if n_retry else ""), file=sys.stderr)
+    started = time.perf_counter()
+    durations = {}
+    problems, _ = execute(todo, csv_path, progress, durations)
+    if suite.ci_target > 0 and set(backend_names) == {"torch", "paddle"}:
+        problems += second_stage(groups, suite, tasks, backend_names, threads_list, run_id, seed, samples, dataset,
+                                 csv_path, durations, started + suite.budget_seconds, progress)
+    elapsed = time.perf_counter() - started
+    if csv_path.exists():
+        from dualbench.report import print_speed_summary
+        print_speed_summary(csv_path)
+    print(f"{sum(len(v) for v in durations.values()) + len(problems)} cells in {elapsed:.0f} s; rows in {csv_path}")
+    n_failed = sum(1 for _, status, _ in problems if status == "failed")
+    n_diverged = len(problems) - n_failed
+    if n_diverged:
+        print(f"dualbench bench: {n_diverged} cell(s) diverged (status 'diverged' in {csv_path}; excluded from "
+              "the ratios)", file=sys.stderr)
+    if n_failed:
+        print(f"dualbench bench: {n_failed} cell(s) failed (status 'failed' in {csv_path}); rerun the same "
+              "command to retry them", file=sys.stderr)
+        raise SystemExit(1)
+    return csv_path
+
+
+def cmd_bench(args):
+    from dualbench import backends
+    suite = suite_from_args(args)
+    names = backends.parse_backends(args.backends)
+    threads = parse_int_list(args.threads, "--threads") if args.threads else [os.cpu_count() or 1]
+    if args.dataset:
+        from dualbench.common.data.sources import get_info
+        get_info(args.dataset)
+    tasks = suite_tasks(suite, args.tasks)
+    if args.dataset:
+        from dualbench.common.data.sources import get_info
+        shape = tuple(get_info(args.dataset).shape)
+        skipped = [t.name for t in tasks if tuple(t.model.input_shape) != shape]
+        if skipped:
+            print(f"dualbench bench: skipping tasks whose input is not {shape}: {', '.join(skipped)}", file=sys.stderr)
+        tasks = [t for t in tasks if tuple(t.model.input_shape) == shape]
+        if not tasks:
+            raise UserError(f"no task takes {shape} inputs from dataset '{args.dataset}'")
+    bench(suite, tasks, names, args.out, threads, seed=args.seed, samples=args.samples, dataset=args.dataset,
+          progress=not args.no_progress)
+
+
+def register(subparsers):
+    p = subparsers.add_parser(
+        "bench", help="paired torch/paddle speed benchmark (interleaved repeats, CIs), rows into OUT/bench.csv",
+        description="Time each backend in its own worker process with equal thread settings, interleaved "
+                    "repeat by repeat. Reruns into the same --out resume, skipping finished cells.")
+    p.add_argument("--suite", default="default",
+                   help="default (MNIST-family + CIFAR-2 tasks on CPU), gpu (larger batches, AMP, compile), "
+                        "or a task-name prefix such as cifar2 (default: default)")
+    p.add_argument("--tasks", "--task", dest="tasks", help="comma-separated task names (unknown names are skipped)")
+    p.add_argument("--backends", "--backend", dest="backends", default="torch,paddle")
+    p.add_argument("--device", choices=["cpu", "gpu", "auto"], help="default: the suite's (cpu; gpu for --suite gpu)")
+    p.add_argument("--batch-size", help="batch size(s), comma list for a sweep (default: each task's)")
+    p.add_argument("--steps", help="timed steps per window, or auto (default: enough for the suite's window time)")
+    p.add_argument("--windows", type=int, help="timed windows per cell (default 6; >= 6 gives a per-cell 95%% CI)")
+    p.add_argument("--warmup", type=int, help="warm-up steps excluded from timing (default 3, and at least 0.25 s)")
+    p.add_argument("--warmup-seconds", type=float, help="minimum warm-up time per cell (default 0.25; lets the other "
+                                                         "worker's idle threads stop spinning)")
+    p.add_argument("--window-seconds", type=float, help="target time of one window with --steps auto (default 0.06)")
+    p.add_argument("--repeats", type=int, help="interleaved repeats per backend, i.e. pairs for the ratio CI (default 6)")
+    p.add_argument("--ci-target", type=float, help="second stage: more pairs for configurations whose ratio CI "
+                                                    "is wider than +-this percentage (default 3; 0 turns it off)")
+    p.add_argument("--max-repeats", type=int, help="second stage: at most this many pairs per configuration (default 40)")
+    p.add_argument("--budget-minutes", type=float, help="second stage: start no repeat expected to end past this "
+                                                         "wall time of the invocation (default 9.75; gpu suite 30)")
+    p.add_argument("--threads", help=f"math threads per worker, comma list for a sweep (default {os.cpu_count()})")
+    p.add_argument("--compile", action="store_true", help="also time compiled mode (torch.compile / paddle.jit.to_static)")
+    p.add_argument("--amp", action="store_true", help="also time AMP (float16 + GradScaler; GPU only)")
+    p.add_argument("--bare", action="store_true", help="also time a bare loop over pre-loaded tensors (on in the "
+                                                        "default suite) for the harness overhead")
+    p.add_argument("--no-bare", action="store_true", help="skip the bare loop")
+    p.add_argument("--no-ttt", action="store_true", help="skip time-to-target cells")
+    p.add_argument("--dataset", help="draw batches from this dataset instead of random arrays of the task's shape")
+    p.add_argument("--samples", type=int, default=10000, help="random samples to draw batches from (default 10000)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=Path("runs"), help="output folder (default: runs/)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_bench)
