@@ -172,6 +172,12 @@ def claim_verdict(comparison, cmp, diverged_better, diverged_worse, synthetic):
     return "not shown"
 
 
+CLAIM_COLUMNS = ["claim", "dataset", "synthetic", "backend", "a", "b", "acc_a", "acc_b", "n_a", "n_b", "diverged_a",
+                 "diverged_b", "diff", "diff_lo", "diff_hi", "p_welch", "p", "p_holm", "verdict"]
+BACKEND_COLUMNS = ["arm", "dataset", "synthetic", "torch", "paddle", "diff", "diff_lo", "diff_hi", "p_welch",
+                   "p_paired", "p_holm"]
+
+
 def check_claims(runs, study):
     """claims.csv: every comparison, per dataset and backend: difference, Welch CI, p (raw and Holm)."""
     records = []
@@ -195,9 +201,9 @@ def check_claims(runs, study):
                                 "diff": cmp["diff"], "diff_lo": cmp["lo"], "diff_hi": cmp["hi"],
                                 "p_welch": cmp["p_welch"],
                                 "_comparison": comparison})
-    frame = pd.DataFrame(records)
+    frame = pd.DataFrame(records, columns=CLAIM_COLUMNS[:-3] + ["_comparison"])
     if not len(frame):
-        return frame
+        return pd.DataFrame(columns=CLAIM_COLUMNS)   # an empty table still has its header (pandas can read it)
     # two-sided Welch p (so that a claim can also be contradicted), Holm-adjusted over the whole study
     frame["p"] = frame["p_welch"]
     frame["p_holm"] = holm(frame["p_welch"].to_numpy(float))
@@ -219,9 +225,8 @@ def backend_differences(runs, study):
                         "paddle": float(p.mean()) if len(p) else math.nan,
                         "diff": cmp["diff"], "diff_lo": cmp["lo"], "diff_hi": cmp["hi"],
                         "p_welch": cmp["p_welch"], "p_paired": cmp["p_paired"]})
-    frame = pd.DataFrame(records)
-    if len(frame):
-        frame["p_holm"] = holm(frame["p_welch"].to_numpy(float))
+    frame = pd.DataFrame(records, columns=BACKEND_COLUMNS[:-1])
+    frame["p_holm"] = holm(frame["p_welch"].to_numpy(float)) if len(frame) else []
     return frame
 
 

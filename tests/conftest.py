@@ -1,5 +1,6 @@
 """Shared fixtures: a private data cache with the synthetic MNIST files, CLI runner, both backends."""
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +22,14 @@ def data_home(tmp_path_factory):
 def synthetic_mnist(data_home):
     from dualbench.common.data.sources import load_dataset
     return load_dataset("synthetic-mnist")
+
+
+def default_signals():
+    """preexec_fn for a child that is sent signals: SIGINT and SIGTERM back to their defaults. A
+    process started with SIGINT ignored (nohup, a background job: the test run itself, say) passes the
+    ignored disposition on to its children, where Ctrl-C would then do nothing."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def run_cli(*args, env=None, timeout=600):

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from dualbench.common.results import RUN_COLUMNS
-from tests.conftest import ROOT, run_cli
+from tests.conftest import ROOT, default_signals, run_cli
 
 QUICK = ["--dataset", "synthetic-mnist", "--limit-train", "300", "--no-progress"]
 
@@ -71,7 +71,8 @@ def wait_for_rows(path, n, proc, timeout=240):
 def test_interrupt_then_resume(tmp_path, sig, code):
     args = [sys.executable, "-m", "dualbench.cli", "run", "--task", "mnist-linear-mse", "--backend", "torch",
             "--seeds", "0,1,2,3", "--epochs", "1", "--out", str(tmp_path), *QUICK]
-    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=default_signals)   # whatever the dispositions this test was started with
     wait_for_rows(tmp_path / "runs.csv", 1, proc)
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)

@@ -196,3 +196,16 @@ def test_study_interrupted_by_sigterm_resumes_without_duplicates(tmp_path):
     final = read_csv(csv_path, RUN_COLUMNS)
     assert sorted(final[final["test_acc"].notna()]["seed"]) == [0, 1] and len(final) == 10
     assert (tmp_path / "lenet" / "study.md").exists()
+
+
+def test_a_study_without_claims_still_writes_readable_tables(tmp_path, monkeypatch):
+    """claims.csv of a study with no comparison is its header, not an empty file pandas cannot read."""
+    no_claims = Study("none", "no claims", "001", arms=(Arm("mnist-linear-mse"),),
+                      data=(DataPlan("mnist", fallback="synthetic-mnist", limit_train=200, epochs=1, seeds=(0,),
+                                     why="test data"),), comparisons=())
+    monkeypatch.setitem(STUDIES, "none", no_claims)
+    assert S.run_study(no_claims, ["torch"], tmp_path, threads=1, progress=False) == 0
+    S.build_section(no_claims, tmp_path)
+    claims = pd.read_csv(tmp_path / "none" / "claims.csv")
+    assert len(claims) == 0 and list(claims.columns) == S.CLAIM_COLUMNS
+    assert list(pd.read_csv(tmp_path / "none" / "backends.csv").columns) == S.BACKEND_COLUMNS
