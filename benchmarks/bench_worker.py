@@ -13,8 +13,15 @@ Cell kinds (all framework-blind; they call backends.<name>.{device,models,train,
 - "speed": warm-up, then `windows` timed windows of `steps` steps through the native DataLoader (loop
   "engine"), optionally alternating with windows over pre-loaded device tensors (loop "bare") on the
   same model, optimizer and batch size. The device is synchronised before every clock read.
+- "infer": inference latency: eval mode, no autograd, one batch per call over pre-loaded device
+  tensors, the device synchronised and the clock read around every call; median and 95th percentile
+  with order-statistic CIs (loop "infer").
 - "ttt": time to target accuracy: train epochs through the engine's train_epoch until the evaluation
   accuracy reaches the task's target (or the epoch budget runs out).
+A cell names a built-in task, or carries "pair" (two model SPECs, an input shape, classes, optimizer):
+a user's model pair, trained on seeded random inputs and labels over pre-loaded tensors (loop "bare",
+there is no dataset to read). Every cell first applies its settings: threads, and the knobs (oneDNN,
+cuDNN autotuning, TF32) through backends.<name>.speed.apply_settings; the row records what was in effect.
 Divergence: the loss is read (outside the timed region) after every warm-up step and at the end of every
 window, the weights at the end of the cell; a NaN/Inf stops the cell, which then measured nothing.
 """
@@ -35,11 +42,14 @@ from dualbench.common.data.sources import load_dataset
 from dualbench.common.data.split import epoch_batches, eval_batches, normalize, order_hash, prepare_splits
 from dualbench.common.errors import UserError
 from dualbench.common.results import host_metadata, now
-from dualbench.common.stats import median_ci
+from dualbench.common.bench_settings import knobs_text, parse_knobs
+from dualbench.common.stats import median_ci, quantile_ci
 from dualbench.common.tasks import get_task
 
 MAX_AUTO_STEPS = 2000     # cap on auto-sized windows (a window of a tiny model at ~0.3 ms/step)
 BARE_DISTINCT_BATCHES = 16
+PAIR_DISTINCT_BATCHES = 4  # a model pair's random batches (224x224 images: 19 MB per batch of 32)
+INFER_MIN_CALLS, INFER_MAX_CALLS = 20, 5000
 OOM_ADVICE = "try a smaller --batch-size"
 
 
@@ -139,10 +149,41 @@ def bench_data(task, cell, cache):
     return splits.train_x, splits.train_y, meta
 
 
-def setup_state(backend, speed, task, cell, dev):
+def pair_workload(cell, backend_name, cache):
+    """A model pair's side for this backend: (task, build_model, x, y, data meta). The model comes from the
+    SPEC (dualbench.model_loader), the task is the plain protocol the pair parity uses (one loss, one
+    optimizer); inputs are seeded standard-normal arrays, labels random classes, the same for both backends."""
+    from dualbench.model_loader import model_factory
+    from dualbench.parity.pair import pair_task
+    pair, batch_size, seed = cell["pair"], int(cell["batch_size"]), int(cell["seed"])
+    factory, _ = model_factory(pair[backend_name], backend_name, seed)
+    task = pair_task(cell["task"], "ce", pair["optimizer"], float(pair["lr"]), batch_size)
+
+    def make():
+        n = PAIR_DISTINCT_BATCHES * batch_size
+        rng = np.random.default_rng([seed, 1234])
+        x = rng.standard_normal((n, *pair["input"])).astype(np.float32)
+        y = rng.integers(0, int(pair["classes"]), n).astype(np.int64)
+        digest = hashlib.sha256(x.tobytes() + y.tobytes()).hexdigest()
+        return x, y, {"dataset": f"random-normal-n{n}", "dataset_sha256": digest, "synthetic": True}
+
+    x, y, meta = cached(cache, ("pair", tuple(pair["input"]), int(pair["classes"]), batch_size, seed), make)
+    return task, lambda: factory(), x, y, meta
+
+
+def workload(cell, backend, cache):
+    """(task, build_model, x, y, data meta) of a cell: a built-in task with its data, or a model pair."""
+    if cell.get("pair"):
+        return pair_workload(cell, backend.NAME, cache)
+    task = get_task(cell["task"])
+    x, y, meta = bench_data(task, cell, cache)
+    return task, lambda: backend.models.build_model(task.model), x, y, meta
+
+
+def setup_state(backend, speed, task, cell, dev, build_model=None):
     """Seeded model + optimizer, compiled and/or with the AMP step as the cell asks."""
     backend.device.seed(int(cell["seed"]))
-    model = backend.models.build_model(task.model)
+    model = build_model() if build_model else backend.models.build_model(task.model)
     state = backend.train.make_state(task, model, dev)
     if cell["mode"] == "compiled":
         speed.compile_model(state)
@@ -192,9 +233,8 @@ def summarise_windows(seconds, steps, batch_size):
 
 def run_speed_cell(cell, backend, speed, dev, cache):
     """Warm-up, then timed windows (engine and/or bare, alternating); returns one row per loop."""
-    task = get_task(cell["task"])
+    task, build_model, x, y, data_meta = workload(cell, backend, cache)
     batch_size = int(cell["batch_size"])
-    x, y, data_meta = bench_data(task, cell, cache)
     n = len(y)
     if n < batch_size:
         raise UserError(f"{task.name}: {n} samples cannot fill one batch of {batch_size}")
@@ -205,7 +245,9 @@ def run_speed_cell(cell, backend, speed, dev, cache):
     order = BatchOrder(n, batch_size, int(cell["seed"]), length)
 
     speed.reset_peak_memory(dev)
-    state, step = setup_state(backend, speed, task, cell, dev)
+    state, step = setup_state(backend, speed, task, cell, dev, build_model)
+    if cell.get("pair"):
+        return pair_speed_rows(cell, backend, speed, state, step, x, y, order, dev, data_meta)
     it = iter(backend.data.make_loader(x, y, order, dev))
     sync, clock = backend.device.synchronize, time.perf_counter
 
@@ -277,10 +319,93 @@ def run_speed_cell(cell, backend, speed, dev, cache):
     return rows
 
 
+def warm_up(run_one, cell, clock):
+    """Run steps until at least cell['warmup'] steps and cell['warmup_seconds'] have passed (the other
+    worker's idle math threads stop spinning meanwhile). Returns (first step s, warm-up s, steps, median s)."""
+    t0 = clock()
+    run_one()
+    first = clock() - t0
+    times, done = [], 1
+    while done < int(cell["warmup"]) or clock() - t0 < float(cell["warmup_seconds"]):
+        t1 = clock()
+        run_one()
+        times.append(clock() - t1)
+        done += 1
+    return first, clock() - t0, done, float(np.median(times)) if times else first
+
+
+def pair_speed_rows(cell, backend, speed, state, step, x, y, order, dev, data_meta):
+    """A model pair's training speed: warm-up, then timed windows over pre-loaded batches (loop "bare")."""
+    batch_size, windows = int(cell["batch_size"]), int(cell["windows"])
+    preloaded = speed.preload(x, y, [order[i] for i in range(order.per_epoch)], dev)
+    watch, sync, clock, box = LossWatch(), backend.device.synchronize, time.perf_counter, {"i": 0}
+
+    def one():
+        box["i"] += 1
+        loss = bare_window(backend, state, step, preloaded, box["i"], 1, dev)[1]
+        watch.check(loss, 1)
+
+    sync(dev)
+    first, warmup_s, done, typical = warm_up(one, cell, clock)
+    steps = (int(cell["steps"]) if cell["steps"] != "auto" else
+             int(min(MAX_AUTO_STEPS, max(1, math.ceil(float(cell["window_seconds"]) / max(typical, 1e-6))))))
+    seconds = []
+    for w in range(windows):
+        s, loss = bare_window(backend, state, step, preloaded, box["i"] + w * steps, steps, dev)
+        seconds.append(s)
+        watch.check(loss, steps)
+    watch.check_weights(backend, state.model)
+    peak_mb, peak_kind = speed.peak_memory(dev)
+    row = {"loop": "bare", "warmup_steps": done, "warmup_s": warmup_s, "first_step_s": first,
+           "steps_per_window": steps, "windows": windows, "n_samples": len(y), "peak_mem_mb": peak_mb,
+           "peak_mem_kind": peak_kind, "reader_ms_per_step": 0.0, "reader_share": 0.0,
+           "batch_order_hash": order_hash([order[i] for i in range(order.per_epoch)]), "epoch_samples": None,
+           "epoch_seconds": math.nan, **summarise_windows(seconds, steps, batch_size), **data_meta}
+    row["compute_ms_per_step"] = row["ms_per_step"]
+    return [row]
+
+
+def run_infer_cell(cell, backend, speed, dev, cache):
+    """Inference latency per batch: eval mode, no autograd, pre-loaded batches, one clock read per call."""
+    task, build_model, x, y, data_meta = workload(cell, backend, cache)
+    batch_size = int(cell["batch_size"])
+    if len(y) < batch_size:
+        raise UserError(f"{cell['task']}: {len(y)} samples cannot fill one batch of {batch_size}")
+    speed.reset_peak_memory(dev)
+    state, _ = setup_state(backend, speed, task, {**cell, "precision": "fp32"}, dev, build_model)
+    infer = speed.make_infer_step(state.model)
+    order = BatchOrder(len(y), batch_size, int(cell["seed"]), BARE_DISTINCT_BATCHES)
+    preloaded = [xb for xb, _ in speed.preload(x, y, [order[i] for i in range(min(len(order), order.per_epoch))], dev)]
+    sync, clock, box = backend.device.synchronize, time.perf_counter, {"i": 0}
+
+    def one():
+        box["i"] += 1
+        sync(dev)
+        infer(preloaded[box["i"] % len(preloaded)])
+        sync(dev)
+
+    first, warmup_s, done, _ = warm_up(one, cell, clock)
+    budget = float(cell["windows"]) * float(cell["window_seconds"])
+    latencies, started = [], clock()
+    while len(latencies) < INFER_MIN_CALLS or (clock() - started < budget and len(latencies) < INFER_MAX_CALLS):
+        t0 = clock()
+        one()
+        latencies.append(1000.0 * (clock() - t0))
+    peak_mb, peak_kind = speed.peak_memory(dev)
+    med, lo, hi = median_ci(latencies)
+    p95, p95_lo, p95_hi = quantile_ci(latencies, 0.95)
+    return [{"loop": "infer", "latency_ms": med, "latency_ms_lo": lo, "latency_ms_hi": hi, "p95_ms": p95,
+             "p95_ms_lo": p95_lo, "p95_ms_hi": p95_hi, "infer_calls": len(latencies),
+             "ms_per_step": med, "ms_per_step_lo": lo, "ms_per_step_hi": hi, "compute_ms_per_step": med,
+             "samples_per_s": 1000.0 * batch_size / med, "warmup_steps": done, "warmup_s": warmup_s,
+             "first_step_s": first, "n_samples": len(y), "peak_mem_mb": peak_mb, "peak_mem_kind": peak_kind,
+             **data_meta}]
+
+
 def run_ttt_cell(cell, backend, speed, dev, cache):
     """Train whole epochs (engine path) until the evaluation accuracy reaches the task's target."""
     task = get_task(cell["task"])
-    target = float(task.target_accuracy)
+    target = float(cell.get("target") or task.target_accuracy)
     splits, data_meta = dataset_splits(task, cell["dataset"], cache)
     speed.reset_peak_memory(dev)
     state, _ = setup_state(backend, speed, task, {**cell, "mode": "eager", "precision": "fp32"}, dev)
@@ -323,20 +448,25 @@ def run_bench_cell(cell, backend, speed, cache):
     """One cell -> its rows, each carrying the cell's identity and the machine/framework metadata."""
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else math.nan   # before this cell adds its own
     dev, dev_info = backend.device.configure(int(cell["threads"]), cell.get("device", "cpu"))
-    if cell["kind"] == "ttt":
-        rows = run_ttt_cell(cell, backend, speed, dev, cache)
-    else:
-        rows = run_speed_cell(cell, backend, speed, dev, cache)
+    knobs = speed.apply_settings(parse_knobs(cell.get("knobs")), dev)
+    runners = {"ttt": run_ttt_cell, "infer": run_infer_cell, "speed": run_speed_cell}
+    rows = runners[cell["kind"]](cell, backend, speed, dev, cache)
     identity = {k: cell[k] for k in ("suite", "task", "backend", "mode", "precision", "batch_size", "repeat",
-                                     "seed", "run_id") if k in cell}
+                                     "seed", "run_id", "stage") if k in cell}
     meta = {**dev_info, **host_metadata(), "timestamp": now(), "load_avg": load, "cpu_count": os.cpu_count(),
-            "status": "ok"}
+            "status": "ok", "knobs": cell.get("knobs") or "", "knobs_in_effect": knobs_text(knobs),
+            "model_spec": pair_label(cell.get("pair"))}
     out = []
     for row in rows:
         row = {**identity, **row, **meta}
         row["cell_key"] = cell["keys"][row["loop"]]
         out.append(row)
     return out
+
+
+def pair_label(pair):
+    """The model pair's SPECs, as recorded per row ('' for a built-in task)."""
+    return f"torch {pair['torch']} | paddle {pair['paddle']}" if pair else ""
 
 
 def main(argv=None):

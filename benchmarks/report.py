@@ -15,10 +15,10 @@ import pandas as pd
 
 from dualbench.common.bench_table import latest, measured, row_status
 from dualbench.common.errors import UserError
-from dualbench.common.stats import BAND, compare_means, mean_ci, median_ci, paired_ratio_ci, ratio_halfwidth, verdict
+from dualbench.common.stats import BAND, compare_means, mean_ci
+from dualbench.speed_summary import (OVERHEAD_TARGET, infer_summary, overhead_summary, problem_cells,  # noqa: F401
+                                     speed_summary, stage_ratios, ttt_summary, tuning_summary, with_settings)
 
-OVERHEAD_TARGET = 0.97
-CONFIG = ["suite", "device", "mode", "precision", "threads", "batch_size", "dataset"]
 PLOTS = "plots"
 
 
@@ -44,16 +44,6 @@ def duplicate_note(bench):
         return None
     return (f"**Note: {n} bench.csv row(s) repeat a measured cell** (same cell key and loop: two commands wrote the "
             f"file at once, or files were concatenated). Only the first row of each is used.")
-
-
-def problem_cells(bench):
-    """Rows of cells that failed or diverged and have no ok row (a retried cell that then succeeded is
-    measured, not a problem): the latest row per cell_key."""
-    status = row_status(bench)
-    bench = bench.assign(status=status, error=bench["error"] if "error" in bench else None)
-    ok_keys = set(bench.loc[status == "ok", "cell_key"])
-    bad = bench[(status != "ok") & ~bench["cell_key"].isin(ok_keys)]
-    return latest(bad, ["cell_key"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -126,99 +116,6 @@ def accuracy_table(runs):
     return pd.DataFrame(rows)
 
 
-def _pairs(group, value):
-    """{repeat: value} per backend, the latest row per (backend, repeat)."""
-    group = latest(group, ["backend", "repeat"])
-    return {b: g.set_index("repeat")[value] for b, g in group.groupby("backend")}
-
-
-def speed_summary(bench, loop="engine"):
-    """Per task and configuration: throughput per backend (median over repeats, 95% CI), the paired
-    ratio torch/paddle with its CI and verdict, and the supporting per-step numbers.
-
-    Only ok rows count; `<backend>_failed` / `<backend>_diverged` count the cells left out, and a
-    configuration with no complete pair says which backend failed in its verdict."""
-    rows = []
-    frame = bench[bench["loop"] == loop]
-    for keys, all_rows in frame.groupby(["task"] + CONFIG, sort=False, dropna=False):
-        info = dict(zip(["task"] + CONFIG, keys))
-        group, bad = measured(all_rows), problem_cells(all_rows)
-        sps = _pairs(group, "samples_per_s")
-        row = dict(info)
-        for name in ("torch", "paddle"):
-            values = sps.get(name, pd.Series(dtype=float))
-            med, lo, hi = median_ci(values.values)
-            sub = latest(group[group["backend"] == name], ["repeat"])
-            row.update({f"{name}_samples_per_s": med, f"{name}_lo": lo, f"{name}_hi": hi,
-                        f"{name}_repeats": int(values.notna().sum()),
-                        f"{name}_ms_per_step": float(sub["ms_per_step"].median()) if len(sub) else math.nan,
-                        f"{name}_reader_share": float(sub["reader_share"].median()) if len(sub) else math.nan,
-                        f"{name}_epoch_seconds": float(sub["epoch_seconds"].median()) if len(sub) else math.nan,
-                        f"{name}_peak_mem_mb": float(sub["peak_mem_mb"].median()) if len(sub) else math.nan,
-                        f"{name}_first_step_s": float(sub["first_step_s"].median()) if len(sub) else math.nan})
-        t, p = sps.get("torch", pd.Series(dtype=float)), sps.get("paddle", pd.Series(dtype=float))
-        common = sorted(set(t.index) & set(p.index))
-        ratio = paired_ratio_ci(t[common].values, p[common].values) if common else paired_ratio_ci([], [])
-        row.update({"ratio": ratio["ratio"], "ratio_lo": ratio["lo"], "ratio_hi": ratio["hi"], "pairs": ratio["n"],
-                    "ratio_ci_pct": 100 * ratio_halfwidth(ratio["ratio"], ratio["lo"], ratio["hi"]),
-                    "verdict": verdict(ratio["lo"], ratio["hi"])})
-        for name in ("torch", "paddle"):
-            for status in ("failed", "diverged"):
-                row[f"{name}_{status}"] = int(((bad["backend"] == name) & (bad["status"] == status)).sum())
-        if not ratio["n"] and len(bad):
-            what = sorted(set(bad["backend"] + " " + bad["status"]))
-            row["verdict"] = f"n/a ({', '.join(what)})"
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def overhead_summary(bench):
-    """Harness overhead per task, backend and configuration, paired by repeat (same worker process):
-    end_to_end = engine samples/s / bare samples/s; compute = bare ms/step / engine compute ms/step
-    (the engine's step time without the reader's)."""
-    rows = []
-    bench = measured(bench)
-    frame = bench[bench["loop"].isin(["engine", "bare"])]
-    for keys, group in frame.groupby(["task", "backend"] + CONFIG, sort=False, dropna=False):
-        group = latest(group, ["loop", "repeat"])
-        engine, bare = (group[group["loop"] == loop].set_index("repeat") for loop in ("engine", "bare"))
-        common = sorted(set(engine.index) & set(bare.index))
-        if not common:
-            continue
-        e2e = paired_ratio_ci(engine.loc[common, "samples_per_s"].values, bare.loc[common, "samples_per_s"].values)
-        compute = paired_ratio_ci(bare.loc[common, "ms_per_step"].values,
-                                  engine.loc[common, "compute_ms_per_step"].values)
-        rows.append({**dict(zip(["task", "backend"] + CONFIG, keys)),
-                     "end_to_end": e2e["ratio"], "end_to_end_lo": e2e["lo"], "end_to_end_hi": e2e["hi"],
-                     "compute": compute["ratio"], "compute_lo": compute["lo"], "compute_hi": compute["hi"],
-                     "reader_share": float(engine.loc[common, "reader_share"].median()), "pairs": e2e["n"]})
-    return pd.DataFrame(rows)
-
-
-def ttt_summary(bench):
-    """Time to target per task and configuration, ok rows only; `<backend>_reached` says how many
-    repeats reached the target, and how many failed or diverged (those have no time)."""
-    frame = bench[bench["loop"] == "ttt"]
-    rows = []
-    for keys, all_rows in frame.groupby(["task"] + CONFIG, sort=False, dropna=False):
-        group, bad = measured(all_rows), problem_cells(all_rows)
-        row = dict(zip(["task"] + CONFIG, keys))
-        targets = pd.to_numeric(group["target_accuracy"], errors="coerce").dropna()
-        row["target"] = float(targets.iloc[0]) if len(targets) else math.nan
-        secs = _pairs(group, "ttt_seconds")
-        for name in ("torch", "paddle"):
-            sub = latest(group[group["backend"] == name], ["repeat"])
-            reached = sub["ttt_reached"].astype(str).str.lower().eq("true")
-            med, lo, hi = median_ci(secs.get(name, pd.Series(dtype=float)).values)
-            row[f"{name}_seconds"], row[f"{name}_lo"], row[f"{name}_hi"] = med, lo, hi
-            problems = bad[bad["backend"] == name]["status"].value_counts()
-            row[f"{name}_reached"] = f"{int(reached.sum())}/{len(sub)}" + "".join(
-                f" ({n} {status})" for status, n in problems.items())
-            row[f"{name}_epochs"] = float(sub["ttt_epochs"].median()) if len(sub) else math.nan
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
 def machine_load_note(bench):
     """A warning when the machine was busy with other work during the benchmark (load above the cores
     plus the one worker that runs at a time)."""
@@ -239,7 +136,7 @@ def machine_load_note(bench):
 def problem_table(bench):
     """Failed and diverged cells, one line per task, backend, configuration, status and error (the repeats
     and loops it hit listed)."""
-    bad = problem_cells(bench)
+    bad = problem_cells(with_settings(bench))
     if not len(bad):
         return None
     bad = bad.assign(config=[config_label(r) for _, r in bad.iterrows()], error=bad["error"].fillna(""))
@@ -254,9 +151,11 @@ def problem_table(bench):
 
 
 def config_label(row):
-    parts = [str(row["device"]), str(row["mode"]), str(row["precision"]), f"{fmt(row['threads'])} thr",
-             f"batch {fmt(row['batch_size'])}"]
-    return ", ".join(parts)
+    """'cpu, eager fp32, 2 threads, batch 64' for a shared setting; 'cpu, each at its best, batch 64'."""
+    pairing = row["pairing"] if "pairing" in row and isinstance(row["pairing"], str) else None
+    if pairing is None:
+        pairing = f"{row['mode']} {row['precision']}, {fmt(row['threads'])} thr"
+    return ", ".join([str(row["device"]), pairing, f"batch {fmt(row['batch_size'])}"])
 
 
 def parity_summary(parity):
@@ -402,6 +301,8 @@ def _speed_markdown(summary):
     table = pd.DataFrame({
         "task": summary["task"],
         "config": [config_label(r) for _, r in summary.iterrows()],
+        "settings (torch; paddle)": [r["torch_setting"] if r["torch_setting"] == r["paddle_setting"] else
+                                     f"{r['torch_setting']}; {r['paddle_setting']}" for _, r in summary.iterrows()],
         "torch samples/s": [fmt_ci(r["torch_samples_per_s"], r["torch_lo"], r["torch_hi"]) for _, r in summary.iterrows()],
         "paddle samples/s": [fmt_ci(r["paddle_samples_per_s"], r["paddle_lo"], r["paddle_hi"]) for _, r in summary.iterrows()],
         "torch/paddle [95% CI]": [fmt_ci(r["ratio"], r["ratio_lo"], r["ratio_hi"], ratio=True) for _, r in summary.iterrows()],
@@ -421,6 +322,66 @@ def _speed_markdown(summary):
         "peak MiB torch / paddle": [f"{fmt(r['torch_peak_mem_mb'], 4)} / {fmt(r['paddle_peak_mem_mb'], 4)}" for _, r in summary.iterrows()],
     })
     return markdown_table(table), markdown_table(details)
+
+
+def _headline_markdown(ratios):
+    """Per task: the torch/paddle ratio at equal settings and with each framework at its best."""
+    def ci(r, label):
+        if not isinstance(r[f"{label}_verdict"], str):
+            return "not measured"
+        return f"{fmt_ci(r[f'{label}_ratio'], r[f'{label}_ratio_lo'], r[f'{label}_ratio_hi'], ratio=True)} {r[f'{label}_verdict']}"
+
+    table = pd.DataFrame({
+        "task": ratios["task"], "batch": [fmt(v) for v in ratios["batch_size"]],
+        "equal settings: torch/paddle [95% CI]": [ci(r, "equal") for _, r in ratios.iterrows()],
+        "equal settings": [equal_label(r) for _, r in ratios.iterrows()],
+        "each at its best: torch/paddle [95% CI]": [ci(r, "best") for _, r in ratios.iterrows()],
+        "torch's best": [r["best_torch_setting"] if isinstance(r["best_torch_setting"], str) else "n/a"
+                         for _, r in ratios.iterrows()],
+        "paddle's best": [r["best_paddle_setting"] if isinstance(r["best_paddle_setting"], str) else "n/a"
+                          for _, r in ratios.iterrows()],
+        "input-pipeline-bound": [" / ".join(x for x in (r["equal_bound"], r["best_bound"]) if isinstance(x, str) and x)
+                                 or "-" for _, r in ratios.iterrows()],
+    })
+    return markdown_table(table)
+
+
+def equal_label(r):
+    """The shared setting, with the switches each framework had on by default ('torch onednn=on')."""
+    if not isinstance(r["equal_torch_setting"], str):
+        return "n/a"
+    effect = [f"{name} {r[f'equal_{name}_in_effect']}" for name in ("torch", "paddle")
+              if isinstance(r[f"equal_{name}_in_effect"], str) and r[f"equal_{name}_in_effect"]]
+    return r["equal_torch_setting"] + (f" ({', '.join(effect)})" if effect else "")
+
+
+def _tuning_markdown(tuning):
+    """One line per task and backend: every candidate's samples/s, the winner in bold."""
+    rows = []
+    for (task, backend), group in tuning.groupby(["task", "backend"], sort=False):
+        parts = []
+        for _, r in group.sort_values("samples_per_s", ascending=False).iterrows():
+            text = f"{r['setting']}: {fmt(r['samples_per_s'], 4)}"
+            parts.append(f"**{text}**" if r["chosen"] else f"{text} ({r['vs_fastest']:.0%})")
+        rows.append({"task": task, "backend": backend, "workload": group["workload"].iloc[0],
+                     "batch": fmt(group["batch_size"].iloc[0]), "candidates, fastest first (samples/s)": "; ".join(parts)})
+    return markdown_table(pd.DataFrame(rows))
+
+
+def _infer_markdown(infer):
+    def stage(r):
+        return r["pairing"] if r["stage"] != "best" else f"best: torch {r['torch_setting']}; paddle {r['paddle_setting']}"
+    table = pd.DataFrame({
+        "task": infer["task"], "batch": [fmt(v) for v in infer["batch_size"]],
+        "setting": [stage(r) for _, r in infer.iterrows()],
+        "torch ms (median [CI])": [fmt_ci(r["torch_latency_ms"], r["torch_lo"], r["torch_hi"]) for _, r in infer.iterrows()],
+        "torch p95 ms": [fmt(r["torch_p95_ms"]) for _, r in infer.iterrows()],
+        "paddle ms (median [CI])": [fmt_ci(r["paddle_latency_ms"], r["paddle_lo"], r["paddle_hi"]) for _, r in infer.iterrows()],
+        "paddle p95 ms": [fmt(r["paddle_p95_ms"]) for _, r in infer.iterrows()],
+        "latency torch/paddle [95% CI]": [fmt_ci(r["ratio"], r["ratio_lo"], r["ratio_hi"], ratio=True) for _, r in infer.iterrows()],
+        "verdict (torch is …)": infer["verdict"], "pairs": infer["pairs"],
+    })
+    return markdown_table(table)
 
 
 def precision_line(summary, target=3.0):
@@ -446,8 +407,8 @@ def _overhead_markdown(overhead):
     def mark(value):
         return "yes" if value >= OVERHEAD_TARGET else "no"
     table = pd.DataFrame({
-        "task": overhead["task"], "backend": overhead["backend"],
-        "config": [config_label(r) for _, r in overhead.iterrows()],
+        "task": overhead["task"], "backend": overhead["backend"], "stage": overhead["stage"],
+        "setting": overhead["setting"], "batch": [fmt(v) for v in overhead["batch_size"]],
         "harness (compute) [95% CI]": [fmt_ci(r["compute"], r["compute_lo"], r["compute_hi"], ratio=True) for _, r in overhead.iterrows()],
         f"≥ {OVERHEAD_TARGET}": [mark(v) for v in overhead["compute"]],
         "end to end, with reader [95% CI]": [fmt_ci(r["end_to_end"], r["end_to_end_lo"], r["end_to_end_hi"], ratio=True) for _, r in overhead.iterrows()],
@@ -461,6 +422,8 @@ def _overhead_markdown(overhead):
 def _ttt_markdown(ttt):
     table = pd.DataFrame({
         "task": ttt["task"], "dataset": ttt["dataset"], "target": ttt["target"],
+        "setting": [r["pairing"] if r["stage"] != "best" else f"best: torch {r['torch_setting']}; paddle "
+                    f"{r['paddle_setting']}" for _, r in ttt.iterrows()],
         "torch s (median [CI])": [fmt_ci(r["torch_seconds"], r["torch_lo"], r["torch_hi"]) for _, r in ttt.iterrows()],
         "torch reached": ttt["torch_reached"], "torch epochs": [fmt(v) for v in ttt["torch_epochs"]],
         "paddle s (median [CI])": [fmt_ci(r["paddle_seconds"], r["paddle_lo"], r["paddle_hi"]) for _, r in ttt.iterrows()],
@@ -523,17 +486,30 @@ def build_report(directory, out=None, plots=True):
                    "left out of every number below; a configuration without a complete torch/paddle pair has no "
                    "ratio. Rerunning the same `dualbench bench` command retries the failed cells.", "",
                    markdown_table(problems)]
+        overhead = overhead_summary(bench)
         if len(summary):
             write_table(directory / "speed_summary.csv", summary)
             table, details = _speed_markdown(summary)
-            md += [f"Steady-state samples/s through the native DataLoader (warm-up excluded): median over repeats "
-                   f"with a distribution-free 95% CI (needs ≥ 6 repeats). Each repeat runs torch and paddle back to "
-                   f"back in fresh worker processes with the same threads; the ratio is the geometric mean of the "
-                   f"per-pair ratios with a paired t-interval on the log ratios. Verdict: *faster* / *slower* when "
-                   f"the whole CI lies above {1 + BAND:.2f} / below {1 - BAND:.2f}, *same* when it lies inside "
-                   f"[{1 - BAND:.2f}, {1 + BAND:.2f}], otherwise *inconclusive*. *CI ±%*: the CI's larger "
-                   f"relative half-width. Configurations wider than the suite's target after the first repeats get "
-                   f"more pairs in a second stage, as far as the time budget allows (README, bench).",
+            ratios = stage_ratios(summary, overhead)
+            if (summary["stage"] == "best").any():
+                md += ["### Equal settings and each at its best", "",
+                       "The torch/paddle training throughput ratio (above 1: torch faster) twice: with both at the "
+                       "same setting (the machine's cores as math threads, each framework's default switches) and "
+                       "with each framework at its own fastest setting, chosen by the tuning stage below on windows "
+                       "that are not reused here. A ratio is *input-pipeline-bound* when a side's engine loop "
+                       f"reaches less than {OVERHEAD_TARGET} of its bare loop (pre-loaded tensors) at that setting: it "
+                       "then measures that framework's DataLoader as much as its model.", "",
+                       _headline_markdown(ratios)]
+            md += ["### All configurations", "",
+                   f"Steady-state samples/s through the native DataLoader (warm-up excluded; model pairs: pre-loaded "
+                   f"random batches): median over repeats with a distribution-free 95% CI (needs ≥ 6 repeats). Each "
+                   f"repeat runs torch and paddle back to back in their own worker processes, each at the setting "
+                   f"shown; the ratio is the geometric mean of the per-pair ratios with a paired t-interval on the "
+                   f"log ratios. Verdict: *faster* / *slower* when the whole CI lies above {1 + BAND:.2f} / below "
+                   f"{1 - BAND:.2f}, *same* when it lies inside [{1 - BAND:.2f}, {1 + BAND:.2f}], otherwise "
+                   f"*inconclusive*. *CI ±%*: the CI's larger relative half-width. Configurations wider than the "
+                   f"suite's target after the first repeats get more pairs in a second stage, as far as the time "
+                   f"budget allows (README, bench).",
                    "", precision_line(summary), "", table,
                    "Per step: median ms/step, the share of it spent in the reader (DataLoader + copy to device), the "
                    "time per epoch of the task's real training set at that speed, the first step (includes "
@@ -542,7 +518,24 @@ def build_report(directory, out=None, plots=True):
             if plots:
                 plot_throughput(summary, plot_dir / "throughput.png")
                 md += [f"![throughput]({PLOTS}/throughput.png)", ""]
-        overhead = overhead_summary(bench)
+        tuning = tuning_summary(bench)
+        if len(tuning):
+            write_table(directory / "tuning_summary.csv", tuning)
+            md += ["### Tuning", "",
+                   "Each framework on its own, one short cell per candidate setting (math threads, oneDNN on and off; "
+                   "compiled mode with --tune-compile); the fastest (bold) is the framework's *best* setting. The "
+                   "percentages are each candidate's speed relative to the fastest. These cells only choose: the "
+                   "ratios above come from new, interleaved repeats (no winner's curse).", "",
+                   _tuning_markdown(tuning)]
+        infer = infer_summary(bench)
+        if len(infer):
+            write_table(directory / "infer_summary.csv", infer)
+            md += ["## Inference latency", "",
+                   "Eval mode, no autograd, one batch per call over batches already in memory; the clock is read "
+                   "around every call (after a device sync). Per repeat the median and 95th percentile over its "
+                   "calls; the table gives the median over repeats with a 95% CI, and the paired latency ratio "
+                   "torch/paddle (below 1: torch answers faster; the verdict says whether torch is faster).", "",
+                   _infer_markdown(infer)]
         md += ["## Harness overhead", ""]
         if len(overhead):
             md += [f"The engine against a bare loop over batches pre-loaded on the device (same model, optimizer, "
@@ -596,11 +589,25 @@ def print_speed_summary(csv_path):
         "verdict": summary["verdict"], "pairs": summary["pairs"]})
     print(table.to_string(index=False))
     print(precision_line(summary))
+    best = summary[summary["stage"] == "best"]
+    if len(best):
+        print("\neach at its best (chosen by tuning):")
+        print(pd.DataFrame({"task": best["task"], "torch": best["torch_setting"], "paddle": best["paddle_setting"]})
+              .to_string(index=False))
+    infer = infer_summary(bench)
+    if len(infer):
+        print("\ninference latency (ms per batch, median over repeats; ratio below 1: torch answers faster):")
+        print(pd.DataFrame({
+            "task": infer["task"], "batch": [fmt(v) for v in infer["batch_size"]], "stage": infer["stage"],
+            "torch ms": [fmt(v) for v in infer["torch_latency_ms"]], "torch p95": [fmt(v) for v in infer["torch_p95_ms"]],
+            "paddle ms": [fmt(v) for v in infer["paddle_latency_ms"]], "paddle p95": [fmt(v) for v in infer["paddle_p95_ms"]],
+            "torch/paddle [95% CI]": [fmt_ci(r["ratio"], r["ratio_lo"], r["ratio_hi"], ratio=True) for _, r in infer.iterrows()],
+            "verdict": infer["verdict"]}).to_string(index=False))
     overhead = overhead_summary(bench)
     if len(overhead):
         print("\nharness overhead (engine vs bare loop):")
         print(pd.DataFrame({
-            "task": overhead["task"], "backend": overhead["backend"],
+            "task": overhead["task"], "backend": overhead["backend"], "setting": overhead["setting"],
             "compute [95% CI]": [fmt_ci(r["compute"], r["compute_lo"], r["compute_hi"], ratio=True) for _, r in overhead.iterrows()],
             "end to end [95% CI]": [fmt_ci(r["end_to_end"], r["end_to_end_lo"], r["end_to_end_hi"], ratio=True)
                                     for _, r in overhead.iterrows()]}).to_string(index=False))

@@ -51,6 +51,17 @@ BENCH_COLUMNS = [
     "status",              # ok | failed: the cell raised or its worker died | diverged: NaN/Inf loss or weights
     "error",               # failed: the error's last line (out of memory names the batch size); diverged: the
                            # step and the last finite loss. Failed and diverged rows hold no timings.
+    "stage",               # equal: both backends at one shared setting | tune: one candidate setting of one
+                           # backend (chooses its winner, never part of a verdict) | best: each at its winner
+    "knobs",               # framework switches the cell set, e.g. onednn=on (CPU), cudnn_benchmark/tf32 (GPU);
+                           # empty: each framework's defaults (the equal stage)
+    "latency_ms",          # infer: median milliseconds per batch (one clock read around each call)
+    "latency_ms_lo", "latency_ms_hi",   # 95% order-statistic CI of that median
+    "p95_ms",              # infer: 95th percentile of the per-call latency
+    "p95_ms_lo", "p95_ms_hi",           # its 95% order-statistic CI (NaN with fewer than ~59 calls)
+    "infer_calls",         # infer: timed calls
+    "model_spec",          # a model pair's SPECs (dualbench bench --torch/--paddle); empty for built-in tasks
+    "knobs_in_effect",     # the switches' values during the cell, defaults included (torch onednn=on, paddle off)
 ]
 
 
@@ -87,9 +98,12 @@ def problem_rows(cell, status, error):
     random data included), so the report groups them with the measured cells of the same configuration.
     """
     from dualbench.common.results import host_metadata, now
-    dataset = cell.get("dataset") or f"random-uint8-n{cell['samples']}"
-    base = {k: cell[k] for k in ("suite", "task", "backend", "mode", "precision", "threads", "batch_size", "repeat",
-                                 "seed", "run_id", "device")}
+    dataset = cell.get("dataset") or (f"random-normal-n{4 * cell['batch_size']}" if cell.get("pair")
+                                      else f"random-uint8-n{cell['samples']}")
+    base = {k: cell.get(k) for k in ("suite", "task", "backend", "mode", "precision", "threads", "batch_size",
+                                     "repeat", "seed", "run_id", "device", "stage", "knobs")}
+    if cell.get("pair"):
+        base["model_spec"] = f"torch {cell['pair']['torch']} | paddle {cell['pair']['paddle']}"
     base.update({"dataset": dataset, "status": status, "error": error, "timestamp": now(),
                  "load_avg": os.getloadavg()[0] if hasattr(os, "getloadavg") else None, "cpu_count": os.cpu_count(),
                  **host_metadata()})

@@ -45,17 +45,18 @@ def _t_quantile(level, df):
 def median_ci_rank(n, level=LEVEL):
     """1-based rank k so that [x_(k), x_(n+1-k)] covers the median with probability >= level; None if impossible.
 
-    Coverage is 1 - 2 P(B <= k-1) with B ~ Binomial(n, 1/2).
+    Coverage is 1 - 2 P(B <= k-1) with B ~ Binomial(n, 1/2); the largest such k. (scipy's binomial cdf, so
+    that thousands of values, e.g. per-call inference latencies, neither overflow nor underflow.)
     """
-    best = None
-    cdf = 0.0
-    for k in range(1, n // 2 + 1):
-        cdf += math.comb(n, k - 1) / 2.0 ** n          # P(B <= k-1)
-        if 1 - 2 * cdf >= level:
-            best = k
-        else:
-            break
-    return best
+    from scipy import stats
+    if n < 1:
+        return None
+    k = int(stats.binom.ppf((1 - level) / 2, n, 0.5))   # smallest k with P(B <= k) >= (1 - level) / 2
+    while k >= 1 and 1 - 2 * stats.binom.cdf(k - 1, n, 0.5) < level:
+        k -= 1
+    while k + 1 <= n // 2 and 1 - 2 * stats.binom.cdf(k, n, 0.5) >= level:
+        k += 1
+    return k if 1 <= k <= n // 2 else None
 
 
 def median_ci(values, level=LEVEL):
@@ -68,6 +69,23 @@ def median_ci(values, level=LEVEL):
     if k is None:
         return med, math.nan, math.nan
     return med, float(x[k - 1]), float(x[x.size - k])
+
+
+def quantile_ci(values, q, level=LEVEL):
+    """(q-quantile, lo, hi) with the distribution-free order-statistic CI: ranks from Binomial(n, q), as
+    median_ci does for q = 0.5. lo/hi are NaN when n is too small for the level (about 59 values for
+    the 95th percentile's upper bound at 95%)."""
+    from scipy import stats
+    x = np.sort(_finite(values))
+    if x.size == 0:
+        return math.nan, math.nan, math.nan
+    value = float(np.quantile(x, q))
+    n, alpha = x.size, 1 - level
+    lo_rank = int(stats.binom.ppf(alpha / 2, n, q))            # P(B < lo_rank) <= alpha/2
+    hi_rank = int(stats.binom.ppf(1 - alpha / 2, n, q)) + 1    # P(B >= hi_rank) <= alpha/2
+    if lo_rank < 1 or hi_rank > n:
+        return value, math.nan, math.nan
+    return value, float(x[lo_rank - 1]), float(x[hi_rank - 1])
 
 
 def mean_ci(values, level=LEVEL):

@@ -17,7 +17,7 @@ from dualbench.common.tasks import TASKS
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = replace(B.SUITES["default"], repeats=2, warmup=1, warmup_seconds=0.0, steps="2", windows=2,
-               window_seconds=0.01, ttt=False)
+               window_seconds=0.01, ttt=False, tune=False, workloads=("train",))
 
 
 def public_names(path):
@@ -43,15 +43,17 @@ def test_bench_and_report_modules_import_no_framework():
 
 def test_default_suite_takes_mnist_and_cifar_shaped_tasks_from_the_registry(monkeypatch):
     names = [t.name for t in B.suite_tasks(B.SUITES["default"])]
-    assert "mnist-lenet" in names and "mnist-mlp" in names
+    assert names == list(B.suites.DEFAULT_TASKS) and "mnist-lenet" in names and "cifar2-net" in names
+    by_shape = replace(B.SUITES["default"], tasks=())     # a suite without a task list takes them by shape
+    names = [t.name for t in B.suite_tasks(by_shape)]
     assert all(tuple(TASKS[n].model.input_shape) in (B.MNIST_LIKE, B.CIFAR_LIKE) for n in names)
     assert not any(t.startswith("food11") for t in names)
     # a CIFAR-shaped task added to the registry joins without touching the suite
     base = TASKS["mnist-lenet"]
     new = replace(base, name="cifar2-probe", model=replace(base.model, input_shape=(3, 32, 32)))
     monkeypatch.setitem(TASKS, "cifar2-probe", new)
-    assert "cifar2-probe" in [t.name for t in B.suite_tasks(B.SUITES["default"])]
-    assert [t.name for t in B.suite_tasks(replace(B.SUITES["default"], name="cifar2"))] == \
+    assert "cifar2-probe" in [t.name for t in B.suite_tasks(by_shape)]
+    assert [t.name for t in B.suite_tasks(replace(B.SUITES["default"], name="cifar2", tasks=()))] == \
         [t.name for t in TASKS.values() if t.name.startswith("cifar2")]
 
 
@@ -67,7 +69,7 @@ def test_plan_interleaves_backends_and_alternates_who_goes_first():
     tasks = [TASKS["mnist-mlp"], TASKS["mnist-lenet"]]
     suite = replace(TINY, ttt=True, batch_sizes=(None, 32))
     groups = B.plan(suite, tasks, ["torch", "paddle"], [1, 2], "run")
-    assert [(g["threads"], g["repeat"]) for g in groups] == [(1, 1), (1, 2), (2, 1), (2, 2)]
+    assert [(g["group"], g["repeat"]) for g in groups] == [(1, 1), (1, 2), (2, 1), (2, 2)]
     firsts = []
     for g in groups:
         cells = g["cells"]
@@ -129,7 +131,7 @@ def test_second_stage_plans_pairs_only_for_wide_configurations(tmp_path):
     path = tmp_path / "bench.csv"
     write_first_stage(path, first, {"mnist-mlp": narrow, "mnist-lenet": wide})
     extra = B.second_stage_pairs(path, first, suite)
-    config = ("mnist-lenet", 64, "eager", "fp32", 2)
+    config = ("mnist-lenet", "speed", 64, "equal", "eager|fp32|t2|")
     assert list(extra) == [config]                                   # the narrow task needs nothing more
     assert extra[config] == pairs_needed(np.log(wide), 0.03, 40) > 6
     groups = B.plan(suite, tasks, ["torch", "paddle"], [2], "run", extra=extra)
@@ -303,7 +305,7 @@ def test_time_to_target_cell(backend):
 def tiny_bench_args(out):
     return ["bench", "--tasks", "mnist-linear-mse", "--repeats", "2", "--ci-target", "0", "--windows", "2", "--steps", "2",
             "--warmup", "1", "--warmup-seconds", "0", "--threads", "1", "--no-ttt", "--no-progress",
-            "--out", out]
+            "--no-tune", "--mode", "train", "--out", out]
 
 
 def test_bench_cli_interrupted_by_sigterm_resumes(tmp_path):
@@ -357,7 +359,7 @@ def test_second_stage_end_to_end_adds_engine_pairs_and_resumes(tmp_path):
     args += ["--max-repeats", "3"]
     out = run_cli(*args)
     assert out.returncode == 0, out.stderr
-    assert "second stage, 1 configuration(s) wider than" in out.stderr and "mnist-linear-mse 3" in out.stderr
+    assert "second stage, 1 configuration(s) wider than" in out.stderr and "mnist-linear-mse speed b100 equal 3" in out.stderr
     frame = read_csv(tmp_path / "bench.csv", B.BENCH_COLUMNS)
     third = frame[frame["repeat"] == 3]
     assert sorted(third["backend"]) == ["paddle", "torch"] and set(third["loop"]) == {"engine"}
@@ -371,8 +373,8 @@ def test_second_stage_end_to_end_adds_engine_pairs_and_resumes(tmp_path):
 def test_old_schema_bench_csv_is_upgraded_on_append(tmp_path):
     """A bench.csv written before the status/error columns existed: read as all ok, and the next append
     rewrites it in today's layout with the old rows intact."""
-    old_columns = [c for c in B.BENCH_COLUMNS if c not in ("status", "error")]
-    assert B.BENCH_COLUMNS[-2:] == ["status", "error"]
+    first_new = B.BENCH_COLUMNS.index("status")       # every column since then was appended after it
+    old_columns = B.BENCH_COLUMNS[:first_new]
     path = tmp_path / "bench.csv"
     old = [{"cell_key": f"k{r}", "suite": "default", "task": "mnist-mlp", "backend": "torch", "loop": "engine",
             "threads": 2, "batch_size": 200, "repeat": r, "samples_per_s": 1000.5 + r, "device": "cpu",

@@ -113,7 +113,7 @@ def test_report_markdown_and_plots(results_dir):
                     "## Harness overhead", "## Time to target accuracy", "## Parity", "## Machine and versions"):
         assert heading in text
     assert "Parity was not run" in text
-    assert "| mnist-mlp | cpu, eager, fp32, 2 thr, batch 64 |" in text and "| faster |" in text and "| same |" in text
+    assert "| mnist-mlp | cpu, eager fp32, 2 threads, default switches, batch 64 |" in text and "| faster |" in text and "| same |" in text
     assert "test cpu" in text and "9.9" in text
     pngs = sorted(p.name for p in (results_dir / "plots").iterdir())
     assert pngs == ["curves-mnist-mlp-synthetic-mnist.png", "throughput.png"]   # one plot per task and dataset
@@ -192,7 +192,7 @@ def test_failed_and_diverged_cells_are_listed_and_left_out_of_the_ratios(tmp_pat
 
     text = build_report(tmp_path, plots=False).read_text()
     assert "### Failed / diverged cells" in text and "first try" not in text
-    assert ("| mnist-lenet | paddle | cpu, eager, fp32, 2 thr, batch 64 | engine, bare | 1, 2, 3, 4, 5, 6 | "
+    assert ("| mnist-lenet | paddle | cpu, eager fp32, 2 threads, default switches, batch 64 | engine, bare | 1, 2, 3, 4, 5, 6 | "
             "diverged | diverged at step 7: loss nan; last finite loss 2.3 at step 6 |") in text
     assert "| n/a (paddle diverged) | 0 | paddle: 6 diverged |" in text
     csv = pd.read_csv(tmp_path / "speed_summary.csv").set_index("task")

@@ -124,7 +124,7 @@ def test_reruns_are_bit_identical(tmp_path, backend):
 # dualbench bench: failed and diverged cells are rows of bench.csv, reported, never in a ratio
 
 TINY_BENCH = ["--repeats", "2", "--ci-target", "0", "--windows", "2", "--steps", "2", "--warmup", "1", "--warmup-seconds", "0",
-              "--threads", "1", "--no-ttt", "--no-progress"]
+              "--threads", "1", "--no-ttt", "--no-progress", "--no-tune", "--mode", "train"]
 
 
 def read_bench(folder):
@@ -157,7 +157,7 @@ def test_bench_failing_backend_is_recorded_reported_and_retried(tmp_path):
     assert report.returncode == 0, report.stderr
     text = (out / "report.md").read_text()
     assert "### Failed / diverged cells" in text
-    assert ("| mnist-linear-mse | paddle | cpu, eager, fp32, 1 thr, batch 100 | engine, bare | 1, 2 | failed | "
+    assert ("| mnist-linear-mse | paddle | cpu, eager fp32, 1 thread, default switches, batch 100 | engine, bare | 1, 2 | failed | "
             "RuntimeError: simulated crash in paddle |") in text
     speed_row = next(line for line in text.splitlines() if line.startswith("| mnist-linear-mse | cpu, eager"))
     cells = [c.strip() for c in speed_row.strip("|").split("|")]
@@ -350,7 +350,8 @@ def test_workers_die_with_a_parent_killed_by_kill_9(tmp_path, command):
     computing beside the rerun that resumes (they would skew its timings)."""
     if command == "bench":   # cells of ~10 s each: a worker still alive after 3 s was orphaned mid-cell
         args = ["bench", "--tasks", "mnist-conv-mse", "--repeats", "1", "--ci-target", "0", "--windows", "6",
-                "--window-seconds", "2", "--threads", "1", "--no-ttt", "--no-bare", "--no-progress"]
+                "--window-seconds", "2", "--threads", "1", "--no-ttt", "--no-bare", "--no-progress", "--no-tune",
+                "--mode", "train"]
     else:
         args = ["run", "--task", "mnist-conv-mse", "--backend", "torch", "--epochs", "50", "--dataset",
                 "synthetic-mnist", "--no-progress"]

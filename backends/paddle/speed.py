@@ -11,6 +11,30 @@ from dualbench.backends.paddle.train import regularisation, train_step
 from dualbench.common.memory import reset_rss_peak, rss_peak_mb
 
 
+def _flag(name, default):
+    try:
+        return bool(paddle.get_flags([name])[name])
+    except (ValueError, KeyError, RuntimeError):   # not registered in this build (a GPU flag on the CPU build)
+        return default
+
+
+# The frameworks' own defaults, read once at import, so that a cell without a knob gets the default even
+# after an earlier cell in the same worker changed it.
+DEFAULT_KNOBS = {"onednn": _flag("FLAGS_use_mkldnn", False),
+                 "cudnn_benchmark": _flag("FLAGS_cudnn_exhaustive_search", False)}
+
+
+def apply_settings(knobs, dev):
+    """Set every speed switch for the next cell: the cell's value, else the default. Returns the
+    effective values of the switches that matter on the device (what the row records)."""
+    values = {**DEFAULT_KNOBS, **(knobs or {})}
+    paddle.set_flags({"FLAGS_use_mkldnn": bool(values["onednn"])})
+    if dev == "gpu":
+        paddle.set_flags({"FLAGS_cudnn_exhaustive_search": bool(values["cudnn_benchmark"])})
+    used = ("cudnn_benchmark",) if dev == "gpu" else ("onednn",)
+    return {k: values[k] for k in used}
+
+
 def compile_model(state):
     """Replace the eager model by paddle.jit.to_static(model) (dynamic-to-static; same parameters).
 
@@ -72,6 +96,17 @@ def make_step(state, amp=False):
         return loss.detach(), out.detach()
 
     return amp_train_step
+
+
+def make_infer_step(model):
+    """Inference for one batch: eval mode (dropout off, BatchNorm running statistics), no autograd."""
+    model.eval()
+
+    @paddle.no_grad()
+    def infer(xb):
+        return model(xb)
+
+    return infer
 
 
 def preload(x, y, batches, dev):

@@ -11,6 +11,23 @@ from dualbench.backends.torch.train import regularisation, train_step
 from dualbench.common.memory import reset_rss_peak, rss_peak_mb
 
 
+# The frameworks' own defaults, read once at import, so that a cell without a knob gets the default even
+# after an earlier cell in the same worker changed it.
+DEFAULT_KNOBS = {"onednn": torch.backends.mkldnn.enabled, "cudnn_benchmark": torch.backends.cudnn.benchmark,
+                 "tf32": torch.backends.cuda.matmul.allow_tf32}
+
+
+def apply_settings(knobs, dev):
+    """Set every speed switch for the next cell: the cell's value, else the default. Returns the
+    effective values of the switches that matter on the device (what the row records)."""
+    values = {**DEFAULT_KNOBS, **(knobs or {})}
+    torch.backends.mkldnn.enabled = bool(values["onednn"])
+    torch.backends.cudnn.benchmark = bool(values["cudnn_benchmark"])
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = bool(values["tf32"])
+    used = ("cudnn_benchmark", "tf32") if dev.type == "cuda" else ("onednn",)
+    return {k: values[k] for k in used}
+
+
 def compile_model(state):
     """Replace the eager model by torch.compile(model) (parameters are shared, so the optimizer still fits).
 
@@ -72,6 +89,17 @@ def make_step(state, amp=False):
         return loss.detach(), out.detach()
 
     return amp_train_step
+
+
+def make_infer_step(model):
+    """Inference for one batch: eval mode (dropout off, BatchNorm running statistics), no autograd."""
+    model.eval()
+
+    @torch.inference_mode()
+    def infer(xb):
+        return model(xb)
+
+    return infer
 
 
 def preload(x, y, batches, dev):

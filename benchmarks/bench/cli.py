@@ -19,26 +19,31 @@ import sys
 import time
 from pathlib import Path
 
-from dualbench.bench.planning import pending_cells, plan, second_stage_pairs
+from dualbench.bench.planning import choose_best, pending_cells, plan, second_stage_pairs
 from dualbench.bench.pool import execute
-from dualbench.bench.suites import parse_int_list, suite_from_args, suite_tasks
+from dualbench.bench.suites import ModelPair, parse_int_list, suite_from_args, suite_tasks
 from dualbench.common.bench_table import recorded_keys
 from dualbench.common.errors import UserError
 
 def second_stage(first, suite, tasks, backend_names, threads_list, run_id, seed, samples, dataset, csv_path,
-                 durations, deadline, progress):
+                 durations, deadline, progress, chosen=None):
     """More pairs for the configurations whose ratio CI is wider than +-ci_target after the first stage
-    (`first`, its plan), one repeat at a time for all of them (so the ones needing few pairs finish first),
-    until each has its planned pairs or the time budget ends. Returns the problems of its cells."""
+    (`first`, its plan: equal and best stages), one repeat at a time for all of them (so the ones needing
+    few pairs finish first), until each has its planned pairs or the time budget ends. Returns the
+    problems of its cells."""
     extra = second_stage_pairs(csv_path, first, suite)
     if not extra:
         return []
     target = f"±{suite.ci_target:.0%}"
-    wanted = ", ".join(f"{config[0]} {total}" for config, total in extra.items())
+    wanted = ", ".join(f"{config[0]} {config[1]} b{config[2]} {config[3]} {total}" for config, total in extra.items())
     print(f"dualbench bench: second stage, {len(extra)} configuration(s) wider than {target}; "
           f"pairs planned: {wanted}", file=sys.stderr)
-    groups = pending_cells(plan(suite, tasks, backend_names, threads_list, run_id, seed, samples, dataset, extra),
-                           recorded_keys(csv_path)[0])
+    done = recorded_keys(csv_path)[0]
+    groups = []
+    for stage in dict.fromkeys(g["stage"] for g in first):
+        groups += plan(suite, tasks, backend_names, threads_list, run_id, seed, samples, dataset, extra, stage=stage,
+                       chosen=chosen)
+    groups = pending_cells(sorted(groups, key=lambda g: g["repeat"]), done)
     problems, left = execute(groups, csv_path, progress, durations, deadline, desc="bench, second stage")
     if left:
         short = sorted({c["task"] for g in left for c in g["cells"]})
@@ -48,11 +53,31 @@ def second_stage(first, suite, tasks, backend_names, threads_list, run_id, seed,
 
 
 def bench(suite, tasks, backend_names, out_dir, threads_list, seed=0, samples=10000, dataset=None, progress=True):
-    """Plan, skip finished cells, run the rest (first stage, then the second stage within the time
-    budget), print the ratio summary. Returns the bench.csv path. Holds the lock on OUT throughout."""
+    """Plan, skip finished cells, run the rest (equal settings; with tuning, the tuning candidates and
+    each framework at its best; then the second stage within the time budget), print the ratio summary.
+    Returns the bench.csv path. Holds the lock on OUT throughout."""
     from dualbench.common.fsutil import folder_lock
     with folder_lock(out_dir, "bench"):
         return _bench(suite, tasks, backend_names, out_dir, threads_list, seed, samples, dataset, progress)
+
+
+def run_stage(groups, csv_path, progress, durations, label):
+    """Run a stage's pending cells (a rerun skips finished ones and retries failed ones)."""
+    done, retried = recorded_keys(csv_path)
+    todo = pending_cells(groups, done)
+    n_all, n_todo = sum(len(g["cells"]) for g in groups), sum(len(g["cells"]) for g in todo)
+    n_retry = sum(1 for g in todo for c in g["cells"] if any(c["keys"][loop] in retried for loop in c["loops"]))
+    if n_todo < n_all or n_retry:
+        print(f"dualbench bench: {label}: resuming, {n_all - n_todo} of {n_all} cells already in {csv_path}"
+              + (f"; retrying {n_retry} failed cell(s)" if n_retry else ""), file=sys.stderr)
+    return execute(todo, csv_path, progress, durations, desc=f"bench, {label}")[0]
+
+
+def print_choices(chosen, backend_names):
+    from dualbench.common.bench_settings import setting_label
+    for task, winners in chosen.items():
+        text = "; ".join(f"{name} {setting_label(**winners[name])}" for name in backend_names if name in winners)
+        print(f"dualbench bench: tuned {task}: {text}", file=sys.stderr)
 
 
 def _bench(suite, tasks, backend_names, out_dir, threads_list, seed, samples, dataset, progress):
@@ -62,20 +87,27 @@ def _bench(suite, tasks, backend_names, out_dir, threads_list, seed, samples, da
         backends.require(name)
     csv_path = Path(out_dir) / "bench.csv"
     run_id = new_run_id()
-    groups = plan(suite, tasks, backend_names, threads_list, run_id, seed, samples, dataset)
-    done, retried = recorded_keys(csv_path)
-    todo = pending_cells(groups, done)
-    n_all, n_todo = sum(len(g["cells"]) for g in groups), sum(len(g["cells"]) for g in todo)
-    n_retry = sum(1 for g in todo for c in g["cells"] if any(c["keys"][loop] in retried for loop in c["loops"]))
-    if n_todo < n_all or n_retry:
-        print(f"dualbench bench: resuming, {n_all - n_todo} of {n_all} cells already in {csv_path}"
-              + (f"; retrying {n_retry} failed cell(s)" if n_retry else ""), file=sys.stderr)
     started = time.perf_counter()
     durations = {}
-    problems, _ = execute(todo, csv_path, progress, durations)
+    equal = plan(suite, tasks, backend_names, threads_list, run_id, seed, samples, dataset, final=not suite.tune)
+    problems = run_stage(equal, csv_path, progress, durations, "equal settings")
+    first, chosen = list(equal), None
+    if suite.tune:
+        tune = plan(suite, tasks, backend_names, threads_list, run_id, seed, samples, dataset, stage="tune")
+        problems += run_stage(tune, csv_path, progress, durations, "tuning")
+        chosen = choose_best(csv_path, tune)
+        print_choices(chosen, backend_names)
+        missing = [t.name for t in tasks if not all(n in chosen.get(t.name, {}) for n in backend_names)]
+        if missing:
+            print(f"dualbench bench: no best stage for {', '.join(missing)}: every tuning candidate of a backend "
+                  "failed", file=sys.stderr)
+        best = plan(suite, tasks, backend_names, threads_list, run_id, seed, samples, dataset, stage="best",
+                    chosen=chosen)
+        problems += run_stage(best, csv_path, progress, durations, "each at its best")
+        first += best
     if suite.ci_target > 0 and set(backend_names) == {"torch", "paddle"}:
-        problems += second_stage(groups, suite, tasks, backend_names, threads_list, run_id, seed, samples, dataset,
-                                 csv_path, durations, started + suite.budget_seconds, progress)
+        problems += second_stage(first, suite, tasks, backend_names, threads_list, run_id, seed, samples, dataset,
+                                 csv_path, durations, started + suite.budget_seconds, progress, chosen)
     elapsed = time.perf_counter() - started
     if csv_path.exists():
         from dualbench.report import print_speed_summary
@@ -93,11 +125,39 @@ def _bench(suite, tasks, backend_names, out_dir, threads_list, seed, samples, da
     return csv_path
 
 
+def model_pair_from_args(args):
+    """The --torch/--paddle model pair as a bench workload (SPEC syntax checked here, imports in the workers)."""
+    from dualbench.model_loader import parse_shape, parse_spec
+    if not (args.torch and args.paddle):
+        raise UserError("a model pair needs both --torch SPEC and --paddle SPEC")
+    specs = {side: parse_spec(getattr(args, side), f"--{side}") for side in ("torch", "paddle")}
+    if not args.input:
+        raise UserError("a model pair needs --input, the shape of one sample, e.g. --input 3,224,224")
+    shape = parse_shape(args.input, "--input")
+    batch = parse_int_list(args.batch_size, "--batch-size")[0] if args.batch_size else 8
+    labels = {s.label for s in specs.values()}
+    name = labels.pop() if len(labels) == 1 else f"{specs['torch'].label}/{specs['paddle'].label}"
+    classes = args.classes or 10
+    if classes < 1:
+        raise UserError(f"--classes must be at least 1, got {classes}")
+    if args.lr is not None and args.lr <= 0:
+        raise UserError(f"--lr must be positive, got {args.lr}")
+    return ModelPair(name, args.torch, args.paddle, shape, classes, batch, args.optimizer or "sgd",
+                     args.lr or 0.01)
+
+
 def cmd_bench(args):
     from dualbench import backends
-    suite = suite_from_args(args)
     names = backends.parse_backends(args.backends)
     threads = parse_int_list(args.threads, "--threads") if args.threads else [os.cpu_count() or 1]
+    if args.torch or args.paddle:
+        if args.tasks or args.dataset:
+            raise UserError("--torch/--paddle benchmark a model pair; leave out --tasks and --dataset")
+        pair = model_pair_from_args(args)
+        suite = suite_from_args(args, default="pairs")
+        bench(suite, [pair], ["torch", "paddle"], args.out, threads, seed=args.seed, progress=not args.no_progress)
+        return
+    suite = suite_from_args(args)
     if args.dataset:
         from dualbench.common.data.sources import get_info
         get_info(args.dataset)
@@ -118,11 +178,29 @@ def cmd_bench(args):
 def register(subparsers):
     p = subparsers.add_parser(
         "bench", help="paired torch/paddle speed benchmark (interleaved repeats, CIs), rows into OUT/bench.csv",
-        description="Time each backend in its own worker process with equal thread settings, interleaved "
-                    "repeat by repeat. Reruns into the same --out resume, skipping finished cells.")
+        description="Time each backend in its own worker process, interleaved repeat by repeat: first at equal "
+                    "settings, then (with tuning) each framework tuned on its own and at its best. Built-in "
+                    "tasks, or your own model pair with --torch SPEC --paddle SPEC --input C,H,W. Reruns into "
+                    "the same --out resume, skipping finished cells.")
     p.add_argument("--suite", default="default",
-                   help="default (MNIST-family + CIFAR-2 tasks on CPU), gpu (larger batches, AMP, compile), "
-                        "or a task-name prefix such as cifar2 (default: default)")
+                   help="default (8 CPU tasks: equal settings, tuning, each at its best, training and inference), "
+                        "ttt (LeNet time to target on Fashion-MNIST and MNIST 5k, each at its best), gpu (larger "
+                        "batches, AMP, compile), or a task-name prefix such as cifar2 (default: default)")
+    p.add_argument("--torch", help="a model pair's torch side: module:callable[:{json kwargs}] or file.py:callable")
+    p.add_argument("--paddle", help="a model pair's paddle side, same syntax")
+    p.add_argument("--input", help="model pair: the shape of one input sample, e.g. 3,224,224")
+    p.add_argument("--classes", type=int, help="model pair: random labels among this many classes (default 10)")
+    p.add_argument("--optimizer", choices=["sgd", "momentum", "adam"], help="model pair: the optimizer (default sgd)")
+    p.add_argument("--lr", type=float, help="model pair: learning rate (default 0.01)")
+    p.add_argument("--mode", choices=["train", "infer", "both"],
+                   help="train steps, inference latency, or both (default: both for the default suite and model "
+                        "pairs, train otherwise)")
+    p.add_argument("--tune", action="store_true", help="tune each framework on its own (threads, oneDNN; GPU: cuDNN "
+                                                        "autotune, TF32) and time each at its best (on in the default, "
+                                                        "ttt and pair suites)")
+    p.add_argument("--no-tune", action="store_true", help="equal settings only")
+    p.add_argument("--tune-compile", action="store_true", help="also try compiled mode while tuning (costly on CPU: "
+                                                                "torch.compile's first step takes 11-34 s here)")
     p.add_argument("--tasks", "--task", dest="tasks", help="comma-separated task names (unknown names are skipped)")
     p.add_argument("--backends", "--backend", dest="backends", default="torch,paddle")
     p.add_argument("--device", choices=["cpu", "gpu", "auto"], help="default: the suite's (cpu; gpu for --suite gpu)")
@@ -146,6 +224,7 @@ def register(subparsers):
                                                         "default suite) for the harness overhead")
     p.add_argument("--no-bare", action="store_true", help="skip the bare loop")
     p.add_argument("--no-ttt", action="store_true", help="skip time-to-target cells")
+    p.add_argument("--ttt", action="store_true", help="add time-to-target cells (tasks with a target accuracy)")
     p.add_argument("--dataset", help="draw batches from this dataset instead of random arrays of the task's shape")
     p.add_argument("--samples", type=int, default=10000, help="random samples to draw batches from (default 10000)")
     p.add_argument("--seed", type=int, default=0)

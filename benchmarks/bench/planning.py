@@ -1,75 +1,208 @@
 """Planning a bench run: cells, their keys, the interleaved groups, and the second stage's extra pairs."""
 
+import hashlib
+import json
+
 import numpy as np
 
-from dualbench.bench.suites import epoch_samples, random_samples, ttt_dataset
+from dualbench.bench.suites import ModelPair, epoch_samples, random_samples, ttt_dataset
+from dualbench.common.bench_settings import candidates, knobs_text, parse_knobs
 from dualbench.common.bench_table import BENCH_COLUMNS
 
 def cell_key(cell, loop):
-    """Everything that identifies a row: a changed setting makes a new key, never a silent mix."""
+    """Everything that identifies a row: a changed setting makes a new key, never a silent mix. (Equal-stage
+    cells without knobs keep the keys they had before stages and knobs existed, so old files resume.)"""
     base = (f"{cell['suite']}|{cell['task']}|{cell['backend']}|{cell['device']}|{cell['mode']}|{cell['precision']}"
             f"|t{cell['threads']}|b{cell['batch_size']}|{loop}|r{cell['repeat']}|seed{cell['seed']}")
+    if cell.get("stage", "equal") != "equal":
+        base += f"|{cell['stage']}"
+    if cell.get("knobs"):
+        base += f"|k{cell['knobs']}"
+    if cell.get("pair"):
+        base += "|pair" + hashlib.sha1(json.dumps(cell["pair"], sort_keys=True).encode()).hexdigest()[:12]
     if loop == "ttt":
-        return base + f"|{cell['dataset']}|e{cell['max_epochs']}"
+        return base + f"|{cell['dataset']}|e{cell['max_epochs']}" + (f"|target{cell['target']}" if "target" in cell else "")
     return (base + f"|w{cell['warmup']}/{cell['warmup_seconds']}s|s{cell['steps']}/{cell['window_seconds']}s"
                    f"|k{cell['windows']}|{cell['dataset'] or 'random'}|n{cell['samples']}")
 
 
+def shared_setting(cell):
+    """The setting both members of a pair share: the whole setting in the equal and tune stages, 'best'
+    in the best stage (where each backend runs its own winner)."""
+    if cell.get("stage") == "best":
+        return "best"
+    return f"{cell['mode']}|{cell['precision']}|t{cell['threads']}|{cell.get('knobs') or ''}"
+
+
 def config_id(cell):
     """The configuration a ratio is computed for: every cell setting except the backend and the repeat."""
-    return (cell["task"], cell["batch_size"], cell["mode"], cell["precision"], cell["threads"])
+    return (cell["task"], cell.get("kind", "speed"), cell["batch_size"], cell.get("stage", "equal"), shared_setting(cell))
 
 
-def plan(suite, tasks, backend_names, threads_list, run_id, seed=0, samples=10000, dataset=None, extra=None):
-    """Groups of cells in execution order: one group per (threads, repeat), cells alternating backends.
+def batch_of(task):
+    return task.batch_size if isinstance(task, ModelPair) else task.protocol.batch_size
+
+
+def infer_batches(suite, task):
+    return list(dict.fromkeys(bs or batch_of(task) for bs in suite.infer_batch_sizes))
+
+
+def configs(suite, tasks, backend_names, threads_list, stage="equal", chosen=None, final=True):
+    """The configurations of a stage, in order: dicts with task, kind, batch_size, per-backend settings
+    {backend: {threads, mode, precision, knobs}} and the group they run in.
+
+    equal: every (threads, mode, precision) of the suite, the same for both backends, framework-default
+    knobs; tune: every candidate of each backend on its own (common.bench_settings.candidates), one
+    workload per task (training, else inference at the largest batch); best: each backend at its
+    `chosen` setting {(task, kind, batch_size): {backend: setting}}. Inference cells join the final stage.
+    """
+    out = []
+    train = "train" in suite.workloads
+    for task in tasks:
+        batches = [bs or batch_of(task) for bs in suite.batch_sizes]
+        kinds = [("speed", bs) for bs in dict.fromkeys(batches)] if train else []
+        if "infer" in suite.workloads and (final or stage == "tune"):
+            kinds += [("infer", bs) for bs in infer_batches(suite, task)]
+        if stage == "tune":
+            kind, bs = kinds[0] if train else ("infer", max(infer_batches(suite, task)))
+            for name in backend_names:
+                for setting in candidates(suite.device, name, suite.tune_cores, suite.tune_modes, suite.precisions):
+                    out.append({"task": task, "kind": kind, "batch_size": bs, "settings": {name: setting},
+                                "group": 1})
+            continue
+        if stage == "best":   # one tuned winner per task and backend, for all of its configurations
+            winners = (chosen or {}).get(task.name, {})
+            if not all(name in winners for name in backend_names):
+                continue
+            settings = {name: winners[name] for name in backend_names}
+            out += [{"task": task, "kind": kind, "batch_size": bs, "group": "best", "settings": settings}
+                    for kind, bs in kinds]
+            if final:   # whole epochs through the engine: eager float32 at the winner's threads and knobs
+                out += ttt_configs(suite, task, {name: {**s, "mode": "eager", "precision": "fp32"}
+                                                 for name, s in settings.items()}, "best")
+            continue
+        for threads in threads_list:
+            shared = [({"threads": threads, "mode": m, "precision": p, "knobs": {}}, kind, bs)
+                      for kind, bs in kinds for m in (suite.modes if kind == "speed" else suite.modes[:1])
+                      for p in (suite.precisions if kind == "speed" else ("fp32",))]
+            for setting, kind, bs in shared:
+                out.append({"task": task, "kind": kind, "batch_size": bs, "group": threads,
+                            "settings": {name: setting for name in backend_names}})
+            if final:
+                ttt_setting = {"threads": threads, "mode": "eager", "precision": "fp32", "knobs": {}}
+                out += ttt_configs(suite, task, {name: ttt_setting for name in backend_names}, threads)
+    return out
+
+
+def ttt_configs(suite, task, settings, group):
+    """Time-to-target configurations of a task: the suite's (dataset, target) list, else the task's own
+    dataset (or a synthetic one of its shape) at the task's target."""
+    if not suite.ttt or isinstance(task, ModelPair):
+        return []
+    targets = suite.ttt_targets
+    if not targets and task.target_accuracy:
+        targets = ((ttt_dataset(task), task.target_accuracy),)
+    return [{"task": task, "kind": "ttt", "batch_size": batch_of(task), "group": group, "settings": settings,
+             "dataset": dataset, "target": float(target)} for dataset, target in targets if dataset]
+
+
+def make_cell(suite, config, name, repeat, run_id, seed, samples, dataset, stage, extra):
+    """One cell of a configuration for one backend and repeat, with its row keys."""
+    task, kind, batch_size, setting = config["task"], config["kind"], config["batch_size"], config["settings"][name]
+    cell = {"kind": kind, "suite": suite.name, "task": task.name, "backend": name, "device": suite.device,
+            "mode": setting["mode"], "precision": setting["precision"], "threads": setting["threads"],
+            "knobs": knobs_text(setting["knobs"]), "stage": stage, "batch_size": batch_size, "repeat": repeat,
+            "seed": seed, "run_id": run_id}
+    pair = isinstance(task, ModelPair)
+    if pair:
+        cell["pair"] = task.cell_fields()
+    if kind == "ttt":
+        cell.update(dataset=config["dataset"], target=config["target"], max_epochs=suite.ttt_max_epochs or task.protocol.epochs,
+                    loops=["ttt"])
+    else:
+        windows = suite.tune_windows if stage == "tune" else suite.windows
+        if kind == "infer":
+            loops = ["infer"]
+        elif pair:
+            loops = ["bare"]
+        else:
+            loops = ["engine", "bare"] if suite.bare and extra is None and stage != "tune" else ["engine"]
+        cell.update(warmup=suite.warmup, warmup_seconds=suite.warmup_seconds, steps=suite.steps, windows=windows,
+                    window_seconds=suite.window_seconds, dataset=None if pair else dataset,
+                    samples=0 if pair else random_samples(task, batch_size, samples),
+                    epoch_samples=None if pair else epoch_samples(task), loops=loops)
+    cell["keys"] = {loop: cell_key(cell, loop) for loop in cell["loops"]}
+    return cell
+
+
+def plan(suite, tasks, backend_names, threads_list, run_id, seed=0, samples=10000, dataset=None, extra=None,
+         stage="equal", chosen=None, final=True):
+    """Groups of cells in execution order: per group and repeat, the configurations' cells alternate
+    backends (A B, then B A for the next configuration), so machine noise hits both alike.
 
     extra: {config_id: total pairs} for the second stage: repeats suite.repeats+1 .. up to each
-    configuration's total, speed cells of those configurations only, engine loop only, no time to target.
+    configuration's total, speed and inference cells of those configurations only, engine loop only.
+    Tuning runs one repeat of every candidate in one group. final: the stage that gets inference cells.
     """
     groups = []
-    repeats = range(1, suite.repeats + 1)
+    repeats = range(1, (1 if stage == "tune" else suite.repeats) + 1)
     if extra is not None:
         repeats = range(suite.repeats + 1, max(extra.values(), default=suite.repeats) + 1)
-    for threads in threads_list:
+    stage_configs = configs(suite, tasks, backend_names, threads_list, stage, chosen, final)
+    for group in dict.fromkeys(c["group"] for c in stage_configs):
+        members = [c for c in stage_configs if c["group"] == group]
         for repeat in repeats:
             cells, flip = [], repeat % 2 == 0
-            for task in tasks:
-                configs = [(bs or task.protocol.batch_size, mode, prec) for bs in suite.batch_sizes
-                           for mode in suite.modes for prec in suite.precisions]
-                kinds = [("speed", cfg) for cfg in dict.fromkeys(configs)]
-                ttt_data = ttt_dataset(task) if suite.ttt and task.target_accuracy else None
-                if ttt_data and extra is None:
-                    kinds.append(("ttt", (task.protocol.batch_size, "eager", "fp32")))
-                for kind, (batch_size, mode, precision) in kinds:
-                    if extra is not None and extra.get((task.name, batch_size, mode, precision, threads), 0) < repeat:
-                        continue
-                    order = list(reversed(backend_names)) if flip else list(backend_names)
-                    flip = not flip
-                    for name in order:
-                        cell = {"kind": kind, "suite": suite.name, "task": task.name, "backend": name,
-                                "device": suite.device, "mode": mode, "precision": precision, "threads": threads,
-                                "batch_size": batch_size, "repeat": repeat, "seed": seed, "run_id": run_id}
-                        if kind == "speed":
-                            loops = ["engine", "bare"] if suite.bare and extra is None else ["engine"]
-                            cell.update(warmup=suite.warmup, warmup_seconds=suite.warmup_seconds,
-                                        steps=suite.steps, windows=suite.windows,
-                                        window_seconds=suite.window_seconds, dataset=dataset,
-                                        samples=random_samples(task, batch_size, samples),
-                                        epoch_samples=epoch_samples(task), loops=loops)
-                        else:
-                            cell.update(dataset=ttt_data, max_epochs=task.protocol.epochs, loops=["ttt"])
-                        cell["keys"] = {loop: cell_key(cell, loop) for loop in cell["loops"]}
-                        cells.append(cell)
+            for config in members:
+                if extra is not None and config["kind"] == "ttt":
+                    continue
+                names = [n for n in backend_names if n in config["settings"]]
+                probe = make_cell(suite, config, names[0], repeat, run_id, seed, samples, dataset, stage, extra)
+                if extra is not None and extra.get(config_id(probe), 0) < repeat:
+                    continue
+                order = list(reversed(names)) if flip else names
+                flip = not flip
+                cells += [make_cell(suite, config, name, repeat, run_id, seed, samples, dataset, stage, extra)
+                          for name in order]
             if cells:
-                groups.append({"threads": threads, "repeat": repeat, "cells": cells})
+                groups.append({"group": group, "repeat": repeat, "stage": stage, "cells": cells})
     return groups
+
+
+def choose_best(csv_path, tune_groups):
+    """{task: {backend: setting}}: each backend's fastest tuning candidate (highest median samples/s of
+    its tuning cell), from the rows of the tuning plan's own cells (their keys), so a resumed run chooses
+    the same. Tuning rows are never reused for the verdict (no winner's curse): the best stage runs new
+    repeats. A backend whose candidates all failed has no winner, and its task no best stage."""
+    from dualbench.common.bench_table import measured
+    from dualbench.common.results import read_csv
+    where = {}
+    for group in tune_groups:
+        for cell in group["cells"]:
+            loop = cell["loops"][0]
+            where[cell["keys"][loop]] = cell
+    if not csv_path.exists() or csv_path.stat().st_size == 0:
+        return {}
+    frame = read_csv(csv_path, BENCH_COLUMNS)
+    frame = measured(frame[frame["cell_key"].astype(str).isin(where)])
+    best = {}
+    for key, sps in zip(frame["cell_key"].astype(str), frame["samples_per_s"].astype(float)):
+        cell = where[key]
+        config = cell["task"]
+        current = best.setdefault(config, {}).get(cell["backend"])
+        if current is None or sps > current[0]:
+            best[config][cell["backend"]] = (sps, {"threads": cell["threads"], "mode": cell["mode"],
+                                                   "precision": cell["precision"],
+                                                   "knobs": parse_knobs(cell["knobs"])})
+    return {config: {name: setting for name, (_, setting) in by.items()} for config, by in best.items()}
 
 
 def second_stage_pairs(csv_path, first_stage, suite):
     """{config_id: total pairs} for the configurations of the first-stage plan whose ratio CI misses
     +-suite.ci_target: the pairs the first stage's spread asks for (common.stats.pairs_needed).
 
-    Only the first stage's own engine rows count (their cell keys), so a resumed run plans the same."""
+    Only the first stage's own rows of each cell's primary loop count (engine; bare for a model pair;
+    infer), by their cell keys, so a resumed run plans the same."""
     import pandas as pd
 
     from dualbench.common.bench_table import measured
@@ -77,8 +210,8 @@ def second_stage_pairs(csv_path, first_stage, suite):
     from dualbench.common.stats import pairs_needed, paired_ratio_ci, ratio_halfwidth
     if not csv_path.exists() or csv_path.stat().st_size == 0:
         return {}
-    where = {c["keys"]["engine"]: (config_id(c), c["backend"], c["repeat"])
-             for g in first_stage for c in g["cells"] if "engine" in c["keys"]}
+    where = {c["keys"][c["loops"][0]]: (config_id(c), c["backend"], c["repeat"])
+             for g in first_stage for c in g["cells"] if c["kind"] != "ttt"}
     frame = read_csv(csv_path, BENCH_COLUMNS)
     frame = measured(frame[frame["cell_key"].astype(str).isin(where)])   # ok rows, one per cell: as the report counts
     values = pd.DataFrame([(*where[k], v) for k, v in zip(frame["cell_key"], frame["samples_per_s"])],

@@ -1,5 +1,6 @@
-"""The worker pool: one bench_worker process per backend and repeat, cells sent one at a time, rows
-appended as each cell finishes; a crashed worker is a failed row and is restarted for the next cell."""
+"""The worker pool: per group of cells, one bench_worker process per backend, thread count and import-time
+knobs, all started (and their frameworks imported) before the first cell is timed; cells sent one at a
+time, rows appended as each cell finishes; a crashed worker is a failed row and is restarted for the next."""
 import json
 import os
 import subprocess
@@ -14,7 +15,7 @@ from dualbench.common.bench_table import BENCH_COLUMNS, problem_rows
 class Worker:
     """A bench_worker child process for one backend: cells in on stdin, JSON results back on a pipe."""
 
-    def __init__(self, backend, threads):
+    def __init__(self, backend, threads, extra_env=None):
         from dualbench.worker import PARENT_ENV
         from dualbench.common.results import thread_env
         read_fd, write_fd = os.pipe()
@@ -22,7 +23,7 @@ class Worker:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "dualbench.bench_worker", backend, str(write_fd)],
             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self.log, pass_fds=(write_fd,),
-            env={**thread_env(threads), PARENT_ENV: str(os.getpid())},
+            env={**thread_env(threads), **(extra_env or {}), PARENT_ENV: str(os.getpid())},
             text=True, start_new_session=True)   # Ctrl-C reaches only the parent, which stops the workers itself
         os.close(write_fd)
         self.results = os.fdopen(read_fd, "r")
@@ -85,6 +86,18 @@ def death_line(returncode, log_tail, cell):
     return how + (f": {last}" if last else "")
 
 
+def worker_key(cell):
+    """The worker a cell runs in: its backend, thread count and the environment its knobs need at import."""
+    from dualbench.common.bench_settings import knob_env, parse_knobs
+    env = knob_env(cell["backend"], parse_knobs(cell.get("knobs")))
+    return cell["backend"], int(cell["threads"]), tuple(sorted(env.items()))
+
+
+def start_worker(key):
+    backend, threads, env = key
+    return Worker(backend, threads, dict(env))
+
+
 def cell_seconds(durations, cell):
     """Expected seconds of a cell: the median of the same task, backend and kind in this invocation."""
     same = durations.get((cell["task"], cell["backend"], cell["kind"]))
@@ -121,20 +134,23 @@ def execute(groups, csv_path, progress=True, durations=None, deadline=None, desc
             # Start the group's workers together and wait until both frameworks are imported: the imports
             # overlap (measured: 2.0 s for both instead of 1.9 + 1.3 s one after the other) and none runs while a
             # cell is timed.
-            for name in dict.fromkeys(c["backend"] for c in group["cells"]):
-                workers[name] = Worker(name, group["threads"])
+            for key in dict.fromkeys(worker_key(c) for c in group["cells"]):
+                workers[key] = start_worker(key)
             for worker in workers.values():
                 worker.wait_ready()
             for cell in group["cells"]:
-                name = cell["backend"]
-                bar.set_postfix_str(f"r{cell['repeat']} {cell['task']} {name} {cell['mode']} {cell['precision']} "
-                                    f"b{cell['batch_size']}", refresh=False)
+                name, key = cell["backend"], worker_key(cell)
+                bar.set_postfix_str(f"{cell.get('stage', '')} r{cell['repeat']} {cell['task']} {name} {cell['kind']} "
+                                    f"t{cell['threads']} {cell.get('knobs') or ''} b{cell['batch_size']}", refresh=False)
                 started = time.perf_counter()
-                if name not in workers:
-                    workers[name] = Worker(name, group["threads"])
-                reply = workers[name].run(cell)
+                if key not in workers:
+                    workers[key] = start_worker(key)
+                reply = workers[key].run(cell)
                 if reply.get("died"):      # a crashed worker: restart it for the next cell
-                    workers.pop(name).close(kill=True)
+                    workers.pop(key).close(kill=True)
+                if reply.get("user") and cell.get("pair"):   # a model pair's SPEC does not load: nothing to time
+                    from dualbench.common.errors import UserError
+                    raise UserError(reply["error"])
                 if "error" in reply:
                     status = "diverged" if reply.get("diverged") else "failed"
                     problems.append((cell, status, reply["error"]))

@@ -1,4 +1,5 @@
 """The benchmark suites: which tasks, batch sizes, modes and timing settings a `dualbench bench` runs."""
+import os
 import sys
 from dataclasses import dataclass, replace
 from typing import Optional, Tuple
@@ -12,6 +13,24 @@ MNIST_LIKE, CIFAR_LIKE = (1, 28, 28), (3, 32, 32)
 REFERENCE_TRAIN_SIZES = {"mnist": 60000, "fashion-mnist": 60000, "mnist5k": 4000, "cifar10": 50000,
                          "food11": 9866}
 DATASET_CLASSES = {"cifar10": 10, "mnist": 10, "fashion-mnist": 10, "mnist5k": 10, "food11": 11}
+
+
+@dataclass(frozen=True)
+class ModelPair:
+    """A user's model pair for `dualbench bench --torch SPEC --paddle SPEC`: benchmarked like a task, on
+    seeded random inputs of `input` shape and random labels among `classes`."""
+    name: str
+    torch: str
+    paddle: str
+    input: Tuple[int, ...]
+    classes: int
+    batch_size: int
+    optimizer: str = "sgd"
+    lr: float = 0.01
+
+    def cell_fields(self):
+        return {"torch": self.torch, "paddle": self.paddle, "input": list(self.input), "classes": self.classes,
+                "optimizer": self.optimizer, "lr": self.lr}
 
 
 @dataclass(frozen=True)
@@ -31,6 +50,19 @@ class Suite:
     window_seconds: float = 0.06     # short windows, more pairs: the spread is between processes, not windows
     bare: bool = True
     ttt: bool = True
+    tasks: Tuple[str, ...] = ()      # the suite's own task list; empty: every task of `shapes`
+    # Time to target on named datasets at given targets ((dataset, target), ...); empty: each task's own
+    # dataset (or a synthetic stand-in) at the task's target.
+    ttt_targets: Tuple[Tuple[str, float], ...] = ()
+    ttt_max_epochs: int = 0          # epoch budget of a time-to-target cell; 0: the task's epochs
+    workloads: Tuple[str, ...] = ("train",)          # train and/or infer (--mode)
+    infer_batch_sizes: Tuple[Optional[int], ...] = (1, None)   # None: the task's training batch size
+    # Tuning (stage "tune"): each backend tries every candidate setting (common.bench_settings) on its own,
+    # one cell of tune_windows windows each; the winner runs the "best" stage's paired repeats.
+    tune: bool = False
+    tune_windows: int = 6
+    tune_modes: Tuple[str, ...] = ("eager",)         # --tune-compile adds "compiled"
+    tune_cores: int = os.cpu_count() or 1
     # Second stage (two-stage design, common.stats.pairs_needed): after `repeats` pairs, configurations
     # whose ratio CI is wider than +-ci_target get the pairs still missing, up to max_repeats, engine loop
     # only, while the whole invocation stays within budget_seconds. ci_target 0 turns it off.
@@ -39,9 +71,25 @@ class Suite:
     budget_seconds: float = 585.0    # timing stops in time for the whole command to end within 10 minutes
 
 
+# The default suite's tasks: one of each kind of model (linear, MLPs with sigmoid/ReLU/dropout, conv, LeNet,
+# CIFAR nets with and without BatchNorm); the other MNIST-MLP variants differ only in loss or optimizer
+# and ran at the same speed as mnist-mlp (+-3%) in the committed equal-settings table.
+DEFAULT_TASKS = ("mnist-linear-mse", "mnist-mlp-sigmoid-mse", "mnist-conv-ce", "mnist-mlp", "mnist-mlp-dropout",
+                 "mnist-lenet", "cifar2-net", "cifar2-netbatchnorm")
+
 SUITES = {
-    # MNIST-family and CIFAR-2 tasks on CPU, both backends, with the bare loop and time to target.
-    "default": Suite("default"),
+    # Eight CPU tasks, both backends: equal settings, then each framework tuned and at its best, training
+    # and inference; the bare loop alongside. Sized to end within 10 minutes on 2 cores.
+    "default": Suite("default", tasks=DEFAULT_TASKS, workloads=("train", "infer"), tune=True, ttt=False,
+                     repeats=6, budget_seconds=570.0),
+    # Time to target on real data, each framework at its best: LeNet on Fashion-MNIST and the MNIST 5k
+    # subset (targets both frameworks reach). The tuning stage runs first, on LeNet's training step.
+    # A user's model pair (--torch/--paddle): training and inference on random data, tuned; a train step
+    # of a 224x224 model takes about a second here, so one step per window and fewer repeats.
+    "pairs": Suite("pairs", workloads=("train", "infer"), tune=True, ttt=False, bare=False, repeats=5, warmup=2,
+                   windows=6, ci_target=0.0, budget_seconds=3600.0),
+    "ttt": Suite("ttt", tasks=("mnist-lenet",), tune=True, ttt=True, repeats=3, ci_target=0.0, bare=False,
+                 ttt_targets=(("fashion-mnist", 0.85), ("mnist5k", 0.95)), ttt_max_epochs=15, budget_seconds=1800.0),
     # GPU: larger batches, eager vs compiled, fp32 vs AMP, on the conv tasks.
     "gpu": Suite("gpu", device="gpu", conv_only=True, shapes=(MNIST_LIKE, CIFAR_LIKE, (3, 128, 128)),
                  batch_sizes=(None, 512), modes=("eager", "compiled"), precisions=("fp32", "amp"),
@@ -53,8 +101,8 @@ def suite_tasks(suite, names=None):
     """Tasks of the suite: by input shape from the registry (new tasks join automatically), or the
     --tasks list; unknown names are skipped with a note."""
     from dualbench.common.tasks import TASKS
-    if names:
-        wanted = [n.strip() for n in names.split(",") if n.strip()]
+    if names or suite.tasks:
+        wanted = [n.strip() for n in names.split(",") if n.strip()] if names else list(suite.tasks)
         unknown = [n for n in wanted if n not in TASKS]
         if unknown:
             print(f"dualbench bench: skipping unknown task(s): {', '.join(unknown)}", file=sys.stderr)
@@ -116,14 +164,29 @@ def parse_int_list(text, option):
     return values
 
 
-def suite_from_args(args):
-    """The named suite with the command-line overrides applied (each override is a column of the grid)."""
-    base = SUITES.get(args.suite) or replace(SUITES["default"], name=args.suite)
+def suite_from_args(args, default="default"):
+    """The named suite with the command-line overrides applied (each override is a column of the grid).
+    A task-name prefix (--suite cifar2) is the default suite's settings without its task list."""
+    name = default if default != "default" and args.suite == "default" else args.suite
+    base = SUITES.get(name) or replace(SUITES["default"], name=name, tasks=())
     changes = {}
+    mode = getattr(args, "mode", None)
+    if mode:
+        changes["workloads"] = {"train": ("train",), "infer": ("infer",), "both": ("train", "infer")}[mode]
+    if getattr(args, "tune", False):
+        changes["tune"] = True
+    if getattr(args, "no_tune", False):
+        changes["tune"] = False
+    if getattr(args, "tune_compile", False):
+        changes["tune_modes"] = ("eager", "compiled")
+    if getattr(args, "ttt", False):
+        changes["ttt"] = True
     if args.device:
         changes["device"] = args.device
     if args.batch_size:
         changes["batch_sizes"] = tuple(parse_int_list(args.batch_size, "--batch-size"))
+        if name == "pairs":
+            changes["batch_sizes"] = changes["batch_sizes"][:1]
     if args.compile:
         changes["modes"] = ("eager", "compiled")
     if args.amp:

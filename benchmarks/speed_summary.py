@@ -1,0 +1,267 @@
+"""Summaries of bench.csv: throughput ratios per stage, tuning, inference latency, harness overhead and
+time to target, as DataFrames (the report and the terminal format them). No torch, no paddle here.
+
+How rows are paired: a configuration is every cell setting except the backend and the repeat. In the
+equal and tune stages both backends share the setting (mode, precision, threads, knobs); in the best
+stage each backend runs its own tuned winner, so the pairing key there is "each at its best" and each
+side's setting is reported with it. Files written before stages existed read as the equal stage.
+"""
+import math
+
+import numpy as np
+import pandas as pd
+
+from dualbench.common.bench_settings import setting_label
+from dualbench.common.bench_table import latest, measured, row_status
+from dualbench.common.stats import median_ci, paired_ratio_ci, ratio_halfwidth, verdict
+
+OVERHEAD_TARGET = 0.97
+BEST = "each at its best"
+CONFIG = ["suite", "device", "stage", "pairing", "batch_size", "dataset"]
+SPEED_LOOPS = ("engine", "bare")
+
+
+def with_settings(bench):
+    """bench rows with stage (empty: equal), knobs (empty: defaults), each row's readable setting, and
+    the pairing key (the shared setting; "each at its best" in the best stage)."""
+    bench = bench.copy()
+    for column, default in (("stage", "equal"), ("knobs", "")):
+        values = bench[column] if column in bench else pd.Series(default, index=bench.index, dtype=object)
+        bench[column] = values.fillna(default).astype(str).replace("", default)
+    bench["knobs"] = bench["knobs"].replace("nan", "")
+    bench["setting"] = [setting_label(fmt_int(t), m, p, k or "default switches") for t, m, p, k in
+                        zip(bench["threads"], bench["mode"], bench["precision"], bench["knobs"])]
+    bench["pairing"] = np.where(bench["stage"] == "best", BEST, bench["setting"])
+    return bench
+
+
+def fmt_int(value):
+    try:
+        return int(float(value))
+    except (TypeError, ValueError):
+        return value
+
+
+def problem_cells(bench):
+    """Rows of cells that failed or diverged and have no ok row (a retried cell that then succeeded is
+    measured, not a problem): the latest row per cell_key."""
+    status = row_status(bench)
+    bench = bench.assign(status=status, error=bench["error"] if "error" in bench else None)
+    ok_keys = set(bench.loc[status == "ok", "cell_key"])
+    bad = bench[(status != "ok") & ~bench["cell_key"].isin(ok_keys)]
+    return latest(bad, ["cell_key"])
+
+
+def _pairs(group, value):
+    """{repeat: value} per backend, the latest row per (backend, repeat)."""
+    group = latest(group, ["backend", "repeat"])
+    return {b: g.set_index("repeat")[value] for b, g in group.groupby("backend")}
+
+
+def _sides(group, name, column="setting"):
+    """The setting a backend ran at in a configuration ('' when it has no rows)."""
+    if column not in group:
+        return ""
+    values = list(dict.fromkeys(group.loc[group["backend"] == name, column].dropna().astype(str)))
+    return "; ".join(v for v in values if v and v != "nan")
+
+
+def primary_rows(frame):
+    """The throughput rows of a configuration: the engine loop (native DataLoader), or the bare loop where
+    there is no engine (a model pair: pre-loaded random batches)."""
+    engine = frame[frame["loop"] == "engine"]
+    return engine if len(engine) else frame[frame["loop"] == "bare"]
+
+
+def speed_summary(bench, loop=None):
+    """Per task and configuration: throughput per backend (median over repeats, 95% CI), the paired
+    ratio torch/paddle with its CI and verdict, the settings each side ran at, and per-step numbers.
+
+    loop: None for each configuration's primary loop (engine, else bare), or a loop name. Tuning rows
+    are left out (they choose the settings; tuning_summary has them). Only ok rows count;
+    `<backend>_failed` / `<backend>_diverged` count the cells left out, and a configuration with no
+    complete pair says which backend failed in its verdict."""
+    rows = []
+    bench = with_settings(bench)
+    frame = bench[bench["loop"].isin(SPEED_LOOPS if loop is None else [loop]) & (bench["stage"] != "tune")]
+    for keys, all_rows in frame.groupby(["task"] + CONFIG, sort=False, dropna=False):
+        info = dict(zip(["task"] + CONFIG, keys))
+        all_rows = primary_rows(all_rows) if loop is None else all_rows
+        group, bad = measured(all_rows), problem_cells(all_rows)
+        sps = _pairs(group, "samples_per_s")
+        row = {**info, "loop": all_rows["loop"].iloc[0] if len(all_rows) else loop,
+               **{c: _shared(all_rows, c) for c in ("mode", "precision", "threads", "knobs")},
+               "torch_setting": _sides(all_rows, "torch"), "paddle_setting": _sides(all_rows, "paddle"),
+               "torch_in_effect": _sides(all_rows, "torch", "knobs_in_effect"),
+               "paddle_in_effect": _sides(all_rows, "paddle", "knobs_in_effect")}
+        for name in ("torch", "paddle"):
+            values = sps.get(name, pd.Series(dtype=float))
+            med, lo, hi = median_ci(values.values)
+            sub = latest(group[group["backend"] == name], ["repeat"])
+            row.update({f"{name}_samples_per_s": med, f"{name}_lo": lo, f"{name}_hi": hi,
+                        f"{name}_repeats": int(values.notna().sum())})
+            for column in ("ms_per_step", "reader_share", "epoch_seconds", "peak_mem_mb", "first_step_s"):
+                values_of = pd.to_numeric(sub[column], errors="coerce") if column in sub else pd.Series(dtype=float)
+                row[f"{name}_{column}"] = float(values_of.median()) if len(sub) else math.nan
+        row.update(ratio_fields(sps))
+        row.update(problem_counts(bad))
+        if not row["pairs"] and len(bad):
+            row["verdict"] = f"n/a ({', '.join(sorted(set(bad['backend'] + ' ' + bad['status'])))})"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _shared(frame, column):
+    """The column's value when both backends share it, else NaN (the best stage's per-side settings)."""
+    values = frame[column].dropna().unique() if column in frame else []
+    return values[0] if len(values) == 1 else math.nan
+
+
+def ratio_fields(values, invert=False):
+    """Paired ratio torch/paddle over common repeats with CI and verdict. invert: the values are times
+    (lower is faster), so the verdict reads the inverse ratio and still says whether torch is faster."""
+    t, p = values.get("torch", pd.Series(dtype=float)), values.get("paddle", pd.Series(dtype=float))
+    common = sorted(set(t.index) & set(p.index))
+    ratio = paired_ratio_ci(t[common].values, p[common].values) if common else paired_ratio_ci([], [])
+    lo, hi = ratio["lo"], ratio["hi"]
+    says = verdict(1 / hi, 1 / lo) if invert and math.isfinite(lo) and lo > 0 else verdict(lo, hi)
+    return {"ratio": ratio["ratio"], "ratio_lo": lo, "ratio_hi": hi, "pairs": ratio["n"],
+            "ratio_ci_pct": 100 * ratio_halfwidth(ratio["ratio"], lo, hi), "verdict": says}
+
+
+def problem_counts(bad):
+    return {f"{name}_{status}": int(((bad["backend"] == name) & (bad["status"] == status)).sum())
+            for name in ("torch", "paddle") for status in ("failed", "diverged")}
+
+
+def stage_ratios(summary, overhead=None):
+    """The headline: per task and batch size, the ratio at equal settings (default knobs, the first
+    thread count measured) and with each framework at its best (its chosen settings), each with its CI;
+    a ratio is labelled input-pipeline-bound when a side's engine reaches < 0.97 of its bare loop."""
+    if summary is None or not len(summary):
+        return pd.DataFrame()
+    rows = []
+    for (task, batch), group in summary.groupby(["task", "batch_size"], sort=False):
+        equal = group[(group["stage"] == "equal") & group["knobs"].fillna("").eq("")]
+        best = group[group["stage"] == "best"]
+        row = {"task": task, "batch_size": batch}
+        for label, sub in (("equal", equal), ("best", best)):
+            first = sub.iloc[0] if len(sub) else None
+            for field in ("ratio", "ratio_lo", "ratio_hi", "verdict", "pairs", "torch_samples_per_s",
+                          "paddle_samples_per_s", "torch_setting", "paddle_setting", "torch_in_effect",
+                          "paddle_in_effect"):
+                row[f"{label}_{field}"] = first[field] if first is not None else math.nan
+            row[f"{label}_bound"] = pipeline_bound(overhead, task, sub) if first is not None else ""
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def pipeline_bound(overhead, task, summary_rows):
+    """'paddle engine/bare 0.46' for each side whose engine loop ran below OVERHEAD_TARGET of its bare
+    loop in these configurations: that ratio measures the input pipeline more than the model."""
+    if overhead is None or not len(overhead) or not len(summary_rows):
+        return ""
+    row = summary_rows.iloc[0]
+    same = overhead[(overhead["task"] == task) & (overhead["stage"] == row["stage"])
+                    & (overhead["pairing"] == row["pairing"]) & (overhead["batch_size"] == row["batch_size"])]
+    notes = [f"{r['backend']} engine/bare {r['end_to_end']:.2f}" for _, r in same.iterrows()
+             if math.isfinite(r["end_to_end"]) and r["end_to_end"] < OVERHEAD_TARGET]
+    return "; ".join(notes)
+
+
+def overhead_summary(bench):
+    """Harness overhead per task, backend and configuration, paired by repeat (same worker process):
+    end_to_end = engine samples/s / bare samples/s; compute = bare ms/step / engine compute ms/step
+    (the engine's step time without the reader's)."""
+    rows = []
+    bench = measured(with_settings(bench))
+    frame = bench[bench["loop"].isin(SPEED_LOOPS) & (bench["stage"] != "tune")]
+    for keys, group in frame.groupby(["task", "backend"] + CONFIG, sort=False, dropna=False):
+        group = latest(group, ["loop", "repeat"])
+        engine, bare = (group[group["loop"] == loop].set_index("repeat") for loop in SPEED_LOOPS)
+        common = sorted(set(engine.index) & set(bare.index))
+        if not common:
+            continue
+        e2e = paired_ratio_ci(engine.loc[common, "samples_per_s"].values, bare.loc[common, "samples_per_s"].values)
+        compute = paired_ratio_ci(bare.loc[common, "ms_per_step"].values,
+                                  engine.loc[common, "compute_ms_per_step"].values)
+        rows.append({**dict(zip(["task", "backend"] + CONFIG, keys)), "setting": group["setting"].iloc[0],
+                     "end_to_end": e2e["ratio"], "end_to_end_lo": e2e["lo"], "end_to_end_hi": e2e["hi"],
+                     "compute": compute["ratio"], "compute_lo": compute["lo"], "compute_hi": compute["hi"],
+                     "reader_share": float(engine.loc[common, "reader_share"].median()), "pairs": e2e["n"]})
+    return pd.DataFrame(rows)
+
+
+def tuning_summary(bench):
+    """Every tuning candidate per task and backend: its samples/s (one tuning cell), whether it won, and
+    its speed relative to the framework's default knobs at the same threads (the untuned baseline)."""
+    bench = with_settings(bench)
+    frame = measured(bench[bench["stage"] == "tune"])
+    rows = []
+    for (task, backend), group in frame.groupby(["task", "backend"], sort=False):
+        group = latest(group, ["setting"])
+        sps = pd.to_numeric(group["samples_per_s"], errors="coerce")
+        best = sps.idxmax() if sps.notna().any() else None
+        for index, r in group.iterrows():
+            rows.append({"task": task, "backend": backend, "workload": "train" if r["loop"] != "infer" else "infer",
+                         "batch_size": r["batch_size"], "setting": r["setting"], "threads": fmt_int(r["threads"]),
+                         "mode": r["mode"], "knobs": r["knobs"], "samples_per_s": float(sps[index]),
+                         "chosen": index == best})
+    table = pd.DataFrame(rows)
+    if len(table):
+        table["vs_fastest"] = table["samples_per_s"] / table.groupby(["task", "backend"])["samples_per_s"].transform("max")
+    return table
+
+
+def infer_summary(bench):
+    """Inference latency per task, batch size and stage: per backend the median latency over repeats (each
+    repeat's own median over its calls) with a 95% CI, the median p95, and the paired latency ratio
+    torch/paddle (below 1: torch answers faster)."""
+    bench = with_settings(bench)
+    frame = bench[(bench["loop"] == "infer") & (bench["stage"] != "tune")]
+    rows = []
+    for keys, all_rows in frame.groupby(["task"] + CONFIG, sort=False, dropna=False):
+        group, bad = measured(all_rows), problem_cells(all_rows)
+        latency = _pairs(group, "latency_ms")
+        row = {**dict(zip(["task"] + CONFIG, keys)), "torch_setting": _sides(all_rows, "torch"),
+               "paddle_setting": _sides(all_rows, "paddle")}
+        for name in ("torch", "paddle"):
+            values = latency.get(name, pd.Series(dtype=float))
+            med, lo, hi = median_ci(values.values)
+            sub = latest(group[group["backend"] == name], ["repeat"])
+            p95 = pd.to_numeric(sub["p95_ms"], errors="coerce") if "p95_ms" in sub else pd.Series(dtype=float)
+            p95_ci = median_ci(p95.values)
+            row.update({f"{name}_latency_ms": med, f"{name}_lo": lo, f"{name}_hi": hi,
+                        f"{name}_p95_ms": p95_ci[0], f"{name}_p95_lo": p95_ci[1], f"{name}_p95_hi": p95_ci[2],
+                        f"{name}_calls": int(pd.to_numeric(sub.get("infer_calls"), errors="coerce").median())
+                        if len(sub) and "infer_calls" in sub else 0})
+        row.update(ratio_fields(latency, invert=True))
+        row.update(problem_counts(bad))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def ttt_summary(bench):
+    """Time to target per task and configuration, ok rows only; `<backend>_reached` says how many
+    repeats reached the target, and how many failed or diverged (those have no time)."""
+    bench = with_settings(bench)
+    frame = bench[bench["loop"] == "ttt"]
+    rows = []
+    for keys, all_rows in frame.groupby(["task"] + CONFIG, sort=False, dropna=False):
+        group, bad = measured(all_rows), problem_cells(all_rows)
+        row = {**dict(zip(["task"] + CONFIG, keys)), "torch_setting": _sides(all_rows, "torch"),
+               "paddle_setting": _sides(all_rows, "paddle")}
+        targets = pd.to_numeric(group["target_accuracy"], errors="coerce").dropna()
+        row["target"] = float(targets.iloc[0]) if len(targets) else math.nan
+        secs = _pairs(group, "ttt_seconds")
+        for name in ("torch", "paddle"):
+            sub = latest(group[group["backend"] == name], ["repeat"])
+            reached = sub["ttt_reached"].astype(str).str.lower().eq("true")
+            med, lo, hi = median_ci(secs.get(name, pd.Series(dtype=float)).values)
+            row[f"{name}_seconds"], row[f"{name}_lo"], row[f"{name}_hi"] = med, lo, hi
+            problems = bad[bad["backend"] == name]["status"].value_counts()
+            row[f"{name}_reached"] = f"{int(reached.sum())}/{len(sub)}" + "".join(
+                f" ({n} {status})" for status, n in problems.items())
+            row[f"{name}_epochs"] = float(sub["ttt_epochs"].median()) if len(sub) else math.nan
+        rows.append(row)
+    return pd.DataFrame(rows)
