@@ -18,7 +18,9 @@ from dualbench.common.errors import UserError
 from dualbench.common.stats import BAND, compare_means, mean_ci, median_ci, paired_ratio_ci, ratio_halfwidth, verdict
 
 OVERHEAD_TARGET = 0.97
-CONFIG = ["suite", "device", "mode", "precision", "threads", "batch_size", "dataset"]
+# A configuration is measured on one node: pairs and ratios never mix the timings of two machines (a cluster
+# bench keeps each configuration on one node; rows written before the node column read as one node).
+CONFIG = ["suite", "device", "mode", "precision", "threads", "batch_size", "dataset", "node"]
 PLOTS = "plots"
 
 
@@ -126,6 +128,23 @@ def accuracy_table(runs):
     return pd.DataFrame(rows)
 
 
+def with_node(bench):
+    """bench rows with a node column. Rows written before rows recorded their node ran on one machine with the
+    local executor: in a file whose other rows name a single node they count as that node (a resumed old
+    file keeps its pairs together), otherwise they form one node of their own."""
+    if "node" not in bench:
+        return bench.assign(node=np.nan)
+    known = bench["node"].dropna().unique()
+    return bench.assign(node=bench["node"].fillna(known[0])) if len(known) == 1 else bench
+
+
+def node_column(table, summary):
+    """The table with a node column after the task when the rows come from more than one node."""
+    if "node" in summary and summary["node"].nunique() > 1:
+        table.insert(1, "node", summary["node"].fillna("?").astype(str).values)
+    return table
+
+
 def _pairs(group, value):
     """{repeat: value} per backend, the latest row per (backend, repeat)."""
     group = latest(group, ["backend", "repeat"])
@@ -139,6 +158,7 @@ def speed_summary(bench, loop="engine"):
     Only ok rows count; `<backend>_failed` / `<backend>_diverged` count the cells left out, and a
     configuration with no complete pair says which backend failed in its verdict."""
     rows = []
+    bench = with_node(bench)
     frame = bench[bench["loop"] == loop]
     for keys, all_rows in frame.groupby(["task"] + CONFIG, sort=False, dropna=False):
         info = dict(zip(["task"] + CONFIG, keys))
@@ -177,7 +197,7 @@ def overhead_summary(bench):
     end_to_end = engine samples/s / bare samples/s; compute = bare ms/step / engine compute ms/step
     (the engine's step time without the reader's)."""
     rows = []
-    bench = measured(bench)
+    bench = measured(with_node(bench))
     frame = bench[bench["loop"].isin(["engine", "bare"])]
     for keys, group in frame.groupby(["task", "backend"] + CONFIG, sort=False, dropna=False):
         group = latest(group, ["loop", "repeat"])
@@ -198,6 +218,7 @@ def overhead_summary(bench):
 def ttt_summary(bench):
     """Time to target per task and configuration, ok rows only; `<backend>_reached` says how many
     repeats reached the target, and how many failed or diverged (those have no time)."""
+    bench = with_node(bench)
     frame = bench[bench["loop"] == "ttt"]
     rows = []
     for keys, all_rows in frame.groupby(["task"] + CONFIG, sort=False, dropna=False):
@@ -361,6 +382,8 @@ def plot_throughput(summary, path):
     from matplotlib.ticker import FormatStrFormatter
     one_config_per_task = summary["task"].is_unique   # then the table says the config; the plot stays readable
     labels = [r["task"] if one_config_per_task else f"{r['task']}\n{config_label(r)}" for _, r in summary.iterrows()]
+    if "node" in summary and summary["node"].nunique() > 1:   # one bar group per node: never pooled
+        labels = [f"{label}\n{node}" for label, node in zip(labels, summary["node"].fillna("?"))]
     x = np.arange(len(summary))
     fig, axes = plt.subplots(2, 1, figsize=(max(6, 0.55 * len(summary) + 2), 7.5), sharex=True)
     for offset, name in ((-0.2, "torch"), (0.2, "paddle")):
@@ -410,6 +433,7 @@ def _speed_markdown(summary):
         "pairs": summary["pairs"],
         "left out (failed / diverged)": [excluded_label(r) for _, r in summary.iterrows()],
     })
+    table = node_column(table, summary)
     details = pd.DataFrame({
         "task": summary["task"],
         "ms/step torch / paddle": [f"{fmt(r['torch_ms_per_step'])} / {fmt(r['paddle_ms_per_step'])}" for _, r in summary.iterrows()],
@@ -420,6 +444,7 @@ def _speed_markdown(summary):
         "first step s torch / paddle": [f"{fmt(r['torch_first_step_s'])} / {fmt(r['paddle_first_step_s'])}" for _, r in summary.iterrows()],
         "peak MiB torch / paddle": [f"{fmt(r['torch_peak_mem_mb'], 4)} / {fmt(r['paddle_peak_mem_mb'], 4)}" for _, r in summary.iterrows()],
     })
+    details = node_column(details, summary)
     return markdown_table(table), markdown_table(details)
 
 
@@ -455,7 +480,7 @@ def _overhead_markdown(overhead):
         "reader share": [f"{v:.1%}" for v in overhead["reader_share"]],
         "pairs": overhead["pairs"],
     })
-    return markdown_table(table)
+    return markdown_table(node_column(table, overhead))
 
 
 def _ttt_markdown(ttt):
@@ -466,7 +491,7 @@ def _ttt_markdown(ttt):
         "paddle s (median [CI])": [fmt_ci(r["paddle_seconds"], r["paddle_lo"], r["paddle_hi"]) for _, r in ttt.iterrows()],
         "paddle reached": ttt["paddle_reached"], "paddle epochs": [fmt(v) for v in ttt["paddle_epochs"]],
     })
-    return markdown_table(table)
+    return markdown_table(node_column(table, ttt))
 
 
 def safe_name(text):
@@ -594,7 +619,7 @@ def print_speed_summary(csv_path):
         "torch/paddle [95% CI]": [fmt_ci(r["ratio"], r["ratio_lo"], r["ratio_hi"], ratio=True) for _, r in summary.iterrows()],
         "CI ±%": [f"{v:.1f}" if math.isfinite(v) else "n/a" for v in summary["ratio_ci_pct"]],
         "verdict": summary["verdict"], "pairs": summary["pairs"]})
-    print(table.to_string(index=False))
+    print(node_column(table, summary).to_string(index=False))
     print(precision_line(summary))
     overhead = overhead_summary(bench)
     if len(overhead):

@@ -51,6 +51,9 @@ BENCH_COLUMNS = [
     "status",              # ok | failed: the cell raised or its worker died | diverged: NaN/Inf loss or weights
     "error",               # failed: the error's last line (out of memory names the batch size); diverged: the
                            # step and the last finite loss. Failed and diverged rows hold no timings.
+    # appended after those for the same reason; empty in older files, which the report reads as one node
+    "node",                # host name of the machine the cell ran on (--executor ray: a node of the cluster)
+    "node_hardware",       # that machine's CPUs, memory and GPUs in one line
 ]
 
 
