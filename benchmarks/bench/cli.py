@@ -26,7 +26,7 @@ from dualbench.common.bench_table import recorded_keys
 from dualbench.common.errors import UserError
 
 def second_stage(first, suite, tasks, backend_names, threads_list, run_id, seed, samples, dataset, csv_path,
-                 durations, deadline, progress):
+                 durations, deadline, progress, executor=None):
     """More pairs for the configurations whose ratio CI is wider than +-ci_target after the first stage
     (`first`, its plan), one repeat at a time for all of them (so the ones needing few pairs finish first),
     until each has its planned pairs or the time budget ends. Returns the problems of its cells."""
@@ -39,7 +39,8 @@ def second_stage(first, suite, tasks, backend_names, threads_list, run_id, seed,
           f"pairs planned: {wanted}", file=sys.stderr)
     groups = pending_cells(plan(suite, tasks, backend_names, threads_list, run_id, seed, samples, dataset, extra),
                            recorded_keys(csv_path)[0])
-    problems, left = execute(groups, csv_path, progress, durations, deadline, desc="bench, second stage")
+    problems, left = execute(groups, csv_path, progress, durations, deadline, desc="bench, second stage",
+                             executor=executor)
     if left:
         short = sorted({c["task"] for g in left for c in g["cells"]})
         print(f"dualbench bench: time budget of {suite.budget_seconds:.0f} s reached before repeat {left[0]['repeat']}; "
@@ -47,15 +48,16 @@ def second_stage(first, suite, tasks, backend_names, threads_list, run_id, seed,
     return problems
 
 
-def bench(suite, tasks, backend_names, out_dir, threads_list, seed=0, samples=10000, dataset=None, progress=True):
+def bench(suite, tasks, backend_names, out_dir, threads_list, seed=0, samples=10000, dataset=None, progress=True,
+          executor=None):
     """Plan, skip finished cells, run the rest (first stage, then the second stage within the time
     budget), print the ratio summary. Returns the bench.csv path. Holds the lock on OUT throughout."""
     from dualbench.common.fsutil import folder_lock
     with folder_lock(out_dir, "bench"):
-        return _bench(suite, tasks, backend_names, out_dir, threads_list, seed, samples, dataset, progress)
+        return _bench(suite, tasks, backend_names, out_dir, threads_list, seed, samples, dataset, progress, executor)
 
 
-def _bench(suite, tasks, backend_names, out_dir, threads_list, seed, samples, dataset, progress):
+def _bench(suite, tasks, backend_names, out_dir, threads_list, seed, samples, dataset, progress, executor=None):
     from dualbench import backends
     from dualbench.engine import new_run_id
     for name in backend_names:
@@ -72,10 +74,10 @@ def _bench(suite, tasks, backend_names, out_dir, threads_list, seed, samples, da
               + (f"; retrying {n_retry} failed cell(s)" if n_retry else ""), file=sys.stderr)
     started = time.perf_counter()
     durations = {}
-    problems, _ = execute(todo, csv_path, progress, durations)
+    problems, _ = execute(todo, csv_path, progress, durations, executor=executor)
     if suite.ci_target > 0 and set(backend_names) == {"torch", "paddle"}:
         problems += second_stage(groups, suite, tasks, backend_names, threads_list, run_id, seed, samples, dataset,
-                                 csv_path, durations, started + suite.budget_seconds, progress)
+                                 csv_path, durations, started + suite.budget_seconds, progress, executor)
     elapsed = time.perf_counter() - started
     if csv_path.exists():
         from dualbench.report import print_speed_summary
@@ -95,6 +97,8 @@ def _bench(suite, tasks, backend_names, out_dir, threads_list, seed, samples, da
 
 def cmd_bench(args):
     from dualbench import backends
+    from dualbench.executor import from_args, session
+    executor = from_args(args)   # first: asking for Ray without it installed is a one-line error
     suite = suite_from_args(args)
     names = backends.parse_backends(args.backends)
     threads = parse_int_list(args.threads, "--threads") if args.threads else [os.cpu_count() or 1]
@@ -111,8 +115,9 @@ def cmd_bench(args):
         tasks = [t for t in tasks if tuple(t.model.input_shape) == shape]
         if not tasks:
             raise UserError(f"no task takes {shape} inputs from dataset '{args.dataset}'")
-    bench(suite, tasks, names, args.out, threads, seed=args.seed, samples=args.samples, dataset=args.dataset,
-          progress=not args.no_progress)
+    with session(executor):
+        bench(suite, tasks, names, args.out, threads, seed=args.seed, samples=args.samples, dataset=args.dataset,
+              progress=not args.no_progress, executor=executor)
 
 
 def register(subparsers):
@@ -151,4 +156,6 @@ def register(subparsers):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path("runs"), help="output folder (default: runs/)")
     p.add_argument("--no-progress", action="store_true")
+    from dualbench.executor import add_arguments as add_executor_arguments
+    add_executor_arguments(p, ship_data=False)   # on Ray each repeat group holds one whole node
     p.set_defaults(func=cmd_bench)
