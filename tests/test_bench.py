@@ -371,8 +371,8 @@ def test_second_stage_end_to_end_adds_engine_pairs_and_resumes(tmp_path):
 def test_old_schema_bench_csv_is_upgraded_on_append(tmp_path):
     """A bench.csv written before the status/error columns existed: read as all ok, and the next append
     rewrites it in today's layout with the old rows intact."""
-    old_columns = [c for c in B.BENCH_COLUMNS if c not in ("status", "error")]
-    assert B.BENCH_COLUMNS[-2:] == ["status", "error"]
+    old_columns = [c for c in B.BENCH_COLUMNS if c not in ("status", "error", "node", "node_hardware")]
+    assert B.BENCH_COLUMNS[-4:] == ["status", "error", "node", "node_hardware"]
     path = tmp_path / "bench.csv"
     old = [{"cell_key": f"k{r}", "suite": "default", "task": "mnist-mlp", "backend": "torch", "loop": "engine",
             "threads": 2, "batch_size": 200, "repeat": r, "samples_per_s": 1000.5 + r, "device": "cpu",
