@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from dualbench.common.errors import UserError
+from dualbench.executor import add_arguments as add_executor_arguments
 
 # Modules with a register(subparsers) function, one subcommand each.
 COMMAND_MODULES = ["dualbench.data_cmd", "dualbench.parity", "dualbench.bench", "dualbench.report",
@@ -60,9 +61,11 @@ def cmd_tasks(args):
 
 def cmd_run(args):
     from dualbench import backends
+    from dualbench.executor import from_args, session
     from dualbench.run import parse_seeds, run
     from dualbench.common.tasks import select_tasks, with_overrides
 
+    executor = from_args(args)   # first: asking for Ray without it installed is a one-line error
     if not args.task:
         raise UserError("--task is required (a name from `dualbench tasks`, a comma list, or 'all')")
     tasks = [with_overrides(t, args.lr, args.batch_size) for t in select_tasks(args.task)]   # validates
@@ -72,10 +75,12 @@ def cmd_run(args):
     if args.dataset:
         from dualbench.common.data.sources import get_info
         get_info(args.dataset)
-    run(tasks, names, parse_seeds(args.seeds), args.out, epochs=args.epochs, dataset=args.dataset,
-        data_path=args.data_path, limit_train=args.limit_train, init=args.init, device=args.device,
-        threads=args.threads, progress=not args.no_progress, lr=args.lr, batch_size=args.batch_size,
-        augment=args.augment, deterministic=args.deterministic)
+    seeds = parse_seeds(args.seeds)
+    with session(executor):
+        run(tasks, names, seeds, args.out, epochs=args.epochs, dataset=args.dataset,
+            data_path=args.data_path, limit_train=args.limit_train, init=args.init, device=args.device,
+            threads=args.threads, progress=not args.no_progress, lr=args.lr, batch_size=args.batch_size,
+            augment=args.augment, deterministic=args.deterministic, executor=executor)
 
 
 def cmd_predict(args):
@@ -115,6 +120,7 @@ def build_parser():
     p.add_argument("--deterministic", action="store_true",
                    help="GPU: deterministic algorithms / cuDNN (slower); CPU runs are deterministic anyway")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_executor_arguments(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("predict", help="classify one image with a trained checkpoint (.pt or .pdparams)")

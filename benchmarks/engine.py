@@ -51,7 +51,11 @@ def run_cell(cell, progress=True):
     backend = backends.load(cell["backend"])
     dev, dev_info = backend.device.configure(cell["threads"], cell.get("device", "cpu"),
                                              cell.get("deterministic", False))
-    dataset = load_dataset(cell["dataset"], cell.get("data_path"))
+    if cell.get("shipped_data"):   # arrays the driver sent with the cell (--executor ray --ship-data)
+        from dualbench.common.data.remote import load_shipped
+        dataset = load_shipped(cell["shipped_data"])
+    else:
+        dataset = load_dataset(cell["dataset"], cell.get("data_path"))
     splits = prepare_splits(dataset, task, cell.get("limit_train"))
     data_meta = {"dataset": dataset.name, "dataset_source": dataset.source,
                  "dataset_sha256": dataset.sha256, "synthetic": dataset.synthetic}

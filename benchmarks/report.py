@@ -16,8 +16,9 @@ import pandas as pd
 from dualbench.common.bench_table import latest, measured, row_status
 from dualbench.common.errors import UserError
 from dualbench.common.stats import BAND, compare_means, mean_ci
-from dualbench.speed_summary import (OVERHEAD_TARGET, infer_summary, overhead_summary, problem_cells,  # noqa: F401
-                                     speed_summary, stage_ratios, ttt_summary, tuning_summary, with_settings)
+from dualbench.speed_summary import (OVERHEAD_TARGET, infer_summary, node_column, overhead_summary,  # noqa: F401
+                                     problem_cells, speed_summary, stage_ratios, ttt_summary, tuning_summary,
+                                     with_settings)
 
 PLOTS = "plots"
 
@@ -260,6 +261,8 @@ def plot_throughput(summary, path):
     from matplotlib.ticker import FormatStrFormatter
     one_config_per_task = summary["task"].is_unique   # then the table says the config; the plot stays readable
     labels = [r["task"] if one_config_per_task else f"{r['task']}\n{config_label(r)}" for _, r in summary.iterrows()]
+    if "node" in summary and summary["node"].nunique() > 1:   # one bar group per node: never pooled
+        labels = [f"{label}\n{node}" for label, node in zip(labels, summary["node"].fillna("?"))]
     x = np.arange(len(summary))
     fig, axes = plt.subplots(2, 1, figsize=(max(6, 0.55 * len(summary) + 2), 7.5), sharex=True)
     for offset, name in ((-0.2, "torch"), (0.2, "paddle")):
@@ -311,6 +314,7 @@ def _speed_markdown(summary):
         "pairs": summary["pairs"],
         "left out (failed / diverged)": [excluded_label(r) for _, r in summary.iterrows()],
     })
+    table = node_column(table, summary)
     details = pd.DataFrame({
         "task": summary["task"],
         "ms/step torch / paddle": [f"{fmt(r['torch_ms_per_step'])} / {fmt(r['paddle_ms_per_step'])}" for _, r in summary.iterrows()],
@@ -321,6 +325,7 @@ def _speed_markdown(summary):
         "first step s torch / paddle": [f"{fmt(r['torch_first_step_s'])} / {fmt(r['paddle_first_step_s'])}" for _, r in summary.iterrows()],
         "peak MiB torch / paddle": [f"{fmt(r['torch_peak_mem_mb'], 4)} / {fmt(r['paddle_peak_mem_mb'], 4)}" for _, r in summary.iterrows()],
     })
+    details = node_column(details, summary)
     return markdown_table(table), markdown_table(details)
 
 
@@ -343,7 +348,7 @@ def _headline_markdown(ratios):
         "input-pipeline-bound": [" / ".join(x for x in (r["equal_bound"], r["best_bound"]) if isinstance(x, str) and x)
                                  or "-" for _, r in ratios.iterrows()],
     })
-    return markdown_table(table)
+    return markdown_table(node_column(table, ratios))
 
 
 def equal_label(r):
@@ -381,7 +386,7 @@ def _infer_markdown(infer):
         "latency torch/paddle [95% CI]": [fmt_ci(r["ratio"], r["ratio_lo"], r["ratio_hi"], ratio=True) for _, r in infer.iterrows()],
         "verdict (torch is …)": infer["verdict"], "pairs": infer["pairs"],
     })
-    return markdown_table(table)
+    return markdown_table(node_column(table, infer))
 
 
 def precision_line(summary, target=3.0):
@@ -416,7 +421,7 @@ def _overhead_markdown(overhead):
         "reader share": [f"{v:.1%}" for v in overhead["reader_share"]],
         "pairs": overhead["pairs"],
     })
-    return markdown_table(table)
+    return markdown_table(node_column(table, overhead))
 
 
 def _ttt_markdown(ttt):
@@ -429,7 +434,7 @@ def _ttt_markdown(ttt):
         "paddle s (median [CI])": [fmt_ci(r["paddle_seconds"], r["paddle_lo"], r["paddle_hi"]) for _, r in ttt.iterrows()],
         "paddle reached": ttt["paddle_reached"], "paddle epochs": [fmt(v) for v in ttt["paddle_epochs"]],
     })
-    return markdown_table(table)
+    return markdown_table(node_column(table, ttt))
 
 
 def safe_name(text):
@@ -587,7 +592,7 @@ def print_speed_summary(csv_path):
         "torch/paddle [95% CI]": [fmt_ci(r["ratio"], r["ratio_lo"], r["ratio_hi"], ratio=True) for _, r in summary.iterrows()],
         "CI ±%": [f"{v:.1f}" if math.isfinite(v) else "n/a" for v in summary["ratio_ci_pct"]],
         "verdict": summary["verdict"], "pairs": summary["pairs"]})
-    print(table.to_string(index=False))
+    print(node_column(table, summary).to_string(index=False))
     print(precision_line(summary))
     best = summary[summary["stage"] == "best"]
     if len(best):

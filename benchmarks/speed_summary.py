@@ -17,14 +17,33 @@ from dualbench.common.stats import median_ci, paired_ratio_ci, ratio_halfwidth, 
 
 OVERHEAD_TARGET = 0.97
 BEST = "each at its best"
-CONFIG = ["suite", "device", "stage", "pairing", "batch_size", "dataset"]
+# A configuration is measured on one node: pairs and ratios never mix the timings of two machines (a cluster
+# bench keeps each configuration on one node; rows written before the node column read as one node).
+CONFIG = ["suite", "device", "stage", "pairing", "batch_size", "dataset", "node"]
 SPEED_LOOPS = ("engine", "bare")
 
 
+def with_node(bench):
+    """bench rows with a node column. Rows written before rows recorded their node ran on one machine with the
+    local executor: in a file whose other rows name a single node they count as that node (a resumed old
+    file keeps its pairs together), otherwise they form one node of their own."""
+    if "node" not in bench:
+        return bench.assign(node=np.nan)
+    known = bench["node"].dropna().unique()
+    return bench.assign(node=bench["node"].fillna(known[0])) if len(known) == 1 else bench
+
+
+def node_column(table, summary):
+    """The table with a node column after the task when the rows come from more than one node."""
+    if "node" in summary and summary["node"].nunique() > 1:
+        table.insert(1, "node", summary["node"].fillna("?").astype(str).values)
+    return table
+
+
 def with_settings(bench):
-    """bench rows with stage (empty: equal), knobs (empty: defaults), each row's readable setting, and
-    the pairing key (the shared setting; "each at its best" in the best stage)."""
-    bench = bench.copy()
+    """bench rows with stage (empty: equal), knobs (empty: defaults), each row's readable setting, the
+    pairing key (the shared setting; "each at its best" in the best stage) and the node."""
+    bench = with_node(bench).copy()
     for column, default in (("stage", "equal"), ("knobs", "")):
         values = bench[column] if column in bench else pd.Series(default, index=bench.index, dtype=object)
         bench[column] = values.fillna(default).astype(str).replace("", default)
@@ -141,10 +160,10 @@ def stage_ratios(summary, overhead=None):
     if summary is None or not len(summary):
         return pd.DataFrame()
     rows = []
-    for (task, batch), group in summary.groupby(["task", "batch_size"], sort=False):
+    for (task, batch, node), group in summary.groupby(["task", "batch_size", "node"], sort=False, dropna=False):
         equal = group[(group["stage"] == "equal") & group["knobs"].fillna("").eq("")]
         best = group[group["stage"] == "best"]
-        row = {"task": task, "batch_size": batch}
+        row = {"task": task, "batch_size": batch, "node": node}
         for label, sub in (("equal", equal), ("best", best)):
             first = sub.iloc[0] if len(sub) else None
             for field in ("ratio", "ratio_lo", "ratio_hi", "verdict", "pairs", "torch_samples_per_s",
@@ -163,7 +182,8 @@ def pipeline_bound(overhead, task, summary_rows):
         return ""
     row = summary_rows.iloc[0]
     same = overhead[(overhead["task"] == task) & (overhead["stage"] == row["stage"])
-                    & (overhead["pairing"] == row["pairing"]) & (overhead["batch_size"] == row["batch_size"])]
+                    & (overhead["pairing"] == row["pairing"]) & (overhead["batch_size"] == row["batch_size"])
+                    & (overhead["node"].astype(str) == str(row["node"]))]
     notes = [f"{r['backend']} engine/bare {r['end_to_end']:.2f}" for _, r in same.iterrows()
              if math.isfinite(r["end_to_end"]) and r["end_to_end"] < OVERHEAD_TARGET]
     return "; ".join(notes)

@@ -48,27 +48,29 @@ def select_plans(study, datasets):
     return [p for p in study.data if p.dataset in wanted]
 
 
-def run_study(study, backend_names, out_root, datasets=None, seeds=None, threads=None, progress=True):
-    """Run every arm x dataset x seed x backend cell (finished cells are skipped); returns failures."""
-    from dualbench.run import run
+def run_study(study, backend_names, out_root, datasets=None, seeds=None, threads=None, progress=True, executor=None):
+    """Run every arm x dataset x seed x backend cell (finished cells are skipped); returns the failed cells.
+
+    All cells of the study go to the executor at once: one after the other on this machine, or spread over
+    a Ray cluster (`--executor ray`) without waiting for one arm to finish before the next starts."""
+    from dualbench.engine import new_run_id
+    from dualbench.run import plan_cells, print_summary, run_cells
     from dualbench.common.tasks import get_task
     out = Path(out_root) / study.name
-    failures = 0
     plans = select_plans(study, datasets)
     jobs = [(plan, arm) for plan in plans for arm in study.arms]
+    run_id, cells = new_run_id(), []
     for i, (plan, arm) in enumerate(jobs, start=1):
         dataset, why = resolve_dataset(plan)
         if why:
             print(f"dualbench study: {why}", file=sys.stderr)
         epochs = arm.epochs or plan.epochs
         print(f"[{study.name} {i}/{len(jobs)}] {arm.label} on {dataset}", file=sys.stderr)
-        try:
-            run([get_task(arm.task)], backend_names, list(seeds or plan.seeds), out, epochs=epochs, dataset=dataset,
-                limit_train=plan.limit_train, init=arm.init, threads=threads, progress=progress)
-        except SystemExit as e:   # a failed cell: recorded as 'failed' in runs.csv, the study goes on
-            if e.code != 1:
-                raise
-            failures += 1
+        cells += plan_cells([get_task(arm.task)], backend_names, list(seeds or plan.seeds), out, run_id,
+                            epochs=epochs, dataset=dataset, limit_train=plan.limit_train, init=arm.init,
+                            threads=threads, progress=progress)
+    finals, failures = run_cells(cells, out / "runs.csv", executor)   # failed cells: 'failed' rows, the study goes on
+    print_summary(finals, out / "runs.csv")
     return failures
 
 
@@ -465,6 +467,7 @@ def write_index(out_root):
 
 def cmd_study(args):
     from dualbench import backends
+    from dualbench.executor import from_args, session
     from dualbench.run import parse_seeds
     from dualbench.common.studies import STUDIES, get_study
     if args.name == "list":
@@ -472,21 +475,25 @@ def cmd_study(args):
             data = ", ".join(p.dataset + (f" (else {p.fallback})" if p.fallback else "") for p in study.data)
             print(f"{study.name:20s} {study.title} — {len(study.arms)} arms on {data}")
         return
+    executor = from_args(args)   # first: asking for Ray without it installed is a one-line error
     study = get_study(args.name)
     seeds = parse_seeds(args.seeds) if args.seeds else None
     failures = 0
     if not args.report_only:
         names = backends.parse_backends(args.backend)
-        failures = run_study(study, names, args.out, args.datasets, seeds, args.threads, not args.no_progress)
+        with session(executor):
+            failures = run_study(study, names, args.out, args.datasets, seeds, args.threads, not args.no_progress,
+                                 executor)
     path = build_section(study, args.out)
     print(f"study section written to {path}")
     if failures:
-        print(f"dualbench study: {failures} arm(s) had failed cells (status 'failed' in "
-              f"{Path(args.out) / study.name / 'runs.csv'})", file=sys.stderr)
+        print(f"dualbench study: {failures} cell(s) failed (status 'failed' in "
+              f"{Path(args.out) / study.name / 'runs.csv'}); rerun the same command to retry them", file=sys.stderr)
         raise SystemExit(1)
 
 
 def register(subparsers):
+    from dualbench.executor import add_arguments as add_executor_arguments
     p = subparsers.add_parser("study", help="run a seed-note study in both backends and write its report section")
     p.add_argument("name", help="study name (mse-vs-ce, mlp-regularisation, lenet, cnn-variants, food11) or 'list'")
     p.add_argument("--backend", "--backends", default="torch,paddle", help="torch, paddle or torch,paddle")
@@ -497,4 +504,5 @@ def register(subparsers):
                    help="folder of study folders (default: results/studies)")
     p.add_argument("--report-only", action="store_true", help="only rebuild the section from runs.csv")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_executor_arguments(p)
     p.set_defaults(func=cmd_study)

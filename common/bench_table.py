@@ -62,6 +62,9 @@ BENCH_COLUMNS = [
     "infer_calls",         # infer: timed calls
     "model_spec",          # a model pair's SPECs (dualbench bench --torch/--paddle); empty for built-in tasks
     "knobs_in_effect",     # the switches' values during the cell, defaults included (torch onednn=on, paddle off)
+    # empty in older files, which the report reads as one node
+    "node",                # host name of the machine the cell ran on (--executor ray: a node of the cluster)
+    "node_hardware",       # that machine's CPUs, memory and GPUs in one line
 ]
 
 

@@ -7,9 +7,11 @@ import contextlib
 import csv
 import datetime
 import fcntl
+import functools
 import io
 import os
 import platform
+import socket
 import subprocess
 from pathlib import Path
 
@@ -30,6 +32,7 @@ RUN_COLUMNS = [
     "batch_order_hash", "framework_version", "device", "device_name", "threads", "deterministic",
     "python", "numpy", "platform", "git_commit", "dualbench_version", "timestamp",
     "epochs_planned", "output_grad_init", "output_grad",
+    "node", "node_hardware",
 ]
 
 
@@ -66,6 +69,50 @@ def git_commit():
         return "unknown"
 
 
+def memory_gib():
+    """Total memory of the machine in GiB (Linux /proc/meminfo), or None where it cannot be read."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1]) / 2 ** 20
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def gpu_names():
+    """NVIDIA GPUs as the driver lists them (/proc/driver/nvidia), read without importing a framework."""
+    names = []
+    for info in sorted(Path("/proc/driver/nvidia/gpus").glob("*/information")):
+        try:
+            model = next((line.split(":", 1)[1].strip() for line in info.read_text().splitlines()
+                          if line.startswith("Model:")), "NVIDIA GPU")
+        except OSError:
+            continue
+        names.append(model)
+    return names
+
+
+def hardware_summary():
+    """One line for the machine: CPUs and their model, memory, GPUs (e.g. '2 CPUs (Intel Xeon ...), 23 GiB, no GPU')."""
+    parts = [f"{os.cpu_count()} CPUs ({cpu_name()})"]
+    memory = memory_gib()
+    if memory is not None:
+        parts.append(f"{memory:.0f} GiB")
+    gpus = gpu_names()
+    counts = {name: gpus.count(name) for name in dict.fromkeys(gpus)}
+    parts.append(", ".join(f"{n}x {name}" for name, n in counts.items()) if gpus else "no GPU")
+    return ", ".join(parts)
+
+
+@functools.lru_cache(maxsize=None)
+def node_metadata():
+    """Which machine a row was made on: its host name and hardware, so that rows from a cluster say where
+    they ran (and the report never pairs timings of two machines)."""
+    return {"node": socket.gethostname(), "node_hardware": hardware_summary()}
+
+
 def host_metadata():
     return {
         "python": platform.python_version(),
@@ -73,6 +120,7 @@ def host_metadata():
         "platform": f"{platform.system()}-{platform.machine()}",
         "git_commit": git_commit(),
         "dualbench_version": common.__version__,
+        **node_metadata(),
     }
 
 

@@ -26,7 +26,7 @@ from dualbench.common.bench_table import recorded_keys
 from dualbench.common.errors import UserError
 
 def second_stage(first, suite, tasks, backend_names, threads_list, run_id, seed, samples, dataset, csv_path,
-                 durations, deadline, progress, chosen=None):
+                 durations, deadline, progress, chosen=None, executor=None):
     """More pairs for the configurations whose ratio CI is wider than +-ci_target after the first stage
     (`first`, its plan: equal and best stages), one repeat at a time for all of them (so the ones needing
     few pairs finish first), until each has its planned pairs or the time budget ends. Returns the
@@ -44,7 +44,8 @@ def second_stage(first, suite, tasks, backend_names, threads_list, run_id, seed,
         groups += plan(suite, tasks, backend_names, threads_list, run_id, seed, samples, dataset, extra, stage=stage,
                        chosen=chosen)
     groups = pending_cells(sorted(groups, key=lambda g: g["repeat"]), done)
-    problems, left = execute(groups, csv_path, progress, durations, deadline, desc="bench, second stage")
+    problems, left = execute(groups, csv_path, progress, durations, deadline, desc="bench, second stage",
+                             executor=executor)
     if left:
         short = sorted({c["task"] for g in left for c in g["cells"]})
         print(f"dualbench bench: time budget of {suite.budget_seconds:.0f} s reached before repeat {left[0]['repeat']}; "
@@ -52,16 +53,17 @@ def second_stage(first, suite, tasks, backend_names, threads_list, run_id, seed,
     return problems
 
 
-def bench(suite, tasks, backend_names, out_dir, threads_list, seed=0, samples=10000, dataset=None, progress=True):
+def bench(suite, tasks, backend_names, out_dir, threads_list, seed=0, samples=10000, dataset=None, progress=True,
+          executor=None):
     """Plan, skip finished cells, run the rest (equal settings; with tuning, the tuning candidates and
     each framework at its best; then the second stage within the time budget), print the ratio summary.
     Returns the bench.csv path. Holds the lock on OUT throughout."""
     from dualbench.common.fsutil import folder_lock
     with folder_lock(out_dir, "bench"):
-        return _bench(suite, tasks, backend_names, out_dir, threads_list, seed, samples, dataset, progress)
+        return _bench(suite, tasks, backend_names, out_dir, threads_list, seed, samples, dataset, progress, executor)
 
 
-def run_stage(groups, csv_path, progress, durations, label):
+def run_stage(groups, csv_path, progress, durations, label, executor=None):
     """Run a stage's pending cells (a rerun skips finished ones and retries failed ones)."""
     done, retried = recorded_keys(csv_path)
     todo = pending_cells(groups, done)
@@ -70,7 +72,7 @@ def run_stage(groups, csv_path, progress, durations, label):
     if n_todo < n_all or n_retry:
         print(f"dualbench bench: {label}: resuming, {n_all - n_todo} of {n_all} cells already in {csv_path}"
               + (f"; retrying {n_retry} failed cell(s)" if n_retry else ""), file=sys.stderr)
-    return execute(todo, csv_path, progress, durations, desc=f"bench, {label}")[0]
+    return execute(todo, csv_path, progress, durations, desc=f"bench, {label}", executor=executor)[0]
 
 
 def print_choices(chosen, backend_names):
@@ -80,7 +82,7 @@ def print_choices(chosen, backend_names):
         print(f"dualbench bench: tuned {task}: {text}", file=sys.stderr)
 
 
-def _bench(suite, tasks, backend_names, out_dir, threads_list, seed, samples, dataset, progress):
+def _bench(suite, tasks, backend_names, out_dir, threads_list, seed, samples, dataset, progress, executor=None):
     from dualbench import backends
     from dualbench.engine import new_run_id
     for name in backend_names:
@@ -90,11 +92,11 @@ def _bench(suite, tasks, backend_names, out_dir, threads_list, seed, samples, da
     started = time.perf_counter()
     durations = {}
     equal = plan(suite, tasks, backend_names, threads_list, run_id, seed, samples, dataset, final=not suite.tune)
-    problems = run_stage(equal, csv_path, progress, durations, "equal settings")
+    problems = run_stage(equal, csv_path, progress, durations, "equal settings", executor)
     first, chosen = list(equal), None
     if suite.tune:
         tune = plan(suite, tasks, backend_names, threads_list, run_id, seed, samples, dataset, stage="tune")
-        problems += run_stage(tune, csv_path, progress, durations, "tuning")
+        problems += run_stage(tune, csv_path, progress, durations, "tuning", executor)
         chosen = choose_best(csv_path, tune)
         print_choices(chosen, backend_names)
         missing = [t.name for t in tasks if not all(n in chosen.get(t.name, {}) for n in backend_names)]
@@ -103,11 +105,11 @@ def _bench(suite, tasks, backend_names, out_dir, threads_list, seed, samples, da
                   "failed", file=sys.stderr)
         best = plan(suite, tasks, backend_names, threads_list, run_id, seed, samples, dataset, stage="best",
                     chosen=chosen)
-        problems += run_stage(best, csv_path, progress, durations, "each at its best")
+        problems += run_stage(best, csv_path, progress, durations, "each at its best", executor)
         first += best
     if suite.ci_target > 0 and set(backend_names) == {"torch", "paddle"}:
         problems += second_stage(first, suite, tasks, backend_names, threads_list, run_id, seed, samples, dataset,
-                                 csv_path, durations, started + suite.budget_seconds, progress, chosen)
+                                 csv_path, durations, started + suite.budget_seconds, progress, chosen, executor)
     elapsed = time.perf_counter() - started
     if csv_path.exists():
         from dualbench.report import print_speed_summary
@@ -148,6 +150,8 @@ def model_pair_from_args(args):
 
 def cmd_bench(args):
     from dualbench import backends
+    from dualbench.executor import from_args, session
+    executor = from_args(args)   # first: asking for Ray without it installed is a one-line error
     names = backends.parse_backends(args.backends)
     threads = parse_int_list(args.threads, "--threads") if args.threads else [os.cpu_count() or 1]
     if args.torch or args.paddle:
@@ -155,7 +159,9 @@ def cmd_bench(args):
             raise UserError("--torch/--paddle benchmark a model pair; leave out --tasks and --dataset")
         pair = model_pair_from_args(args)
         suite = suite_from_args(args, default="pairs")
-        bench(suite, [pair], ["torch", "paddle"], args.out, threads, seed=args.seed, progress=not args.no_progress)
+        with session(executor):
+            bench(suite, [pair], ["torch", "paddle"], args.out, threads, seed=args.seed, progress=not args.no_progress,
+                  executor=executor)
         return
     suite = suite_from_args(args)
     if args.dataset:
@@ -171,8 +177,9 @@ def cmd_bench(args):
         tasks = [t for t in tasks if tuple(t.model.input_shape) == shape]
         if not tasks:
             raise UserError(f"no task takes {shape} inputs from dataset '{args.dataset}'")
-    bench(suite, tasks, names, args.out, threads, seed=args.seed, samples=args.samples, dataset=args.dataset,
-          progress=not args.no_progress)
+    with session(executor):
+        bench(suite, tasks, names, args.out, threads, seed=args.seed, samples=args.samples, dataset=args.dataset,
+              progress=not args.no_progress, executor=executor)
 
 
 def register(subparsers):
@@ -230,4 +237,6 @@ def register(subparsers):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path("runs"), help="output folder (default: runs/)")
     p.add_argument("--no-progress", action="store_true")
+    from dualbench.executor import add_arguments as add_executor_arguments
+    add_executor_arguments(p, ship_data=False)   # on Ray each repeat group holds one whole node
     p.set_defaults(func=cmd_bench)

@@ -110,12 +110,15 @@ def cell_seconds(durations, cell):
 WORKER_START_SECONDS = 3.0   # importing a framework in a new worker, added to a group's estimate
 
 
-def execute(groups, csv_path, progress=True, durations=None, deadline=None, desc="bench"):
+def execute(groups, csv_path, progress=True, durations=None, deadline=None, desc="bench", executor=None):
     """Run every pending cell; append its rows atomically as soon as it finishes, a failed or diverged
     cell's too. Returns ([(cell, status, error)] of the cells that failed or diverged, groups not started).
 
     durations: {(task, backend, kind): [seconds]} filled as cells finish; deadline: a perf_counter time
-    no group may be expected to run past (estimated from `durations`), the rest is returned unstarted."""
+    no group may be expected to run past (estimated from `durations`), the rest is returned unstarted.
+    executor: --executor ray runs the groups as Ray tasks, each holding a whole node (dualbench.ray_executor)."""
+    if executor is not None and executor.kind == "ray":
+        return executor.execute_bench(groups, csv_path, progress, durations, deadline, desc)
     from tqdm import tqdm
 
     from dualbench.common.results import append_rows
