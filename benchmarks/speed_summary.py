@@ -183,7 +183,7 @@ def pipeline_bound(overhead, task, summary_rows):
     row = summary_rows.iloc[0]
     same = overhead[(overhead["task"] == task) & (overhead["stage"] == row["stage"])
                     & (overhead["pairing"] == row["pairing"]) & (overhead["batch_size"] == row["batch_size"])
-                    & (overhead["node"].astype(str) == str(row["node"]))]
+                    & (overhead["node"].fillna("").astype(str) == ("" if pd.isna(row["node"]) else str(row["node"])))]
     notes = [f"{r['backend']} engine/bare {r['end_to_end']:.2f}" for _, r in same.iterrows()
              if math.isfinite(r["end_to_end"]) and r["end_to_end"] < OVERHEAD_TARGET]
     return "; ".join(notes)

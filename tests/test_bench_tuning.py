@@ -265,3 +265,13 @@ def test_quantile_ci_covers_the_95th_percentile():
     assert all(math.isnan(v) for v in quantile_ci(rng.normal(size=20), 0.95)[1:])    # too few for a bound
     med, lo, hi = median_ci(rng.normal(size=5000))     # thousands of latencies: no overflow
     assert lo < med < hi and abs(med) < 0.1
+
+
+def test_inference_has_its_own_number_of_pairs_and_no_second_stage():
+    suite = replace(TINY, repeats=4, infer_repeats=2)
+    groups = B.plan(suite, [TASKS["mnist-mlp"]], ["torch", "paddle"], [2], "run")
+    repeats = {(c["kind"], c["repeat"]) for g in groups for c in g["cells"]}
+    assert {r for k, r in repeats if k == "speed"} == {1, 2, 3, 4} and {r for k, r in repeats if k == "infer"} == {1, 2}
+    extra = {B.config_id(c): 6 for g in groups for c in g["cells"]}
+    second = B.plan(suite, [TASKS["mnist-mlp"]], ["torch", "paddle"], [2], "run", extra=extra)
+    assert {c["kind"] for g in second for c in g["cells"]} == {"speed"}

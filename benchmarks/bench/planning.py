@@ -141,7 +141,7 @@ def plan(suite, tasks, backend_names, threads_list, run_id, seed=0, samples=1000
     backends (A B, then B A for the next configuration), so machine noise hits both alike.
 
     extra: {config_id: total pairs} for the second stage: repeats suite.repeats+1 .. up to each
-    configuration's total, speed and inference cells of those configurations only, engine loop only.
+    configuration's total, training cells of those configurations only, engine loop only (bare for a model pair).
     Tuning runs one repeat of every candidate in one group. final: the stage that gets inference cells.
     """
     groups = []
@@ -154,7 +154,9 @@ def plan(suite, tasks, backend_names, threads_list, run_id, seed=0, samples=1000
         for repeat in repeats:
             cells, flip = [], repeat % 2 == 0
             for config in members:
-                if extra is not None and config["kind"] == "ttt":
+                if extra is not None and config["kind"] != "speed":   # the second stage adds training pairs only
+                    continue
+                if config["kind"] == "infer" and extra is None and repeat > (suite.infer_repeats or suite.repeats):
                     continue
                 names = [n for n in backend_names if n in config["settings"]]
                 probe = make_cell(suite, config, names[0], repeat, run_id, seed, samples, dataset, stage, extra)
@@ -201,8 +203,9 @@ def second_stage_pairs(csv_path, first_stage, suite):
     """{config_id: total pairs} for the configurations of the first-stage plan whose ratio CI misses
     +-suite.ci_target: the pairs the first stage's spread asks for (common.stats.pairs_needed).
 
-    Only the first stage's own rows of each cell's primary loop count (engine; bare for a model pair;
-    infer), by their cell keys, so a resumed run plans the same."""
+    Training configurations only (inference keeps its first-stage pairs). Only the first stage's own rows
+    of each cell's primary loop count (engine; bare for a model pair), by their cell keys, so a resumed
+    run plans the same."""
     import pandas as pd
 
     from dualbench.common.bench_table import measured
@@ -211,7 +214,7 @@ def second_stage_pairs(csv_path, first_stage, suite):
     if not csv_path.exists() or csv_path.stat().st_size == 0:
         return {}
     where = {c["keys"][c["loops"][0]]: (config_id(c), c["backend"], c["repeat"])
-             for g in first_stage for c in g["cells"] if c["kind"] != "ttt"}
+             for g in first_stage for c in g["cells"] if c["kind"] == "speed"}
     frame = read_csv(csv_path, BENCH_COLUMNS)
     frame = measured(frame[frame["cell_key"].astype(str).isin(where)])   # ok rows, one per cell: as the report counts
     values = pd.DataFrame([(*where[k], v) for k, v in zip(frame["cell_key"], frame["samples_per_s"])],

@@ -57,6 +57,7 @@ class Suite:
     ttt_max_epochs: int = 0          # epoch budget of a time-to-target cell; 0: the task's epochs
     workloads: Tuple[str, ...] = ("train",)          # train and/or infer (--mode)
     infer_batch_sizes: Tuple[Optional[int], ...] = (1, None)   # None: the task's training batch size
+    infer_repeats: int = 0           # interleaved pairs of inference cells; 0: `repeats`
     # Tuning (stage "tune"): each backend tries every candidate setting (common.bench_settings) on its own,
     # one cell of tune_windows windows each; the winner runs the "best" stage's paired repeats.
     tune: bool = False
@@ -81,7 +82,7 @@ SUITES = {
     # Eight CPU tasks, both backends: equal settings, then each framework tuned and at its best, training
     # and inference; the bare loop alongside. Sized to end within 10 minutes on 2 cores.
     "default": Suite("default", tasks=DEFAULT_TASKS, workloads=("train", "infer"), tune=True, ttt=False,
-                     repeats=6, budget_seconds=570.0),
+                     repeats=6, infer_repeats=4, budget_seconds=570.0),
     # Time to target on real data, each framework at its best: LeNet on Fashion-MNIST and the MNIST 5k
     # subset (targets both frameworks reach). The tuning stage runs first, on LeNet's training step.
     # A user's model pair (--torch/--paddle): training and inference on random data, tuned; a train step
