@@ -259,7 +259,7 @@ def group_on_node(group, expected=None):
     """The Ray task of one shard of a repeat group (a generator): this node's name first, then one
     {index, reply, seconds} per cell in the planned order, from the same persistent bench workers (one per
     backend) as the local executor."""
-    from dualbench.bench.pool import start_worker, worker_key
+    from dualbench.bench.pool import run_alone, start_worker, worker_key
     from dualbench.common.data.remote import node_dataset_problem
     from dualbench.common.results import node_metadata
     yield {"node": node_metadata()}
@@ -279,7 +279,7 @@ def group_on_node(group, expected=None):
             key, started = worker_key(cell), time.perf_counter()
             if key not in workers:
                 workers[key] = start_worker(key)
-            reply = workers[key].run(cell)
+            reply = run_alone(workers, key, cell)
             if reply.get("died"):      # a crashed worker: restart it for the next cell
                 workers.pop(key).close(kill=True)
             yield {"index": index, "reply": reply, "seconds": time.perf_counter() - started}

@@ -275,3 +275,32 @@ def test_inference_has_its_own_number_of_pairs_and_no_second_stage():
     extra = {B.config_id(c): 6 for g in groups for c in g["cells"]}
     second = B.plan(suite, [TASKS["mnist-mlp"]], ["torch", "paddle"], [2], "run", extra=extra)
     assert {c["kind"] for g in second for c in g["cells"]} == {"speed"}
+
+
+def test_workers_not_timing_are_stopped_while_another_times_its_cell():
+    """run_alone SIGSTOPs every other worker of the group (no idle threads beside the timed cell) and
+    SIGCONTs the one it runs; close() resumes a stopped worker so it can exit."""
+    from dualbench.bench.pool import run_alone, start_worker, worker_key
+    if not backends.is_installed("torch"):
+        pytest.skip("needs torch")
+    suite = replace(TINY, tune=False, workloads=("train",))
+    cells = [c for g in B.plan(suite, [TASKS["mnist-linear-mse"]], ["torch"], [1], "run", samples=512)
+             for c in g["cells"]]
+    first, second = {**cells[0], "knobs": "onednn=off"}, {**cells[1], "knobs": "onednn=on"}
+    keys = [worker_key(first), ("torch", 1, (("DUALBENCH_PROBE", "1"),))]   # two workers of one backend
+    workers = {key: start_worker(key) for key in keys}
+
+    def state(key):
+        return open(f"/proc/{workers[key].proc.pid}/stat").read().rsplit(")", 1)[1].split()[0]
+
+    try:
+        for worker in workers.values():
+            worker.wait_ready()
+        assert "rows" in run_alone(workers, keys[0], first)
+        assert state(keys[1]) == "T" and state(keys[0]) != "T"
+        assert "rows" in run_alone(workers, keys[1], second)
+        assert state(keys[0]) == "T" and state(keys[1]) != "T"
+    finally:
+        for worker in workers.values():
+            worker.close()
+    assert all(w.proc.returncode == 0 for w in workers.values())

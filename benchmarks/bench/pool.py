@@ -3,6 +3,7 @@ knobs, all started (and their frameworks imported) before the first cell is time
 time, rows appended as each cell finishes; a crashed worker is a failed row and is restarted for the next."""
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -55,7 +56,24 @@ class Worker:
             return {"error": death_line(self.proc.returncode, tail, cell), "died": True}
         return json.loads(line)
 
+    def pause(self):
+        """SIGSTOP: a worker that is not timing anything cannot run at all, so its idle math threads (paddle's
+        OpenMP spins 200 ms after its last cell) and its reader thread never share the cores with the cell
+        being timed in another worker."""
+        self._signal(signal.SIGSTOP)
+
+    def resume(self):
+        self._signal(signal.SIGCONT)
+
+    def _signal(self, number):
+        if self.proc.poll() is None:
+            try:
+                os.kill(self.proc.pid, number)
+            except ProcessLookupError:
+                pass
+
     def close(self, kill=False):
+        self.resume()   # a stopped worker would never read the end of its input
         if self.proc.poll() is None:
             if kill:
                 self.proc.kill()
@@ -96,6 +114,15 @@ def worker_key(cell):
 def start_worker(key):
     backend, threads, env = key
     return Worker(backend, threads, dict(env))
+
+
+def run_alone(workers, key, cell):
+    """Run a cell in workers[key] with every other worker of the group stopped (see Worker.pause)."""
+    for other, worker in workers.items():
+        if other != key:
+            worker.pause()
+    workers[key].resume()
+    return workers[key].run(cell)
 
 
 def cell_seconds(durations, cell):
@@ -148,7 +175,7 @@ def execute(groups, csv_path, progress=True, durations=None, deadline=None, desc
                 started = time.perf_counter()
                 if key not in workers:
                     workers[key] = start_worker(key)
-                reply = workers[key].run(cell)
+                reply = run_alone(workers, key, cell)
                 if reply.get("died"):      # a crashed worker: restart it for the next cell
                     workers.pop(key).close(kill=True)
                 if reply.get("user") and cell.get("pair"):   # a model pair's SPEC does not load: nothing to time
