@@ -43,6 +43,7 @@ from dualbench.common.data.split import epoch_batches, eval_batches, normalize, 
 from dualbench.common.errors import UserError
 from dualbench.common.results import host_metadata, now
 from dualbench.common.bench_settings import knobs_text, parse_knobs
+from dualbench.common.bench_table import pair_label
 from dualbench.common.stats import median_ci, quantile_ci
 from dualbench.common.tasks import get_task
 
@@ -462,11 +463,6 @@ def run_bench_cell(cell, backend, speed, cache):
         row["cell_key"] = cell["keys"][row["loop"]]
         out.append(row)
     return out
-
-
-def pair_label(pair):
-    """The model pair's SPECs, as recorded per row ('' for a built-in task)."""
-    return f"torch {pair['torch']} | paddle {pair['paddle']}" if pair else ""
 
 
 def main(argv=None):

@@ -19,7 +19,7 @@ OVERHEAD_TARGET = 0.97
 BEST = "each at its best"
 # A configuration is measured on one node: pairs and ratios never mix the timings of two machines (a cluster
 # bench keeps each configuration on one node; rows written before the node column read as one node).
-CONFIG = ["suite", "device", "stage", "pairing", "batch_size", "dataset", "node"]
+CONFIG = ["suite", "device", "stage", "pairing", "batch_size", "dataset", "node", "model_spec"]
 SPEED_LOOPS = ("engine", "bare")
 
 
@@ -44,7 +44,7 @@ def with_settings(bench):
     """bench rows with stage (empty: equal), knobs (empty: defaults), each row's readable setting, the
     pairing key (the shared setting; "each at its best" in the best stage) and the node."""
     bench = with_node(bench).copy()
-    for column, default in (("stage", "equal"), ("knobs", "")):
+    for column, default in (("stage", "equal"), ("knobs", ""), ("model_spec", "")):
         values = bench[column] if column in bench else pd.Series(default, index=bench.index, dtype=object)
         bench[column] = values.fillna(default).astype(str).replace("", default)
     bench["knobs"] = bench["knobs"].replace("nan", "")
@@ -160,7 +160,8 @@ def stage_ratios(summary, overhead=None):
     if summary is None or not len(summary):
         return pd.DataFrame()
     rows = []
-    for (task, batch, node), group in summary.groupby(["task", "batch_size", "node"], sort=False, dropna=False):
+    for (task, batch, node, _), group in summary.groupby(["task", "batch_size", "node", "model_spec"], sort=False,
+                                                         dropna=False):
         equal = group[(group["stage"] == "equal") & group["knobs"].fillna("").eq("")]
         best = group[group["stage"] == "best"]
         row = {"task": task, "batch_size": batch, "node": node}

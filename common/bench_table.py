@@ -60,13 +60,23 @@ BENCH_COLUMNS = [
     "p95_ms",              # infer: 95th percentile of the per-call latency
     "p95_ms_lo", "p95_ms_hi",           # its 95% order-statistic CI (NaN with fewer than ~59 calls)
     "infer_calls",         # infer: timed calls
-    "model_spec",          # a model pair's SPECs (dualbench bench --torch/--paddle); empty for built-in tasks
+    "model_spec",          # a model pair's SPECs, input shape, classes, optimizer and lr; empty for built-in tasks
     "knobs_in_effect",     # the switches' values during the cell, defaults included (torch onednn=on, paddle off)
     # empty in older files, which the report reads as one node
     "node",                # host name of the machine the cell ran on (--executor ray: a node of the cluster)
     "node_hardware",       # that machine's CPUs, memory and GPUs in one line
 ]
 
+
+
+def pair_label(pair):
+    """A model pair's identity as bench.csv records it: both SPECs and everything its cells are built from
+    (two pairs that differ in any of these never share a ratio); '' for a built-in task."""
+    if not pair:
+        return ""
+    shape = ",".join(str(d) for d in pair["input"])
+    return (f"torch {pair['torch']} | paddle {pair['paddle']} | input {shape} | classes {pair['classes']} | "
+            f"{pair['optimizer']} lr {pair['lr']:g}")
 
 
 def row_status(frame):
@@ -105,8 +115,7 @@ def problem_rows(cell, status, error):
                                       else f"random-uint8-n{cell['samples']}")
     base = {k: cell.get(k) for k in ("suite", "task", "backend", "mode", "precision", "threads", "batch_size",
                                      "repeat", "seed", "run_id", "device", "stage", "knobs")}
-    if cell.get("pair"):
-        base["model_spec"] = f"torch {cell['pair']['torch']} | paddle {cell['pair']['paddle']}"
+    base["model_spec"] = pair_label(cell.get("pair"))
     base.update({"dataset": dataset, "status": status, "error": error, "timestamp": now(),
                  "load_avg": os.getloadavg()[0] if hasattr(os, "getloadavg") else None, "cpu_count": os.cpu_count(),
                  **host_metadata()})

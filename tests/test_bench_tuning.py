@@ -304,3 +304,13 @@ def test_workers_not_timing_are_stopped_while_another_times_its_cell():
         for worker in workers.values():
             worker.close()
     assert all(w.proc.returncode == 0 for w in workers.values())
+
+
+def test_gpu_suite_tunes_compile_amp_cudnn_autotuning_and_tf32():
+    suite = replace(B.SUITES["gpu"], tune_cores=8)
+    found = configs(suite, [TASKS["mnist-lenet"]], ["torch", "paddle"], [8], "tune")
+    torch_settings = [c["settings"]["torch"] for c in found if "torch" in c["settings"]]
+    assert {(s["mode"], s["precision"]) for s in torch_settings} == {("eager", "fp32"), ("eager", "amp"),
+                                                                     ("compiled", "fp32"), ("compiled", "amp")}
+    assert {tuple(sorted(s["knobs"].items())) for s in torch_settings} >= {(("cudnn_benchmark", True), ("tf32", True))}
+    assert all(s["threads"] == 8 for s in torch_settings)

@@ -218,12 +218,13 @@ def register(subparsers):
     p.add_argument("--warmup-seconds", type=float, help="minimum warm-up time per cell (default 0.25; lets the other "
                                                          "worker's idle threads stop spinning)")
     p.add_argument("--window-seconds", type=float, help="target time of one window with --steps auto (default 0.06)")
-    p.add_argument("--repeats", type=int, help="interleaved repeats per backend, i.e. pairs for the ratio CI (default 6)")
+    p.add_argument("--repeats", type=int, help="interleaved repeats per backend and stage, i.e. pairs for the ratio CI "
+                                                  "(default: the suite's; 5 in the default suite, 3 for its inference)")
     p.add_argument("--ci-target", type=float, help="second stage: more pairs for configurations whose ratio CI "
                                                     "is wider than +-this percentage (default 3; 0 turns it off)")
     p.add_argument("--max-repeats", type=int, help="second stage: at most this many pairs per configuration (default 40)")
     p.add_argument("--budget-minutes", type=float, help="second stage: start no repeat expected to end past this "
-                                                         "wall time of the invocation (default 9.75; gpu suite 30)")
+                                                         "wall time of the invocation (default 9.5; gpu suite 30)")
     p.add_argument("--threads", help=f"math threads per worker, comma list for a sweep (default {os.cpu_count()})")
     p.add_argument("--compile", action="store_true", help="also time compiled mode (torch.compile / paddle.jit.to_static)")
     p.add_argument("--amp", action="store_true", help="also time AMP (float16 + GradScaler; GPU only)")
