@@ -152,11 +152,20 @@ def problem_table(bench):
 
 
 def config_label(row):
-    """'cpu, eager fp32, 2 threads, batch 64' for a shared setting; 'cpu, each at its best, batch 64'."""
+    """'cpu, eager fp32, 2 threads, batch 64' for a shared setting; 'cpu, each at its best, batch 64'; a model
+    pair's optimizer and learning rate at the end (two runs of one pair may differ only there)."""
     pairing = row["pairing"] if "pairing" in row and isinstance(row["pairing"], str) else None
     if pairing is None:
         pairing = f"{row['mode']} {row['precision']}, {fmt(row['threads'])} thr"
-    return ", ".join([str(row["device"]), pairing, f"batch {fmt(row['batch_size'])}"])
+    return ", ".join([str(row["device"]), pairing, f"batch {fmt(row['batch_size'])}"]) + pair_training(row)
+
+
+def pair_training(row):
+    """', sgd lr 0.001' from a model pair's model_spec ('' for a task, or a file from before it was recorded)."""
+    spec = row.get("model_spec") if hasattr(row, "get") else None
+    if not isinstance(spec, str) or " lr " not in spec:
+        return ""
+    return ", " + spec.rsplit("|", 1)[-1].strip()
 
 
 def parity_summary(parity):
@@ -337,7 +346,8 @@ def _headline_markdown(ratios):
         return f"{fmt_ci(r[f'{label}_ratio'], r[f'{label}_ratio_lo'], r[f'{label}_ratio_hi'], ratio=True)} {r[f'{label}_verdict']}"
 
     table = pd.DataFrame({
-        "task": ratios["task"], "batch": [fmt(v) for v in ratios["batch_size"]],
+        "task": [f"{r['task']}{pair_training(r)}" for _, r in ratios.iterrows()],
+        "batch": [fmt(v) for v in ratios["batch_size"]],
         "equal settings: torch/paddle [95% CI]": [ci(r, "equal") for _, r in ratios.iterrows()],
         "equal settings": [equal_label(r) for _, r in ratios.iterrows()],
         "each at its best: torch/paddle [95% CI]": [ci(r, "best") for _, r in ratios.iterrows()],

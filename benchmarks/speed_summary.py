@@ -164,7 +164,7 @@ def stage_ratios(summary, overhead=None):
                                                          dropna=False):
         equal = group[(group["stage"] == "equal") & group["knobs"].fillna("").eq("")]
         best = group[group["stage"] == "best"]
-        row = {"task": task, "batch_size": batch, "node": node}
+        row = {"task": task, "batch_size": batch, "node": node, "model_spec": group["model_spec"].iloc[0]}
         for label, sub in (("equal", equal), ("best", best)):
             first = sub.iloc[0] if len(sub) else None
             for field in ("ratio", "ratio_lo", "ratio_hi", "verdict", "pairs", "torch_samples_per_s",
