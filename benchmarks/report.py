@@ -355,8 +355,10 @@ def _headline_markdown(ratios):
                          for _, r in ratios.iterrows()],
         "paddle's best": [r["best_paddle_setting"] if isinstance(r["best_paddle_setting"], str) else "n/a"
                           for _, r in ratios.iterrows()],
-        "input-pipeline-bound": [" / ".join(x for x in (r["equal_bound"], r["best_bound"]) if isinstance(x, str) and x)
-                                 or "-" for _, r in ratios.iterrows()],
+        "input-pipeline-bound (engine ÷ bare < 0.97)": [
+            "; ".join(f"{stage}: {r[f'{stage}_bound']}" for stage in ("equal", "best")
+                      if isinstance(r[f"{stage}_bound"], str) and r[f"{stage}_bound"]) or "-"
+            for _, r in ratios.iterrows()],
     })
     return markdown_table(node_column(table, ratios))
 

@@ -177,7 +177,7 @@ def stage_ratios(summary, overhead=None):
 
 
 def pipeline_bound(overhead, task, summary_rows):
-    """'paddle engine/bare 0.46' for each side whose engine loop ran below OVERHEAD_TARGET of its bare
+    """'paddle 0.462' (engine samples/s ÷ bare samples/s) for each side whose engine loop ran below OVERHEAD_TARGET of its bare
     loop in these configurations: that ratio measures the input pipeline more than the model."""
     if overhead is None or not len(overhead) or not len(summary_rows):
         return ""
@@ -185,7 +185,7 @@ def pipeline_bound(overhead, task, summary_rows):
     same = overhead[(overhead["task"] == task) & (overhead["stage"] == row["stage"])
                     & (overhead["pairing"] == row["pairing"]) & (overhead["batch_size"] == row["batch_size"])
                     & (overhead["node"].fillna("").astype(str) == ("" if pd.isna(row["node"]) else str(row["node"])))]
-    notes = [f"{r['backend']} engine/bare {r['end_to_end']:.2f}" for _, r in same.iterrows()
+    notes = [f"{r['backend']} {r['end_to_end']:.3f}" for _, r in same.iterrows()
              if math.isfinite(r["end_to_end"]) and r["end_to_end"] < OVERHEAD_TARGET]
     return "; ".join(notes)
 

@@ -199,11 +199,11 @@ def test_report_shows_both_ratios_the_chosen_settings_and_labels_input_pipeline_
     assert ratios["equal_ratio"] == pytest.approx(2.0, rel=0.03) and ratios["best_ratio"] == pytest.approx(1.0, rel=0.03)
     assert ratios["best_torch_setting"] == "eager fp32, 2 threads, onednn=on"
     assert ratios["best_paddle_setting"] == "eager fp32, 1 thread, onednn=off"
-    assert ratios["equal_bound"] == "paddle engine/bare 0.50" and ratios["best_bound"] == ""
+    assert ratios["equal_bound"] == "paddle 0.500" and ratios["best_bound"] == ""
     text = build_report(tmp_path, plots=False).read_text()
     assert "### Equal settings and each at its best" in text
     assert "| mnist-mlp | 64 | 1.998 [" in text and "| 0.999 [" in text and "eager fp32, 1 thread, onednn=off" in text
-    assert "paddle engine/bare 0.50" in text
+    assert "| equal: paddle 0.500 |" in text
 
 
 def test_latency_ratio_verdict_says_whether_torch_is_faster():

@@ -161,7 +161,7 @@ def test_bench_failing_backend_is_recorded_reported_and_retried(tmp_path):
             "RuntimeError: simulated crash in paddle |") in text
     speed_row = next(line for line in text.splitlines() if line.startswith("| mnist-linear-mse | cpu, eager"))
     cells = [c.strip() for c in speed_row.strip("|").split("|")]
-    assert cells[3:9] == ["n/a", "n/a", "n/a", "n/a (paddle failed)", "0", "paddle: 2 failed"]   # no ratio, no 0 throughput
+    assert cells[4:10] == ["n/a", "n/a", "n/a", "n/a (paddle failed)", "0", "paddle: 2 failed"]   # no ratio, no 0 throughput
     summary = pd.read_csv(out / "speed_summary.csv")
     assert summary.paddle_samples_per_s.isna().all() and summary.ratio.isna().all()
     assert list(summary.paddle_failed) == [2] and list(summary.torch_failed) == [0]
