@@ -43,13 +43,12 @@ from dualbench.common.data.split import epoch_batches, eval_batches, normalize, 
 from dualbench.common.errors import UserError
 from dualbench.common.results import host_metadata, now
 from dualbench.common.bench_settings import knobs_text, parse_knobs
-from dualbench.common.bench_table import pair_label
+from dualbench.common.bench_table import PAIR_DISTINCT_BATCHES, pair_dataset, pair_label
 from dualbench.common.stats import median_ci, quantile_ci
 from dualbench.common.tasks import get_task
 
 MAX_AUTO_STEPS = 2000     # cap on auto-sized windows (a window of a tiny model at ~0.3 ms/step)
 BARE_DISTINCT_BATCHES = 16
-PAIR_DISTINCT_BATCHES = 4  # a model pair's random batches (224x224 images: 19 MB per batch of 32)
 INFER_MIN_CALLS, INFER_MAX_CALLS = 20, 5000
 OOM_ADVICE = "try a smaller --batch-size"
 
@@ -166,7 +165,7 @@ def pair_workload(cell, backend_name, cache):
         x = rng.standard_normal((n, *pair["input"])).astype(np.float32)
         y = rng.integers(0, int(pair["classes"]), n).astype(np.int64)
         digest = hashlib.sha256(x.tobytes() + y.tobytes()).hexdigest()
-        return x, y, {"dataset": f"random-normal-n{n}", "dataset_sha256": digest, "synthetic": True}
+        return x, y, {"dataset": pair_dataset(batch_size), "dataset_sha256": digest, "synthetic": True}
 
     x, y, meta = cached(cache, ("pair", tuple(pair["input"]), int(pair["classes"]), batch_size, seed), make)
     return task, lambda: factory(), x, y, meta
@@ -252,25 +251,15 @@ def run_speed_cell(cell, backend, speed, dev, cache):
     it = iter(backend.data.make_loader(x, y, order, dev))
     sync, clock = backend.device.synchronize, time.perf_counter
 
-    # Warm-up (excluded): at least `warmup` steps and `warmup_seconds`, which also lets the other
-    # worker's idle math threads stop spinning before anything is timed.
     watch = LossWatch()
+
+    def one():
+        watch.check(engine_window(backend, state, step, it, 1, dev)[2], 1)
+
     sync(dev)
-    t0 = clock()
-    loss = engine_window(backend, state, step, it, 1, dev)[2]
-    first_step = clock() - t0
-    watch.check(loss, 1)
-    step_times, done = [], 1
-    while done < warmup or clock() - t0 < float(cell["warmup_seconds"]):
-        seconds, _, loss = engine_window(backend, state, step, it, 1, dev)
-        step_times.append(seconds)
-        watch.check(loss, 1)
-        done += 1
-        if done >= length - windows * (fixed_steps or MAX_AUTO_STEPS) - 2:
-            break
-    warmup_s = clock() - t0
-    typical = float(np.median(step_times)) if step_times else first_step
-    steps = fixed_steps or int(min(MAX_AUTO_STEPS, max(1, math.ceil(float(cell["window_seconds"]) / max(typical, 1e-6)))))
+    first_step, warmup_s, done, typical = warm_up(one, cell, clock,
+                                                  max_steps=length - windows * (fixed_steps or MAX_AUTO_STEPS) - 2)
+    steps = window_steps(cell, typical)
 
     preloaded = None
     if "bare" in loops:
@@ -320,9 +309,10 @@ def run_speed_cell(cell, backend, speed, dev, cache):
     return rows
 
 
-def warm_up(run_one, cell, clock):
-    """Run steps until at least cell['warmup'] steps and cell['warmup_seconds'] have passed (the other
-    worker's idle math threads stop spinning meanwhile). Returns (first step s, warm-up s, steps, median s)."""
+def warm_up(run_one, cell, clock, max_steps=None):
+    """Run steps (excluded from timing) until at least cell['warmup'] steps and cell['warmup_seconds'] have
+    passed, which also lets the other worker's idle math threads stop spinning; at most max_steps.
+    Returns (first step s, warm-up s, steps, median step s)."""
     t0 = clock()
     run_one()
     first = clock() - t0
@@ -332,7 +322,16 @@ def warm_up(run_one, cell, clock):
         run_one()
         times.append(clock() - t1)
         done += 1
+        if max_steps is not None and done >= max_steps:
+            break
     return first, clock() - t0, done, float(np.median(times)) if times else first
+
+
+def window_steps(cell, typical):
+    """Timed steps per window: the cell's fixed number, or (auto) enough for its window_seconds."""
+    if cell["steps"] != "auto":
+        return int(cell["steps"])
+    return int(min(MAX_AUTO_STEPS, max(1, math.ceil(float(cell["window_seconds"]) / max(typical, 1e-6)))))
 
 
 def pair_speed_rows(cell, backend, speed, state, step, x, y, order, dev, data_meta):
@@ -348,8 +347,7 @@ def pair_speed_rows(cell, backend, speed, state, step, x, y, order, dev, data_me
 
     sync(dev)
     first, warmup_s, done, typical = warm_up(one, cell, clock)
-    steps = (int(cell["steps"]) if cell["steps"] != "auto" else
-             int(min(MAX_AUTO_STEPS, max(1, math.ceil(float(cell["window_seconds"]) / max(typical, 1e-6))))))
+    steps = window_steps(cell, typical)
     seconds = []
     for w in range(windows):
         s, loss = bare_window(backend, state, step, preloaded, box["i"] + w * steps, steps, dev)

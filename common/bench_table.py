@@ -69,6 +69,14 @@ BENCH_COLUMNS = [
 
 
 
+PAIR_DISTINCT_BATCHES = 4  # a model pair's random batches (224x224 images: 19 MB per batch of 32)
+
+
+def pair_dataset(batch_size):
+    """The dataset name a model pair's rows record: its seeded standard-normal batches."""
+    return f"random-normal-n{PAIR_DISTINCT_BATCHES * int(batch_size)}"
+
+
 def pair_label(pair):
     """A model pair's identity as bench.csv records it: both SPECs and everything its cells are built from
     (two pairs that differ in any of these never share a ratio); '' for a built-in task."""
@@ -111,7 +119,7 @@ def problem_rows(cell, status, error):
     random data included), so the report groups them with the measured cells of the same configuration.
     """
     from dualbench.common.results import host_metadata, now
-    dataset = cell.get("dataset") or (f"random-normal-n{4 * cell['batch_size']}" if cell.get("pair")
+    dataset = cell.get("dataset") or (pair_dataset(cell["batch_size"]) if cell.get("pair")
                                       else f"random-uint8-n{cell['samples']}")
     base = {k: cell.get(k) for k in ("suite", "task", "backend", "mode", "precision", "threads", "batch_size",
                                      "repeat", "seed", "run_id", "device", "stage", "knobs")}

@@ -159,13 +159,13 @@ def plan(suite, tasks, backend_names, threads_list, run_id, seed=0, samples=1000
                 if config["kind"] == "infer" and extra is None and repeat > (suite.infer_repeats or suite.repeats):
                     continue
                 names = [n for n in backend_names if n in config["settings"]]
-                probe = make_cell(suite, config, names[0], repeat, run_id, seed, samples, dataset, stage, extra)
-                if extra is not None and extra.get(config_id(probe), 0) < repeat:
-                    continue
                 order = list(reversed(names)) if flip else names
+                pair = [make_cell(suite, config, name, repeat, run_id, seed, samples, dataset, stage, extra)
+                        for name in order]
+                if extra is not None and extra.get(config_id(pair[0]), 0) < repeat:
+                    continue
                 flip = not flip
-                cells += [make_cell(suite, config, name, repeat, run_id, seed, samples, dataset, stage, extra)
-                          for name in order]
+                cells += pair
             if cells:
                 groups.append({"group": group, "repeat": repeat, "stage": stage, "cells": cells})
     return groups
