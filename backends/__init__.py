@@ -1,7 +1,10 @@
 """Backends by name, imported lazily so that `common` and the CLI work with one framework missing.
 
-Each backend package (`backends.torch`, `backends.paddle`) has the same modules with the same public
-functions: device, models, data, weights, train. tests/test_backend_mirror.py checks that with ast.
+The one way in: `load(name)` is a backend package (NAME, CHECKPOINT_SUFFIX and its core parts device,
+models, data, weights, train as attributes), `load(name, part)` one part of it, core or not (inspect for
+parity, speed for bench). What each part offers is written down in backends/interface.py; both backend
+packages (`backends.torch`, `backends.paddle`) implement it module for module, with the same signatures
+(tests/test_architecture.py checks them against it).
 """
 import importlib
 import importlib.util
@@ -56,7 +59,14 @@ def require(name):
     return name
 
 
-def load(name):
-    """Import backends.<name>; a missing framework is a one-line UserError naming the extra."""
+def load(name, part=None):
+    """The backend package, or one of its parts (interface.PARTS); a missing framework is a one-line
+    UserError naming the extra."""
+    from dualbench.backends.interface import PARTS
     require(name)
-    return importlib.import_module(f"dualbench.backends.{name}")
+    package = importlib.import_module(f"dualbench.backends.{name}")
+    if part is None:
+        return package
+    if part not in PARTS:
+        raise ValueError(f"unknown backend part {part!r} (parts: {', '.join(PARTS)})")
+    return importlib.import_module(f"{package.__name__}.{part}")

@@ -73,7 +73,7 @@ def cmd_run(args):
     if args.epochs is not None and args.epochs < 1:
         raise UserError(f"--epochs must be at least 1, got {args.epochs}")
     if args.dataset:
-        from dualbench.common.data.sources import get_info
+        from dualbench.common.data.catalog import get_info
         get_info(args.dataset)
     seeds = parse_seeds(args.seeds)
     with session(executor):

@@ -25,7 +25,7 @@ def cmd_list(args):
     import pandas as pd
 
     from dualbench.common.data.prepare import describe_all
-    from dualbench.common.data.sources import cache_dir
+    from dualbench.common.data.catalog import cache_dir
     rows = describe_all()
     table = pd.DataFrame([{k: v for k, v in r.items() if k != "tasks"} for r in rows])
     print(table.to_string(index=False))
@@ -52,7 +52,7 @@ def cmd_verify(args):
 
 
 def cmd_synth(args):
-    from dualbench.common.data.sources import get_info
+    from dualbench.common.data.catalog import get_info
     from dualbench.common.data.synth import write_synthetic
     info = get_info(args.name)
     for flag, value in (("--train", args.train), ("--test", args.test)):
@@ -129,7 +129,7 @@ def cmd_batch_hash(args):
     task = get_task(args.task)
     names = [backends.require(n) for n in backends.parse_backends(args.backend)]
     dataset_name = args.dataset or task.data.dataset
-    from dualbench.common.data.sources import get_info
+    from dualbench.common.data.catalog import get_info
     get_info(dataset_name)
     spec = {"task": task.name, "dataset": dataset_name, "data_path": str(args.data_path) if args.data_path else None,
             "limit_train": args.limit_train, "seed": args.seed, "epoch": args.epoch, "threads": args.threads,

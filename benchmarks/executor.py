@@ -1,5 +1,6 @@
 """Where cells run: `--executor local` (the default: one worker process at a time on this machine) or
-`--executor ray` (Ray tasks across a cluster, dualbench.ray_executor).
+`--executor ray` (Ray tasks across a cluster: dualbench.ray_executor, and bench.on_ray for bench).
+Shared by run, study and bench.
 
 This module never imports ray; choosing the local executor (or not choosing one) never does either.
 """
@@ -18,17 +19,12 @@ class Executor:
     address: Optional[str] = None  # ray: auto | HOST:PORT of an existing cluster; None starts a local Ray instance
     ship_data: bool = False        # ray: send the driver's dataset arrays with the cells instead of the nodes' copies
 
-    # run.py and bench/pool.py call these instead of importing dualbench.ray_executor, which imports them
-    # (the worker code it runs on the nodes): no import circle.
+    # run.py calls this instead of importing dualbench.ray_executor, which imports run.py (the worker code it
+    # runs on the nodes): no import circle. bench/pool.py hands its groups to bench.on_ray itself.
     def run_cells(self, cells):
         """(cell, returncode, result) for each run cell as its Ray task finishes."""
         from dualbench.ray_executor import run_cells_on_ray
         return run_cells_on_ray(cells, self)
-
-    def execute_bench(self, groups, csv_path, progress, durations, deadline, desc):
-        """bench.pool.execute's contract, the repeat groups run as Ray tasks that each hold a whole node."""
-        from dualbench.ray_executor import execute_on_ray
-        return execute_on_ray(groups, csv_path, progress, durations, deadline, desc, self)
 
 
 LOCAL = Executor()

@@ -106,7 +106,7 @@ def model_factory(text, framework, seed=0, option=None):
     option = option or f"--{framework}"
     spec = parse_spec(text, option)
     backend = backends.load(framework)
-    inspect = importlib.import_module(f"dualbench.backends.{framework}.inspect")
+    inspect = backends.load(framework, "inspect")
     build = resolve(spec, option)
 
     def factory():
@@ -118,7 +118,7 @@ def model_factory(text, framework, seed=0, option=None):
                             f"({_one_line(e)})") from None
         if not inspect.is_model(model):
             other = next((f for f in MODEL_TYPES if f != framework and backends.is_installed(f) and
-                          importlib.import_module(f"dualbench.backends.{f}.inspect").is_model(model)), None)
+                          backends.load(f, "inspect").is_model(model)), None)
             got = f"a {MODEL_TYPES[other]}" if other else f"a {type(model).__module__}.{type(model).__name__}"
             raise UserError(f"{option} '{spec.text}': {spec.attr} returned {got}, not a {MODEL_TYPES[framework]}")
         return model

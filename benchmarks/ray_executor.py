@@ -1,4 +1,6 @@
-"""`--executor ray`: the cells of `dualbench run`, `study` and `bench` as Ray tasks across a cluster.
+"""`--executor ray`, the shared part: connecting to a cluster, Ctrl-C and SIGTERM between Ray calls, the
+live nodes, and the cells of `dualbench run` and `study` as Ray tasks. `dualbench bench` runs its repeat
+groups through the same connection (dualbench.bench.on_ray).
 
 Imported only when --executor ray is chosen; the local executor never imports ray.
 
@@ -8,28 +10,19 @@ the driver shipped, --ship-data), and runs the same worker process as the local 
 back its node first, then the cell's rows and checkpoint; only the driver writes files (runs.csv under its
 lock, checkpoints atomically), so the nodes need no shared file system.
 
-bench: a repeat group is split by configuration into one shard per node. A shard is one Ray task pinned to
-its node that reserves every CPU and GPU of that node, so no other dualbench cell runs there while it
-times, and it drives the same two bench workers as the local executor, interleaved as planned. A
-configuration stays on the node where its earlier pairs were measured, so both halves of a pair, and all
-pairs of a ratio, come from one node.
-
 Faults: a Ray worker or node that dies mid-cell makes that cell a `failed` row naming the node, and the
 other cells go on; Ctrl-C and SIGTERM cancel the outstanding tasks (finished rows are already written).
 A rerun skips finished cells by cell key, whichever executor wrote them.
 """
-import collections
 import contextlib
 import logging
 import os
 import signal
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import ray
-from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from dualbench.common.errors import UserError
 
@@ -249,205 +242,3 @@ def run_cells_on_ray(cells, executor):
     finally:
         bar.close()
         cancel(running)
-
-
-# ---------------------------------------------------------------------------------------------
-# bench: one Ray task per (repeat group, node), holding the whole node
-
-
-def group_on_node(group, expected=None):
-    """The Ray task of one shard of a repeat group (a generator): this node's name first, then one
-    {index, reply, seconds} per cell in the planned order, from the same persistent bench workers (one per
-    backend) as the local executor."""
-    from dualbench.bench.pool import run_alone, start_worker, worker_key
-    from dualbench.common.data.remote import node_dataset_problem
-    from dualbench.common.results import node_metadata
-    yield {"node": node_metadata()}
-    problems = {name: node_dataset_problem(name, None, sha) for name, sha in (expected or {}).items()}
-    runnable = [c for c in group["cells"] if not problems.get(c.get("dataset"))]
-    workers, interrupted = {}, True
-    try:
-        for key in dict.fromkeys(worker_key(c) for c in runnable):   # the imports overlap, as in bench.execute
-            workers[key] = start_worker(key)
-        for worker in workers.values():
-            worker.wait_ready()
-        for index, cell in enumerate(group["cells"]):
-            problem = problems.get(cell.get("dataset"))
-            if problem:
-                yield {"index": index, "reply": {"error": problem}, "seconds": 0.0}
-                continue
-            key, started = worker_key(cell), time.perf_counter()
-            if key not in workers:
-                workers[key] = start_worker(key)
-            reply = run_alone(workers, key, cell)
-            if reply.get("died"):      # a crashed worker: restart it for the next cell
-                workers.pop(key).close(kill=True)
-            yield {"index": index, "reply": reply, "seconds": time.perf_counter() - started}
-        interrupted = False
-    finally:
-        for worker in workers.values():
-            worker.close(kill=interrupted)
-
-
-def placement_key(cell):
-    """What must stay on one node: a configuration (its ratio's pairs), whatever the repeat or stage."""
-    from dualbench.bench.planning import config_id
-    return (cell["suite"], cell["device"], *config_id(cell))
-
-
-def earlier_hosts(csv_path):
-    """{placement key: host} of the configurations already measured in bench.csv (the latest row's node)."""
-    from dualbench.common.bench_table import BENCH_COLUMNS, row_status
-    from dualbench.common.results import read_csv
-    if not Path(csv_path).exists() or Path(csv_path).stat().st_size == 0:
-        return {}
-    frame = read_csv(csv_path, BENCH_COLUMNS)
-    frame = frame[(row_status(frame) == "ok") & frame["node"].notna() & (frame["loop"] != "ttt")]
-    out = {}
-    for row in frame.to_dict("records"):
-        knobs = row.get("knobs") if isinstance(row.get("knobs"), str) else ""
-        cell = {**row, "kind": "infer" if row["loop"] == "infer" else "speed", "knobs": knobs,
-                "stage": row.get("stage") if isinstance(row.get("stage"), str) else "equal",
-                "batch_size": int(row["batch_size"]), "threads": int(row["threads"])}
-        out[placement_key(cell)] = row["node"]
-    return out
-
-
-def assign_nodes(keys, nodes, earlier):
-    """{placement key: node id}: the node where the configuration's earlier pairs were measured when it is
-    still in the cluster, else the node with the fewest configurations so far (first in order on a tie)."""
-    by_host = {}
-    for node in nodes:
-        by_host.setdefault(node["host"], node["id"])
-    load = collections.Counter()
-    out = {}
-    for key in keys:
-        node = by_host.get(earlier.get(key))
-        if node is None:
-            node = min((n["id"] for n in nodes), key=lambda i: (load[i], [n["id"] for n in nodes].index(i)))
-        out[key] = node
-        load[node] += 1
-    return out
-
-
-def shard_groups(groups, assignment):
-    """{node id: [shards in plan order]}: each group split by the node of each cell's configuration, the cells
-    of a shard in their planned (interleaved) order."""
-    queues = collections.defaultdict(collections.deque)
-    for group in groups:
-        parts = {}
-        for cell in group["cells"]:
-            parts.setdefault(assignment[placement_key(cell)], []).append(cell)
-        for node, cells in parts.items():
-            queues[node].append({**group, "cells": cells})
-    return queues
-
-
-def bench_nodes(groups):
-    """The live nodes that can run every group (enough CPUs for the threads, a GPU for --device gpu)."""
-    nodes = alive_nodes()
-    threads = max(int(c["threads"]) for g in groups for c in g["cells"])
-    gpu = any(c["device"] == "gpu" for g in groups for c in g["cells"])
-    check_fits(float(threads), 1.0 if gpu else 0.0, nodes)
-    return [n for n in nodes if n["cpus"] >= threads and (n["gpus"] >= 1 or not gpu)]
-
-
-def execute_on_ray(groups, csv_path, progress=True, durations=None, deadline=None, desc="bench", executor=None):
-    """bench.execute on a Ray cluster: the same contract (rows appended as each cell finishes, returns the
-    problems and the groups not started), with each node running its shards one after the other."""
-    from tqdm import tqdm
-
-    from dualbench.bench.pool import WORKER_START_SECONDS, cell_seconds
-    from dualbench.common.bench_table import BENCH_COLUMNS, problem_rows
-    from dualbench.common.data.remote import driver_checksum
-    from dualbench.common.results import append_rows
-    durations = {} if durations is None else durations
-    if not groups:
-        return [], []
-    nodes = bench_nodes(groups)
-    cells = [c for g in groups for c in g["cells"]]
-    expected = {name: driver_checksum(name) for name in dict.fromkeys(c.get("dataset") for c in cells) if name}
-    assignment = assign_nodes(dict.fromkeys(placement_key(c) for c in cells), nodes, earlier_hosts(csv_path))
-    queues = shard_groups(groups, assignment)
-    task = ray.remote(group_on_node)
-    bar = tqdm(total=len(cells), unit="cell", file=sys.stderr, disable=not progress,
-               desc=f"{desc} on Ray ({len(nodes)} node(s))")
-    problems, left, running = [], [], {}
-
-    def record(cell, reply, seconds, node):
-        if "error" in reply:
-            status = "diverged" if reply.get("diverged") else "failed"
-            problems.append((cell, status, reply["error"]))
-            append_rows(csv_path, [{**row, **node} for row in problem_rows(cell, status, reply["error"])],
-                        BENCH_COLUMNS)
-            bar.write(f"dualbench bench: {cell['task']} {cell['backend']} {cell['kind']} repeat {cell['repeat']} "
-                      f"{status} on {node.get('node', '?')}: {reply['error']}")
-        else:
-            append_rows(csv_path, reply["rows"], BENCH_COLUMNS)
-            durations.setdefault((cell["task"], cell["backend"], cell["kind"]), []).append(seconds)
-        bar.update(1)
-
-    def start_idle_nodes():
-        busy = {state["node"]["id"] for state in running.values()}
-        for node in nodes:
-            queue = queues.get(node["id"])
-            if node["id"] in busy or not queue:
-                continue
-            shard = queue[0]
-            expected_s = WORKER_START_SECONDS + sum(cell_seconds(durations, c) for c in shard["cells"])
-            if deadline is not None and time.perf_counter() + expected_s > deadline:
-                left.extend(queues.pop(node["id"]))   # this node starts nothing more (as bench.execute stops)
-                continue
-            queue.popleft()
-            needed = {name: expected[name] for name in dict.fromkeys(c.get("dataset") for c in shard["cells"])
-                      if name}
-            gen = task.options(num_cpus=node["cpus"], num_gpus=node["gpus"], max_retries=0,
-                               scheduling_strategy=NodeAffinitySchedulingStrategy(node["id"], soft=False)
-                               ).remote(shard, needed)
-            running[gen] = {"node": node, "shard": shard, "next": 0, "where": {"node": node["host"]}}
-
-    def lost(state, error):
-        """The shard's worker or node died: the cell in flight failed; the rest of the shard goes on, on the
-        same node if it is still there, else on the others."""
-        shard, index = state["shard"], state["next"]
-        if index < len(shard["cells"]):
-            record(shard["cells"][index], {"error": lost_line(error, state["where"])}, 0.0, state["where"])
-        rest = {**shard, "cells": shard["cells"][index + 1:]}
-        alive = {n["id"] for n in alive_nodes()}
-        if state["node"]["id"] in alive:
-            if rest["cells"]:
-                queues[state["node"]["id"]].appendleft(rest)
-            return
-        nodes[:] = [n for n in nodes if n["id"] in alive]
-        if not nodes:
-            raise UserError("no node able to run the benchmark is left in the Ray cluster; finished cells are "
-                            "saved, rerun the same command to resume")
-        orphans = ([rest] if rest["cells"] else []) + list(queues.pop(state["node"]["id"], []))
-        moved = assign_nodes(dict.fromkeys(placement_key(c) for s in orphans for c in s["cells"]), nodes, {})
-        for node, shards in shard_groups(orphans, moved).items():
-            queues[node].extend(shards)
-
-    try:
-        while True:
-            start_idle_nodes()
-            if not running:
-                break
-            ready, _ = ray.wait(list(running), num_returns=1, timeout=WAIT_SECONDS)
-            raise_pending_signal()
-            for gen in ready:
-                state = running[gen]
-                item, error = next_item(gen)
-                if item is None:
-                    del running[gen]
-                    if error is not None:
-                        lost(state, error)
-                elif "node" in item:
-                    state["where"] = item["node"]
-                else:
-                    record(state["shard"]["cells"][item["index"]], item["reply"], item["seconds"], state["where"])
-                    state["next"] = item["index"] + 1
-    finally:
-        bar.close()
-        cancel(running)
-    left.sort(key=lambda shard: shard["repeat"])
-    return problems, left

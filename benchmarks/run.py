@@ -17,7 +17,8 @@ import pandas as pd
 from dualbench import backends
 from dualbench.engine import cell_key, new_run_id
 from dualbench.worker import PARENT_ENV
-from dualbench.common.data.sources import get_info, locate, missing_message
+from dualbench.common.data.catalog import get_info
+from dualbench.common.data.sources import locate, missing_message
 from dualbench.common.errors import UserError
 from dualbench.common.results import RUN_COLUMNS, append_rows, host_metadata, now, read_csv, thread_env
 

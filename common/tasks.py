@@ -4,7 +4,7 @@ A task says *what* is trained (layers, loss, data, protocol); each backend says 
 Layer names are part of the spec, so both backends use the same parameter names
 (`conv1.weight`, `fc2.bias`, `bn1.running_mean`) and parity can match layers by name.
 """
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Optional, Tuple
 
 from dualbench.common.errors import UserError

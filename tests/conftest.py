@@ -33,7 +33,7 @@ def default_signals():
 
 
 def run_cli(*args, env=None, timeout=600):
-    """Run `python -m benchmarks.cli ARGS` in a subprocess; returns CompletedProcess (text)."""
+    """Run `dualbench ARGS` (python -m dualbench.cli) in a subprocess; returns CompletedProcess (text)."""
     full_env = dict(os.environ, **(env or {}))
     return subprocess.run([sys.executable, "-m", "dualbench.cli", *map(str, args)], cwd=ROOT, env=full_env,
                           capture_output=True, text=True, timeout=timeout)

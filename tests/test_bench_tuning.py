@@ -2,7 +2,6 @@
 
 Nothing here asserts a speed: the tests check what is planned, chosen, recorded and reported.
 """
-import importlib
 import math
 from dataclasses import replace
 
@@ -13,10 +12,10 @@ import pytest
 from dualbench import backends
 from dualbench import bench as B
 from dualbench.bench.planning import choose_best, configs
-from dualbench.common.bench_settings import candidates, knobs_text, parse_knobs, thread_candidates
+from dualbench.timings.settings import candidates, knobs_text, parse_knobs, thread_candidates
 from dualbench.common.results import append_rows, read_csv
 from dualbench.common.tasks import TASKS
-from tests.conftest import ROOT, run_cli
+from tests.conftest import run_cli
 
 TINY = replace(B.SUITES["default"], repeats=2, warmup=1, warmup_seconds=0.0, steps="2", windows=2,
                window_seconds=0.01, ttt=False, tune=True, tune_cores=2, workloads=("train", "infer"))
@@ -117,7 +116,7 @@ def test_ttt_suite_targets_real_datasets_at_the_best_setting():
 def test_apply_settings_sets_the_switch_and_restores_the_default(name):
     if not backends.is_installed(name):
         pytest.skip(f"{name} not installed")
-    speed = importlib.import_module(f"dualbench.backends.{name}.speed")
+    speed = backends.load(name, "speed")
     backend = backends.load(name)
     dev, _ = backend.device.configure(1, "cpu")
 
@@ -138,11 +137,11 @@ def test_apply_settings_sets_the_switch_and_restores_the_default(name):
 def test_infer_cell_reports_latency_median_and_p95(name):
     if not backends.is_installed(name):
         pytest.skip(f"{name} not installed")
-    from dualbench.bench_worker import run_bench_cell
+    from dualbench.bench.worker import run_bench_cell
     suite = replace(TINY, tune=False, workloads=("infer",), window_seconds=0.02, windows=3)
     groups = B.plan(suite, [TASKS["mnist-mlp-dropout"]], [name], [1], "run", samples=512)
     cell = groups[0]["cells"][0]
-    speed = importlib.import_module(f"dualbench.backends.{name}.speed")
+    speed = backends.load(name, "speed")
     rows = run_bench_cell({**cell, "knobs": "onednn=on"}, backends.load(name), speed, {})
     assert len(rows) == 1 and rows[0]["loop"] == "infer" and rows[0]["batch_size"] == 1
     row = rows[0]
@@ -187,7 +186,7 @@ def bench_rows(task, stage, sps_torch, sps_paddle, *, threads=(2, 2), knobs=("",
 
 def test_report_shows_both_ratios_the_chosen_settings_and_labels_input_pipeline_bound(tmp_path):
     from dualbench.report import build_report
-    from dualbench.speed_summary import overhead_summary, speed_summary, stage_ratios
+    from dualbench.report.speed import overhead_summary, speed_summary, stage_ratios
     rows = bench_rows("mnist-mlp", "equal", [2000, 2100, 1900], [1000, 1000, 1000], bare={"torch": 1.0, "paddle": 2.0})
     rows += bench_rows("mnist-mlp", "best", [2000, 2100, 1900], [2000, 2000, 2000], threads=(2, 1),
                        knobs=("onednn=on", "onednn=off"), bare={"torch": 1.0, "paddle": 1.0})
@@ -207,7 +206,7 @@ def test_report_shows_both_ratios_the_chosen_settings_and_labels_input_pipeline_
 
 
 def test_latency_ratio_verdict_says_whether_torch_is_faster():
-    from dualbench.speed_summary import infer_summary
+    from dualbench.report.speed import infer_summary
     rows = []
     for r in (1, 2, 3):
         for name, ms in (("torch", 1.0 + 0.01 * r), ("paddle", 2.0)):

@@ -1,5 +1,4 @@
 """The command line as a user meets it: tables, CSV schema, one-line errors, prediction."""
-import numpy as np
 import pandas as pd
 import pytest
 

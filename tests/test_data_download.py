@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from dualbench.common.data import download as dl
-from dualbench.common.data import sources
-from dualbench.common.data.sources import IDX_FILES
+from dualbench.common.data import catalog, sources
+from dualbench.common.data.catalog import IDX_FILES
 from dualbench.common.errors import DataError
 from tests.conftest import run_cli
 
@@ -179,8 +179,8 @@ def test_prepare_downloads_verifies_and_installs(server, tmp_path, monkeypatch):
     monkeypatch.setenv("DUALBENCH_DATA", str(tmp_path / "cache"))
     checksums = _serve_idx(server, tmp_path)
     server.drops["/mnist/train-images-idx3-ubyte.gz"] = 1
-    info = dataclasses.replace(sources.DATASETS["mnist"], mirrors=(server.url + "/mnist/",), md5=checksums)
-    monkeypatch.setitem(sources.DATASETS, "mnist", info)
+    info = dataclasses.replace(catalog.DATASETS["mnist"], mirrors=(server.url + "/mnist/",), md5=checksums)
+    monkeypatch.setitem(catalog.DATASETS, "mnist", info)
     lines = prepare("mnist", progress=False)
     assert "downloaded from" in lines[0] and "train 40, test 20" in lines[2]
     cache = tmp_path / "cache"

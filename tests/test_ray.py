@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from dualbench.common.bench_table import BENCH_COLUMNS
+from dualbench.timings.table import BENCH_COLUMNS
 from dualbench.common.results import RUN_COLUMNS, read_csv
 from tests.conftest import ROOT, default_signals, run_cli
 
@@ -183,7 +183,7 @@ def test_node_dataset_check_names_the_node_and_the_dataset(tmp_path, monkeypatch
 
 
 TINY_STUDY = """
-from dualbench.common.studies import STUDIES, Arm, Comparison, DataPlan, Study
+from dualbench.study.studies import STUDIES, Arm, Comparison, DataPlan, Study
 STUDIES["tiny-ray"] = Study("tiny-ray", "tiny study", "001", arms=(Arm("mnist-mlp"), Arm("mnist-mlp-relu-logits")),
                             data=(DataPlan("mnist", fallback="synthetic-mnist", limit_train=300, epochs=2, seeds=(0,),
                                            why="test data"),),
@@ -231,7 +231,7 @@ def test_bench_through_ray_stops_on_ctrl_c_resumes_and_matches_the_local_cells(t
     first = read_csv(csv_path, BENCH_COLUMNS)
     assert 2 <= len(first) < 12 and set(first["status"]) == {"ok"}   # finished cells only, both loops each
     time.sleep(2)
-    assert our_workers("dualbench.bench_worker") == {}   # the cancelled task's workers are gone
+    assert our_workers("dualbench.bench.worker") == {}   # the cancelled task's workers are gone
 
     rerun = run_ray_cli(*args)
     assert rerun.returncode == 0, rerun.stderr
@@ -311,7 +311,8 @@ def test_sigterm_on_the_driver_cancels_the_cells_keeps_finished_rows_and_resumes
 @needs_ray
 def test_a_different_dataset_on_the_node_is_a_failed_row_unless_the_driver_ships_it(tmp_path, cluster):
     """The driver's copy of synthetic-mnist differs from the node's (the cluster reads the tests' data cache)."""
-    from dualbench.common.data.sources import dataset_sha256, get_info
+    from dualbench.common.data.catalog import get_info
+    from dualbench.common.data.files import dataset_sha256
     from dualbench.common.data.synth import write_synthetic
     driver_data = tmp_path / "driver-data"
     where = write_synthetic("synthetic-mnist", driver_data / "synthetic-mnist", n_train=1500)

@@ -222,7 +222,7 @@ def test_bench_divergence_is_recorded_and_not_retried(tmp_path):
 
 
 def test_out_of_memory_names_the_batch_size_and_suggests_a_smaller_one():
-    from dualbench.bench_worker import OOM_ADVICE
+    from dualbench.bench.worker import OOM_ADVICE
     from dualbench.worker import error_line
     # paddle raises MemoryError with a multi-line message whose last line is a hint with a source location
     paddle_oom = MemoryError("(ResourceExhausted) Fail to alloc memory of 4398046511104 size, error code is 12.\n"
@@ -250,8 +250,9 @@ def test_dataset_error_propagates_from_the_native_loader(name):
         pytest.skip(f"{name} not installed")
     dev = "__import__('torch').device('cpu')" if name == "torch" else "'cpu'"
     code = (
-        "import numpy as np, importlib\n"
-        f"data = importlib.import_module('dualbench.backends.{name}.data')\n"
+        "import numpy as np\n"
+        "from dualbench import backends\n"
+        f"data = backends.load('{name}', 'data')\n"
         f"dev = {dev}\n"
         "def transform(xb, i):\n"
         "    if i == 2: raise ValueError('transform failed on batch 2')\n"

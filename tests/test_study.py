@@ -8,7 +8,7 @@ import pytest
 from dualbench import study as S
 from dualbench.common.results import RUN_COLUMNS, append_rows, read_csv
 from dualbench.common.stats import holm
-from dualbench.common.studies import STUDIES, Arm, Comparison, DataPlan, Study
+from dualbench.study.studies import STUDIES, Arm, Comparison, DataPlan, Study
 from tests.conftest import run_cli
 
 

@@ -1,7 +1,7 @@
 """Speed helpers for benchmarks with native PyTorch: compile, AMP, pre-loaded batches, peak memory.
 
 The mirror of backends/paddle/speed.py (same public names). The timing loops themselves are
-framework-blind and live in benchmarks/bench_worker.py.
+framework-blind and live in benchmarks/bench/timing.py.
 """
 import contextlib
 

@@ -5,12 +5,12 @@ is organised). The package follows the jobs of a run:
   planning   cells, their keys, the interleaved groups, the second stage's extra pairs
   pool       the worker processes that time the cells, and appending their rows
   cli        the command: plan, resume, execute, summarise
-The bench.csv schema lives in common.bench_table (the report reads it too).
+The bench.csv schema lives in timings.table (the report reads it too).
 """
 from dualbench.bench.cli import bench, cmd_bench, register, second_stage  # noqa: F401
 from dualbench.bench.planning import cell_key, config_id, pending_cells, plan, second_stage_pairs  # noqa: F401
 from dualbench.bench.pool import Worker, cell_seconds, death_line, execute  # noqa: F401
 from dualbench.bench.suites import (CIFAR_LIKE, MNIST_LIKE, SUITES, Suite, epoch_samples, parse_int_list,  # noqa: F401
                                     random_samples, suite_from_args, suite_tasks, ttt_dataset)
-from dualbench.common.bench_table import BENCH_COLUMNS, done_keys, problem_rows, recorded_keys, row_status  # noqa: F401
+from dualbench.timings.table import BENCH_COLUMNS, done_keys, problem_rows, recorded_keys, row_status  # noqa: F401
 from dualbench.common.errors import UserError  # noqa: F401

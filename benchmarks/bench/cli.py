@@ -12,7 +12,7 @@ How a run is organised:
   the other cells go on. A rerun retries failed cells (ok and diverged ones count as finished); the exit
   code is 1 when a cell failed.
 - Statistics (common.stats): per-task ratio torch/paddle over the interleaved pairs, with a 95% CI and
-  a verdict faster / same (+-5%) / slower / inconclusive. See benchmarks/report.py for the tables.
+  a verdict faster / same (+-5%) / slower / inconclusive. The tables are dualbench.report's.
 """
 import os
 import sys
@@ -20,10 +20,20 @@ import time
 from pathlib import Path
 
 from dualbench.bench.planning import choose_best, pending_cells, plan, second_stage_pairs
-from dualbench.bench.pool import execute
+from dualbench.bench import pool
 from dualbench.bench.suites import ModelPair, parse_int_list, suite_from_args, suite_tasks
-from dualbench.common.bench_table import recorded_keys
+from dualbench.timings.table import recorded_keys
 from dualbench.common.errors import UserError
+
+
+def execute(groups, csv_path, progress, durations, deadline=None, desc="bench", executor=None):
+    """The groups on this machine (bench.pool), or as Ray tasks holding whole nodes (bench.on_ray)."""
+    from dualbench.executor import is_ray
+    if is_ray(executor):
+        from dualbench.bench.on_ray import execute_on_ray
+        return execute_on_ray(groups, csv_path, progress, durations, deadline, desc)
+    return pool.execute(groups, csv_path, progress, durations, deadline, desc)
+
 
 def second_stage(first, suite, tasks, backend_names, threads_list, run_id, seed, samples, dataset, csv_path,
                  durations, deadline, progress, chosen=None, executor=None):
@@ -76,7 +86,7 @@ def run_stage(groups, csv_path, progress, durations, label, executor=None):
 
 
 def print_choices(chosen, backend_names):
-    from dualbench.common.bench_settings import setting_label
+    from dualbench.timings.settings import setting_label
     for task, winners in chosen.items():
         text = "; ".join(f"{name} {setting_label(**winners[name])}" for name in backend_names if name in winners)
         print(f"dualbench bench: tuned {task}: {text}", file=sys.stderr)
@@ -165,11 +175,11 @@ def cmd_bench(args):
         return
     suite = suite_from_args(args)
     if args.dataset:
-        from dualbench.common.data.sources import get_info
+        from dualbench.common.data.catalog import get_info
         get_info(args.dataset)
     tasks = suite_tasks(suite, args.tasks)
     if args.dataset:
-        from dualbench.common.data.sources import get_info
+        from dualbench.common.data.catalog import get_info
         shape = tuple(get_info(args.dataset).shape)
         skipped = [t.name for t in tasks if tuple(t.model.input_shape) != shape]
         if skipped:

@@ -6,8 +6,8 @@ import json
 import numpy as np
 
 from dualbench.bench.suites import ModelPair, epoch_samples, random_samples, ttt_dataset
-from dualbench.common.bench_settings import candidates, knobs_text, parse_knobs
-from dualbench.common.bench_table import BENCH_COLUMNS
+from dualbench.timings.settings import candidates, knobs_text, parse_knobs
+from dualbench.timings.table import BENCH_COLUMNS
 
 def cell_key(cell, loop):
     """Everything that identifies a row: a changed setting makes a new key, never a silent mix. (Equal-stage
@@ -52,7 +52,7 @@ def configs(suite, tasks, backend_names, threads_list, stage="equal", chosen=Non
     {backend: {threads, mode, precision, knobs}} and the group they run in.
 
     equal: every (threads, mode, precision) of the suite, the same for both backends, framework-default
-    knobs; tune: every candidate of each backend on its own (common.bench_settings.candidates), one
+    knobs; tune: every candidate of each backend on its own (timings.settings.candidates), one
     workload per task (training, else inference at the largest batch); best: each backend at its
     `chosen` setting {(task, kind, batch_size): {backend: setting}}. Inference cells join the final stage.
     """
@@ -176,7 +176,7 @@ def choose_best(csv_path, tune_groups):
     its tuning cell), from the rows of the tuning plan's own cells (their keys), so a resumed run chooses
     the same. Tuning rows are never reused for the verdict (no winner's curse): the best stage runs new
     repeats. A backend whose candidates all failed has no winner, and its task no best stage."""
-    from dualbench.common.bench_table import measured
+    from dualbench.timings.table import measured
     from dualbench.common.results import read_csv
     where = {}
     for group in tune_groups:
@@ -208,7 +208,7 @@ def second_stage_pairs(csv_path, first_stage, suite):
     run plans the same."""
     import pandas as pd
 
-    from dualbench.common.bench_table import measured
+    from dualbench.timings.table import measured
     from dualbench.common.results import read_csv
     from dualbench.common.stats import pairs_needed, paired_ratio_ci, ratio_halfwidth
     if not csv_path.exists() or csv_path.stat().st_size == 0:

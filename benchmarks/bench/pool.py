@@ -1,4 +1,4 @@
-"""The worker pool: per group of cells, one bench_worker process per backend, thread count and import-time
+"""The worker pool: per group of cells, one bench worker process (bench.worker) per backend, thread count and import-time
 knobs, all started (and their frameworks imported) before the first cell is timed; cells sent one at a
 time, rows appended as each cell finishes; a crashed worker is a failed row and is restarted for the next."""
 import json
@@ -11,10 +11,10 @@ import time
 
 import numpy as np
 
-from dualbench.common.bench_table import BENCH_COLUMNS, problem_rows
+from dualbench.timings.table import BENCH_COLUMNS, problem_rows
 
 class Worker:
-    """A bench_worker child process for one backend: cells in on stdin, JSON results back on a pipe."""
+    """A bench.worker child process for one backend: cells in on stdin, JSON results back on a pipe."""
 
     def __init__(self, backend, threads, extra_env=None):
         from dualbench.worker import PARENT_ENV
@@ -22,7 +22,7 @@ class Worker:
         read_fd, write_fd = os.pipe()
         self.log = tempfile.TemporaryFile(mode="w+")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "dualbench.bench_worker", backend, str(write_fd)],
+            [sys.executable, "-m", "dualbench.bench.worker", backend, str(write_fd)],
             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self.log, pass_fds=(write_fd,),
             env={**thread_env(threads), **(extra_env or {}), PARENT_ENV: str(os.getpid())},
             text=True, start_new_session=True)   # Ctrl-C reaches only the parent, which stops the workers itself
@@ -106,7 +106,7 @@ def death_line(returncode, log_tail, cell):
 
 def worker_key(cell):
     """The worker a cell runs in: its backend, thread count and the environment its knobs need at import."""
-    from dualbench.common.bench_settings import knob_env, parse_knobs
+    from dualbench.timings.settings import knob_env, parse_knobs
     env = knob_env(cell["backend"], parse_knobs(cell.get("knobs")))
     return cell["backend"], int(cell["threads"]), tuple(sorted(env.items()))
 
@@ -137,18 +137,33 @@ def cell_seconds(durations, cell):
 WORKER_START_SECONDS = 3.0   # importing a framework in a new worker, added to a group's estimate
 
 
-def execute(groups, csv_path, progress=True, durations=None, deadline=None, desc="bench", executor=None):
-    """Run every pending cell; append its rows atomically as soon as it finishes, a failed or diverged
-    cell's too. Returns ([(cell, status, error)] of the cells that failed or diverged, groups not started).
+def append_reply(csv_path, cell, reply, seconds, durations, problems, bar, node=None, where=""):
+    """Append a finished cell's rows to bench.csv, or its failed / diverged rows (noted in `problems` and on the
+    terminal); a measured cell's seconds go into `durations` for the time estimates. node: the columns naming
+    the node that ran it (Ray), `where` the words saying so."""
+    from dualbench.common.results import append_rows
+    if "error" in reply:
+        status = "diverged" if reply.get("diverged") else "failed"
+        problems.append((cell, status, reply["error"]))
+        append_rows(csv_path, [{**row, **(node or {})} for row in problem_rows(cell, status, reply["error"])],
+                    BENCH_COLUMNS)
+        bar.write(f"dualbench bench: {cell['task']} {cell['backend']} {cell['kind']} repeat {cell['repeat']} "
+                  f"{status}{where}: {reply['error']}")
+    else:
+        append_rows(csv_path, reply["rows"], BENCH_COLUMNS)
+        durations.setdefault((cell["task"], cell["backend"], cell["kind"]), []).append(seconds)
+    bar.update(1)
+
+
+def execute(groups, csv_path, progress=True, durations=None, deadline=None, desc="bench"):
+    """Run every pending cell on this machine; append its rows atomically as soon as it finishes, a failed or
+    diverged cell's too. Returns ([(cell, status, error)] of the cells that failed or diverged, groups not
+    started). bench.on_ray.execute_on_ray keeps the same contract on a Ray cluster.
 
     durations: {(task, backend, kind): [seconds]} filled as cells finish; deadline: a perf_counter time
-    no group may be expected to run past (estimated from `durations`), the rest is returned unstarted.
-    executor: --executor ray runs the groups as Ray tasks, each holding a whole node (dualbench.ray_executor)."""
-    if executor is not None and executor.kind == "ray":
-        return executor.execute_bench(groups, csv_path, progress, durations, deadline, desc)
+    no group may be expected to run past (estimated from `durations`), the rest is returned unstarted."""
     from tqdm import tqdm
 
-    from dualbench.common.results import append_rows
     durations = {} if durations is None else durations
     total = sum(len(g["cells"]) for g in groups)
     bar = tqdm(total=total, unit="cell", file=sys.stderr, disable=not progress, desc=desc)
@@ -181,16 +196,7 @@ def execute(groups, csv_path, progress=True, durations=None, deadline=None, desc
                 if reply.get("user") and cell.get("pair"):   # a model pair's SPEC does not load: nothing to time
                     from dualbench.common.errors import UserError
                     raise UserError(reply["error"])
-                if "error" in reply:
-                    status = "diverged" if reply.get("diverged") else "failed"
-                    problems.append((cell, status, reply["error"]))
-                    append_rows(csv_path, problem_rows(cell, status, reply["error"]), BENCH_COLUMNS)
-                    bar.write(f"dualbench bench: {cell['task']} {name} {cell['kind']} repeat {cell['repeat']} "
-                              f"{status}: {reply['error']}")
-                else:
-                    append_rows(csv_path, reply["rows"], BENCH_COLUMNS)
-                    durations.setdefault((cell["task"], name, cell["kind"]), []).append(time.perf_counter() - started)
-                bar.update(1)
+                append_reply(csv_path, cell, reply, time.perf_counter() - started, durations, problems, bar)
             interrupted = False
         finally:   # Ctrl-C / SIGTERM: kill the workers, so that the cell in flight is never written
             for worker in workers.values():

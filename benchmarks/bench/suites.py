@@ -58,7 +58,7 @@ class Suite:
     workloads: Tuple[str, ...] = ("train",)          # train and/or infer (--mode)
     infer_batch_sizes: Tuple[Optional[int], ...] = (1, None)   # None: the task's training batch size
     infer_repeats: int = 0           # interleaved pairs of inference cells; 0: `repeats`
-    # Tuning (stage "tune"): each backend tries every candidate setting (common.bench_settings) on its own,
+    # Tuning (stage "tune"): each backend tries every candidate setting (timings.settings) on its own,
     # one cell of tune_windows windows each; the winner runs the "best" stage's paired repeats.
     tune: bool = False
     tune_windows: int = 6
@@ -133,7 +133,8 @@ def epoch_samples(task):
 
 def ttt_dataset(task):
     """The dataset for time to target: the task's own if on this machine, else a synthetic one of its shape."""
-    from dualbench.common.data.sources import DATASETS, locate
+    from dualbench.common.data.catalog import DATASETS
+    from dualbench.common.data.sources import locate
     try:
         if locate(task.data.dataset) is not None:
             return task.data.dataset

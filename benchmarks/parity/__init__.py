@@ -21,10 +21,10 @@ from dualbench.parity.api import ParityResult, compare_models  # noqa: F401
 from dualbench.parity.checks import check_pair, check_task  # noqa: F401
 from dualbench.parity.cli import register  # noqa: F401
 from dualbench.parity.output import check_table, summarise, write_outputs  # noqa: F401
-from dualbench.parity.pair import ParityConfig, load_side, load_sides  # noqa: F401
+from dualbench.parity.pair import ParityConfig, Side, load_side, load_sides  # noqa: F401
 from dualbench.parity.rows import COLUMNS, TOLERANCES  # noqa: F401
 from dualbench.parity.run import run_parity  # noqa: F401
-from dualbench.common import parity_rules as rules  # noqa: F401
+from dualbench.parity.conventions import rules  # noqa: F401
 
 __all__ = ["ParityResult", "compare_models", "check_pair", "check_task", "register", "check_table", "summarise",
-           "write_outputs", "ParityConfig", "load_side", "load_sides", "COLUMNS", "TOLERANCES", "run_parity", "rules"]
+           "write_outputs", "ParityConfig", "Side", "load_side", "load_sides", "COLUMNS", "TOLERANCES", "run_parity", "rules"]

@@ -24,7 +24,7 @@ import time
 
 import numpy as np
 
-from dualbench.common.layer_kinds import DROPOUT_KINDS
+from dualbench.parity.kinds import DROPOUT_KINDS
 from dualbench.parity.diagnose import diagnose_forward, diagnose_training, mark_float_noise, vacuous_reason
 from dualbench.parity.pair import DROPOUT_POLICY, bind_mapping, mask_maker
 from dualbench.parity.rows import (FAILED, TOLERANCES, describe, error_row, error_text, finish, first_failure,
@@ -43,7 +43,7 @@ def dropout_keys(side, pair):
 
 def forward_rows(pair, sides, models, ctx, config, x, mode):
     """Rows per matched call in one mode, the CallPairs they compare, and the records."""
-    return compare_calls(pair, sides, models, ctx, x, mode, tolerance("forward", config))
+    return compare_calls(pair.mapping, sides, models, ctx, x, mode, tolerance("forward", config))
 
 
 def attribute_forward(pair, sides, config, x, forward):
@@ -63,7 +63,7 @@ def attribute_forward(pair, sides, config, x, forward):
                                                   dropout_keys(side, pair)) for name, side in sides.items()]
     try:
         for mode, rows, compared, records in forward:
-            records64 = {name: record(pair, side, models[name], cast_inputs(x, "float64"), mode != "eval")
+            records64 = {name: record(pair.mapping, side, models[name], cast_inputs(x, "float64"), mode != "eval")
                          for name, side in sides.items()}
             for row, cp in zip(rows, compared):
                 calls = [r[0].get(key) for r in (records, records64)
@@ -213,7 +213,16 @@ def check_pair(pair, sides, config):
     start_weight_rows = start_rows(pair, ctx, exported)
     rows += start_weight_rows
     del exported
+    forward, forward_failure = forward_checks(pair, sides, models, ctx, config, start_weight_rows, lap)
+    rows += forward
+    rows += training_checks(pair, sides, config, ctx, models, rows, forward_failure, lap)
+    lap(None)
+    return finish(rows)
 
+
+def forward_checks(pair, sides, models, ctx, config, start_weight_rows, lap):
+    """Check 2 in eval and train mode (the same dropout masks on both sides), the float64 attribution and
+    the diagnosis of the first difference; returns (rows, the train-mode failure in words or None)."""
     x = pair.batches[0][0]
     lap("forward")
     holder = {"step": 0}
@@ -228,38 +237,31 @@ def check_pair(pair, sides, config):
         lap("float64 reference")
         attribute_forward(pair, sides, config, x, forward)
     lap("diagnosis")
+    rows = []
     for mode, f_rows, compared, records in forward:
         diagnose_forward(pair, f_rows, compared, records, mode, start_weight_rows, seed=config.seed)
         rows += f_rows + (vacuous_rows(ctx, records) if mode == "eval" else [])
     bad = first_failure(forward[-1][1])
-    forward_failure = describe(bad) if bad else None
-    del forward, records
+    return rows, describe(bad) if bad else None
 
+
+def training_checks(pair, sides, config, ctx, models, rows_before, forward_failure, lap):
+    """Checks 3-5 on the models (taken out of the dict, so that a big model's float32 replicas are freed
+    before its float64 ones are built): gradients, steps, the eval forward after training and the
+    schedule; then the float64 repeat where it is wanted and fits, which says which float32 differences
+    are rounding; then the diagnosis. Returns the rows."""
     lap("training")
     lock = run_training(pair, sides, config, ctx, pair.batches, ("float32",),
-                        {(name, "float32"): models[name] for name in sides}, forward_failure)
-    del models
-    part32 = lock.rows["float32"]
-    before_training = first_failure(rows + part32["grad"])
+                        {(name, "float32"): models.pop(name) for name in sides}, forward_failure)
+    part32, kept32 = lock.rows["float32"], lock.kept["float32"]
+    before_training = first_failure(rows_before + part32["grad"])
     schedule = schedule_rows(pair, lock, ctx)
-    kept32 = lock.kept["float32"]
     float32_rows = part32["grad"] + part32["train"] + part32["after"]
-    rows64 = []
+    rows64, trusted64 = [], False   # trusted64: a float64 replay whose diagnosis the float32 rows can point to
     wanted = pair.float64 is True or (pair.float64 == "auto" and first_failure(float32_rows))
-    if wanted and not float64_fits(pair):
-        wanted = False
-    trusted64 = False            # a float64 replay whose diagnosis the float32 rows can point to
-    if wanted:
-        # the same batches and steps where the pair allows it: float32 and float64 replicas side by
-        # side, so that every float32 row has its own float64 reference (training.attribute)
-        same = pair.batch64 >= len(pair.batches[0][1]) and pair.steps64 >= len(pair.batches)
-        batches = pair.batches if same else [(bx[:pair.batch64], by[:pair.batch64])
-                                             for bx, by in pair.batches[:pair.steps64]]
-        dtypes = ("float32", "float64") if same else ("float64",)
+    if wanted and float64_fits(pair):
         del lock
-        lap("float64 reference")
-        lock = run_training(pair, sides, config, ctx, batches, dtypes,
-                            {(name, d): pair.fresh(sides, name) for name in sides for d in dtypes}, forward_failure)
+        lock, batches, same = float64_training(pair, sides, config, ctx, forward_failure, lap)
         part64 = lock.rows["float64"]
         rows64 = part64["grad"] + part64["train"] + part64["after"]
         broken64 = [f"{name}: {rep.error}" for (name, d), rep in lock.reps.items() if d == "float64" and rep.error]
@@ -275,11 +277,11 @@ def check_pair(pair, sides, config):
             if same:
                 part32, kept32 = lock.rows["float32"], lock.kept["float32"]
                 float32_rows = part32["grad"] + part32["train"] + part32["after"]
-            if not same:
+            else:
                 mark_float_noise(pair, float32_rows, part64["grad"] + part64["train"])
             # diagnose after the noise verdict: a float32 gap that float64 explains needs no cause
             lap("diagnosis")
-            before64 = first_failure(rows + part64["grad"])
+            before64 = first_failure(rows_before + part64["grad"])
             diagnose_training(pair, part64["train"], lock.kept["float64"], describe(before64) if before64 else None,
                               history_maker(pair, sides, config, batches, "float64"), TOLERANCES["float64-train"][1])
             first64 = first_failure(part64["train"])
@@ -292,8 +294,22 @@ def check_pair(pair, sides, config):
     lap("diagnosis")
     diagnose_training(pair, part32["train"], kept32, describe(before_training) if before_training else None,
                       None if trusted64 else history_maker(pair, sides, config, pair.batches, "float32"))
-    lap(None)
-    return finish(rows + float32_rows + schedule + rows64)
+    return float32_rows + schedule + rows64
+
+
+def float64_training(pair, sides, config, ctx, forward_failure, lap):
+    """The training replicas again in float64: on the same batches and steps where the pair allows it,
+    float32 and float64 replicas side by side, so that every float32 row has its own float64 reference
+    (training.attribute); otherwise float64 alone on the smaller float64 budget. Returns (lock, batches,
+    same)."""
+    same = pair.batch64 >= len(pair.batches[0][1]) and pair.steps64 >= len(pair.batches)
+    batches = pair.batches if same else [(bx[:pair.batch64], by[:pair.batch64])
+                                         for bx, by in pair.batches[:pair.steps64]]
+    dtypes = ("float32", "float64") if same else ("float64",)
+    lap("float64 reference")
+    lock = run_training(pair, sides, config, ctx, batches, dtypes,
+                        {(name, d): pair.fresh(sides, name) for name in sides for d in dtypes}, forward_failure)
+    return lock, batches, same
 
 
 def history_maker(pair, sides, config, batches, dtype):

@@ -82,7 +82,7 @@ def cmd_parity(args):
     backends.require("torch")
     backends.require("paddle")
     if args.dataset:
-        from dualbench.common.data.sources import get_info
+        from dualbench.common.data.catalog import get_info
         info = get_info(args.dataset)
         for task in tasks:
             if tuple(info.shape) != tuple(task.model.input_shape):

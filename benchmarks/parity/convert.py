@@ -13,13 +13,13 @@ mapping into the other model, and then both models run the same seeded input in 
 matched module's output must agree within the forward tolerance, or nothing is written and the
 command exits 1. Written atomically.
 """
-import importlib
+from dualbench import backends
 from pathlib import Path
 
 import numpy as np
 
 from dualbench.common.errors import DataError, UserError
-from dualbench.common.layer_kinds import IGNORED_TORCH_TENSORS
+from dualbench.parity.kinds import IGNORED_TORCH_TENSORS
 from dualbench.parity.rows import TOLERANCES
 
 SUFFIXES = {".pt": "torch", ".pth": "torch", ".pdparams": "paddle", ".safetensors": None}
@@ -69,7 +69,7 @@ def read_checkpoint(path, framework):
             return load_file(str(path))
         except Exception as e:  # noqa: BLE001
             raise DataError(path, f"not a safetensors file ({str(e).splitlines()[0][:200]})") from None
-    weights = importlib.import_module(f"dualbench.backends.{framework}.weights")
+    weights = backends.load(framework, "weights")
     return weights.read_state_file(path)
 
 
@@ -82,7 +82,7 @@ def write_checkpoint(arrays, path, framework):
             save_file({k: np.asarray(v, order="C") for k, v in arrays.items()}, str(tmp),
                       metadata={"framework": framework, "format": "dualbench"})
         return
-    weights = importlib.import_module(f"dualbench.backends.{framework}.weights")
+    weights = backends.load(framework, "weights")
     weights.write_state_file(arrays, path)
 
 
@@ -101,11 +101,9 @@ def fit_state(path, framework, arrays, model_state):
 
 def forward_check(mapping, sides, models, x, tol):
     """Rows comparing every matched module's eval output, torch vs paddle."""
-    from types import SimpleNamespace
-
     from dualbench.parity.forward import compare_calls
     from dualbench.parity.pair import bind_mapping
-    rows, _, _ = compare_calls(SimpleNamespace(mapping=mapping), bind_mapping(sides, mapping), models, {}, x, "eval", tol)
+    rows, _, _ = compare_calls(mapping, bind_mapping(sides, mapping), models, {}, x, "eval", tol)
     return rows
 
 

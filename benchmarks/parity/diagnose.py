@@ -1,6 +1,6 @@
 """Why a row left tolerance: the first module, check or step that departs, with a cause in words.
 
-The rules themselves are pure numpy (common.parity_rules); this module decides which rule applies
+The rules themselves are pure numpy (parity.conventions.rules); this module decides which rule applies
 to which row, from what the engine observed: the weights after import, the module's own settings,
 its input and output shapes, the BatchNorm batch statistics, the optimizer's first step.
 Verdicts other than FAIL: "expected" (torch's unbiased vs paddle's biased BatchNorm running
@@ -9,9 +9,9 @@ does not show), "vacuous" (outputs near zero or constant: agreement proves nothi
 """
 import numpy as np
 
-from dualbench.common import conventions, optimizer_conventions
-from dualbench.common import parity_rules as rules
-from dualbench.common.layer_kinds import BATCHNORM_KINDS, DROPOUT_KINDS
+from dualbench.parity.conventions import layers as conventions, optimizers as optimizer_conventions
+from dualbench.parity.conventions import rules
+from dualbench.parity.kinds import BATCHNORM_KINDS, DROPOUT_KINDS
 from dualbench.parity.rows import FAILED
 
 def call_of(records, side, key):
@@ -32,7 +32,7 @@ def config_of(pair, side, module):
 
 def replay_cause(pair, cp, t_call, p_call, mode, mask, tol):
     """The convention whose flip makes the module's replay on the captured input reproduce paddle's
-    output (common.conventions): a cause in words, '' when no known flip does, None when the layer
+    output (parity.conventions.layers): a cause in words, '' when no known flip does, None when the layer
     is not modelled (or was compared through a fused activation)."""
     if cp.activation or cp.torch_output != (cp.torch, cp.torch_call) or not t_call["inputs"]:
         return None
@@ -228,7 +228,7 @@ def explain_bn_rows(rows, layer, k, bn_torch, bn_paddle, stats, start, weights=(
 
 def diagnose_training(pair, rows, kept, earlier_failure, history=None, rtol=None):
     """The first failing step: when the gradients agreed, replay the update with each optimizer
-    convention flipped (common.optimizer_conventions) and name the flips that reproduce paddle's.
+    convention flipped (parity.conventions.optimizers) and name the flips that reproduce paddle's.
 
     kept: {step: {name: (torch update, paddle update)}} of the parameters that failed there;
     history(names, steps) -> (params, grads, norms, torch updates) from a replay pass, or None."""

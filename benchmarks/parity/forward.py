@@ -4,16 +4,16 @@ Shared by the forward checks, the eval forward after training and `dualbench con
 """
 import numpy as np
 
-from dualbench.common import parity_rules as rules
-from dualbench.common.layer_kinds import NUMPY_ACTIVATIONS
+from dualbench.parity.conventions import rules
+from dualbench.parity.kinds import NUMPY_ACTIVATIONS
 from dualbench.parity.rows import error_row, make_row, stack
 
 
-def record(pair, side, model, x, train):
+def record(mapping, side, model, x, train):
     """({(module, call): call}, model outputs, error, [(module, call)] in order) on one side."""
-    names = [side.module_names[m.torch] for m in pair.mapping.modules]
+    names = [side.module_names[m.torch] for m in mapping.modules]
     if side.name == "torch":
-        names += [f[0] for m in pair.mapping.modules if m.fused for f in m.fused]
+        names += [f[0] for m in mapping.modules if m.fused for f in m.fused]
     calls, out, error = side.inspect.record_calls(model, x, train, list(dict.fromkeys(names)))
     return {(c["module"], c["call"]): c for c in calls}, out, error, [(c["module"], c["call"]) for c in calls]
 
@@ -24,12 +24,12 @@ def torch_value(cp, call):
     return NUMPY_ACTIVATIONS[cp.activation](value) if cp.activation else value
 
 
-def compare_calls(pair, sides, models, ctx, x, mode, tol):
+def compare_calls(mapping, sides, models, ctx, x, mode, tol):
     """Rows per matched call (torch execution order), the CallPairs they compare, and the records."""
-    records = {name: record(pair, side, models[name], x, mode != "eval") for name, side in sides.items()}
+    records = {name: record(mapping, side, models[name], x, mode != "eval") for name, side in sides.items()}
     errors = {name: r[2] for name, r in records.items() if r[2]}
     rows, compared = [], []
-    for cp in pair.mapping.call_pairs(records["torch"][3]):
+    for cp in mapping.call_pairs(records["torch"][3]):
         t, p = records["torch"][0].get(cp.torch_output), records["paddle"][0].get((cp.paddle, cp.paddle_call))
         paddle_name = cp.paddle + (f"#{cp.paddle_call}" if cp.paddle_call > 1 else "")
         if t is None and p is None and not errors:

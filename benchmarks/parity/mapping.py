@@ -32,7 +32,7 @@ import numpy as np
 
 from dualbench.common.errors import UserError
 from dualbench.common.fsutil import atomic_write_text
-from dualbench.common.layer_kinds import TRANSFORMS, apply_transform, transformed_shape
+from dualbench.parity.kinds import TRANSFORMS, apply_transform, transformed_shape
 
 FORMAT = "dualbench-mapping/1"
 
@@ -213,7 +213,7 @@ def read_mapping(path, torch_table, paddle_table, torch_state, paddle_state):
     if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("modules"), list):
         raise UserError(f"{path}: not a dualbench mapping file (expected \"format\": \"{FORMAT}\" and a "
                         "\"modules\" list; write one with `dualbench parity --torch ... --paddle ...`)")
-    from dualbench.common.layer_kinds import compatible, kind_of_module
+    from dualbench.parity.kinds import compatible, kind_of_module
     modules, seen_t, seen_p = [], set(), set()
     for i, entry in enumerate(data["modules"], start=1):
         where = f"{path}: module entry {i}"
@@ -261,7 +261,7 @@ def _read_fused(entry, calls, where):
 
 
 def _read_activation(entry, where):
-    from dualbench.common.layer_kinds import NUMPY_ACTIVATIONS
+    from dualbench.parity.kinds import NUMPY_ACTIVATIONS
     activation = entry.get("activation")
     if activation is not None and activation not in NUMPY_ACTIVATIONS:
         raise UserError(f"{where}: unknown \"activation\" '{activation}' (known: {', '.join(NUMPY_ACTIVATIONS)})")
@@ -292,7 +292,7 @@ def _read_tensor(tensor, where, torch_state, paddle_state, seen_t, seen_p):
 
 def left_out(side, table, mapped_tensors):
     """Modules holding tensors that the mapping does not cover, with those tensors' shapes."""
-    from dualbench.common.layer_kinds import IGNORED_TORCH_TENSORS
+    from dualbench.parity.kinds import IGNORED_TORCH_TENSORS
     out = []
     for name, info in table.items():
         prefix = f"{name}." if name else ""

@@ -3,7 +3,7 @@
 Both models run the same input once (eval mode) with every module hooked, which gives each side's
 calls in execution order: module, class, own tensors, input and output shapes. The two call
 sequences are aligned like two strings (Needleman-Wunsch): a torch call and a paddle call can pair
-only when they are the same kind of layer (common.layer_kinds) and their tensors pair one to one
+only when they are the same kind of layer (parity.kinds) and their tensors pair one to one
 with equal shapes after the layout transform; equal output shapes, equal input shapes and similar
 names add to the score, so names only break ties. Calls that pair with nothing (functional ops on the
 other side, parameter-free modules) are gaps. A paddle BatchNorm with a fused activation
@@ -16,7 +16,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from typing import Optional
 
-from dualbench.common.layer_kinds import NUMPY_ACTIVATIONS, compatible, kind_of_module, pair_tensors
+from dualbench.parity.kinds import NUMPY_ACTIVATIONS, compatible, kind_of_module, pair_tensors
 from dualbench.parity.mapping import Mapping, ModulePair, TensorPair, left_out
 
 # score of a pair, and of leaving a call unpaired (a tensor-holding call costs more to leave out)

@@ -150,8 +150,8 @@ def markdown(frame, summary, checks, pairs_info=None):
 
 
 def conventions_named(frame):
-    """The conventions (common.conventions.table) whose title starts a cause in the rows."""
-    from dualbench.common.conventions import table
+    """The conventions (parity.conventions.table) whose title starts a cause in the rows."""
+    from dualbench.parity.conventions import table
     causes = " ".join(frame.cause.dropna().astype(str))
     return [row for row in table() if f"{row[0]}:" in causes]
 

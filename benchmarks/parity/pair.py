@@ -7,21 +7,20 @@ Two sources of pairs, one engine:
   compare_models()), matched by running them (dualbench.parity.match) or through a mapping file;
   the loss, optimizer and labels come from the options.
 
-A *side* is one framework's functions as a namespace; any of them can be replaced (tests break a
+A *side* (Side) is one framework's functions; any of them can be replaced (tests break a
 side on purpose). Its weights move through the pair's mapping unless export_weights or
 import_weights is replaced.
 """
 import zlib
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 
 from dualbench.common.errors import UserError
 from dualbench.common.init import shared_weights
-from dualbench.common.layer_kinds import BATCHNORM_KINDS
+from dualbench.parity.kinds import BATCHNORM_KINDS
 from dualbench.common.tasks import DataSpec, Optimizer, Protocol, Task
 from dualbench.parity.mapping import from_canonical, to_canonical
 
@@ -85,30 +84,45 @@ class Pair:
 # Sides
 
 
-def load_side(name, **overrides):
-    """A backend as a namespace of the functions parity calls; keyword arguments replace any of them."""
-    import importlib
+@dataclass
+class Side:
+    """One framework as the parity checks see it: the functions they call, any of which a caller may
+    replace (tests break a side on purpose). The weight functions are filled in by bind_side from the
+    pair's mapping unless replaced; so are import_some, gradients, trainable and module_names."""
+    name: str
+    inspect: object                 # the backend's inspect part (backends.interface.Inspect)
+    version: str
+    build_model: Callable
+    make_state: Callable            # (task, model) -> TrainState on the CPU
+    train_step: Callable
+    scheduler_step: Callable
+    current_lr: Callable
+    seed: Callable
+    to_inputs: Callable
+    to_labels: Callable
+    export_weights: Optional[Callable] = None   # (model, names=None) -> canonical weights
+    import_weights: Optional[Callable] = None   # (model, canonical weights)
+    import_some: Optional[Callable] = None      # part of the state, tensor by tensor
+    gradients: Optional[Callable] = None        # (model, names=None) -> canonical gradients
+    trainable: Optional[Callable] = None        # model -> canonical names the optimizer updates
+    module_names: Optional[dict] = None         # {torch module: this side's module}
 
+
+def load_side(name, **overrides):
+    """A backend as the Side parity calls; keyword arguments replace any of its functions."""
     from dualbench import backends
-    module = backends.load(name)
-    inspect = importlib.import_module(f"dualbench.backends.{name}.inspect")
-    dev = module.device.resolve_device("cpu")
-    side = SimpleNamespace(
-        name=name, inspect=inspect, version=inspect.framework_version(),
-        build_model=module.models.build_model,
-        export_weights=None, import_weights=None,      # through the pair's mapping (bind_mapping)
-        make_state=lambda task, model: module.train.make_state(task, model, dev),
-        train_step=module.train.train_step,
-        scheduler_step=module.train.scheduler_step,
-        current_lr=module.train.current_lr,
-        seed=module.device.seed,
-        to_inputs=inspect.to_tensor,
-        to_labels=inspect.to_tensor)
-    for key, value in overrides.items():
-        if not hasattr(side, key):
-            raise ValueError(f"unknown side function {key!r}")
-        setattr(side, key, value)
-    return side
+    backend, inspect = backends.load(name), backends.load(name, "inspect")
+    dev = backend.device.resolve_device("cpu")
+    side = Side(name=name, inspect=inspect, version=inspect.framework_version(),
+                build_model=backend.models.build_model,
+                make_state=lambda task, model: backend.train.make_state(task, model, dev),
+                train_step=backend.train.train_step, scheduler_step=backend.train.scheduler_step,
+                current_lr=backend.train.current_lr, seed=backend.device.seed,
+                to_inputs=inspect.to_tensor, to_labels=inspect.to_tensor)
+    unknown = set(overrides) - {f.name for f in fields(Side)}
+    if unknown:
+        raise ValueError(f"unknown side function {sorted(unknown)[0]!r}")
+    return replace(side, **overrides)
 
 
 def load_sides(torch_overrides=None, paddle_overrides=None):
@@ -159,12 +173,9 @@ def bind_side(name, side, mapping):
         names = set(inspect.trainable_names(model))
         return [c for c in by_torch if native(c) in names]
 
-    bound = SimpleNamespace(**vars(side))
-    bound.export_weights = side.export_weights or export
-    bound.import_weights = side.import_weights or import_all
-    bound.import_some, bound.gradients, bound.trainable = import_some, gradients, trainable
-    bound.module_names = {m.torch: (m.torch if name == "torch" else m.paddle) for m in mapping.modules}
-    return bound
+    return replace(side, export_weights=side.export_weights or export, import_weights=side.import_weights or import_all,
+                   import_some=import_some, gradients=gradients, trainable=trainable,
+                   module_names={m.torch: (m.torch if name == "torch" else m.paddle) for m in mapping.modules})
 
 
 def _layout(side, tensor, array):

@@ -33,7 +33,7 @@ stay inside the same tolerances; their measured errors are in the README.
 """
 import numpy as np
 
-from dualbench.common import parity_rules as rules
+from dualbench.parity.conventions import rules
 
 # (atol, rtol) per check; see the module docstring for the measurements behind them.
 TOLERANCES = {

@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from dualbench.common import conventions
-from dualbench.common import parity_rules as rules
-from dualbench.common.layer_kinds import BATCHNORM_KINDS, DROPOUT_KINDS
+from dualbench.parity.conventions import layers as conventions
+from dualbench.parity.conventions import rules
+from dualbench.parity.kinds import BATCHNORM_KINDS, DROPOUT_KINDS
 from dualbench.parity.diagnose import bn_weights, explain_bn_rows, mark_bn_bias_noise
 from dualbench.parity.pair import mask_maker
 from dualbench.parity.rows import FAILED, TOLERANCES, describe, error_row, error_text, make_row, stack, tolerance
@@ -374,7 +374,7 @@ class Lockstep:
             # the trained parameters differ within the train tolerance, so judge the outputs with it
             tol = (tolerance("forward", self.config)[0], TOLERANCES["float64-train"][1] if dtype == "float64" else
                    tolerance("train-param-adam" if opt == "adam" else "train-param", self.config)[1])
-            rows, compared, records = compare_calls(self.pair, {"torch": t.side, "paddle": p.side},
+            rows, compared, records = compare_calls(self.pair.mapping, {"torch": t.side, "paddle": p.side},
                                                     {"torch": t.model, "paddle": p.model}, self.ctx,
                                                     cast_inputs(x, dtype), "eval", tol)
             for row in rows:

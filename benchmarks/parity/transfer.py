@@ -8,7 +8,7 @@ import re
 
 import numpy as np
 
-from dualbench.common import parity_rules as rules
+from dualbench.parity.conventions import rules
 from dualbench.parity.rows import TOLERANCES, error_row, error_text, make_row
 
 IMPORT_ERRORS = (ValueError, AssertionError, RuntimeError, KeyError)

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from dualbench.common import safepickle
-from dualbench.common.data.sources import CIFAR_TEST_BATCHES, CIFAR_TRAIN_BATCHES
+from dualbench.common.data.catalog import CIFAR_TEST_BATCHES, CIFAR_TRAIN_BATCHES
 from dualbench.common.errors import DataError
 from dualbench.common.fsutil import atomic_write_bytes
 

@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from dualbench.common.data.sources import FOOD_SPLITS
+from dualbench.common.data.catalog import FOOD_SPLITS
 from dualbench.common.data.store import cached_arrays
 from dualbench.common.errors import DataError
 

@@ -8,8 +8,9 @@ MANIFEST.json records where they came from and the sha256 of each file.
 import shutil
 from pathlib import Path
 
-from dualbench.common.data.sources import (DATASETS, cache_dir, data_files, dataset_sha256, get_info, load_dataset,
-                                 locate, missing_message, read_arrays, resolve)
+from dualbench.common.data.catalog import DATASETS, cache_dir, get_info
+from dualbench.common.data.files import data_files, dataset_sha256
+from dualbench.common.data.sources import load_dataset, locate, missing_message, read_arrays, resolve
 from dualbench.common.data.store import MANIFEST, file_digest, manifest_files, read_manifest, staged_dir, write_manifest
 from dualbench.common.errors import DataError, UserError
 

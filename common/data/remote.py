@@ -13,8 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from dualbench.common.data.sources import (Dataset, data_files, dataset_sha256, get_info, load_dataset, locate,
-                                           missing_message)
+from dualbench.common.data.catalog import get_info
+from dualbench.common.data.files import data_files, dataset_sha256
+from dualbench.common.data.sources import Dataset, load_dataset, locate, missing_message
 from dualbench.common.errors import UserError
 
 SPLITS = ("train_x", "train_y", "test_x", "test_y", "val_x", "val_y")

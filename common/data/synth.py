@@ -13,7 +13,8 @@ import numpy as np
 from PIL import Image
 
 from dualbench.common.data.idx import write_idx
-from dualbench.common.data.sources import IDX_FILES, cache_dir, data_files, dataset_sha256, get_info
+from dualbench.common.data.catalog import IDX_FILES, cache_dir, get_info
+from dualbench.common.data.files import data_files, dataset_sha256
 from dualbench.common.fsutil import atomic_path
 
 SYNTH_SEED = 1234

@@ -3,8 +3,8 @@ labels and BatchNorm statistics observed say.
 
 Every rule looks only at numbers the parity engine observed (weights, BatchNorm batch statistics
 and running statistics, label arrays, error messages). Layers, losses and optimizer steps are
-diagnosed by replaying them with a convention flipped (common.conventions,
-common.optimizer_conventions); the BatchNorm statistics here are fitted the same way, by
+diagnosed by replaying them with a convention flipped (parity.conventions.layers,
+parity.conventions.optimizers); the BatchNorm statistics here are fitted the same way, by
 simulating each convention's update. No torch, no paddle here.
 """
 import numpy as np

@@ -15,7 +15,7 @@ from typing import Callable, Tuple
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from dualbench.common.layer_kinds import BATCHNORM_KINDS, DROPOUT_KINDS
+from dualbench.parity.kinds import BATCHNORM_KINDS, DROPOUT_KINDS
 
 # ---------------------------------------------------------------------------------------------
 # Layers in numpy
@@ -393,8 +393,8 @@ def replay_cross_entropy(output, labels, torch_loss, paddle_loss, tol):
 
 def table():
     """Every convention the diagnosis can prove, in words: [(title, torch default, paddle default, fix)]."""
-    from dualbench.common.optimizer_conventions import DOCS
-    from dualbench.common.parity_rules import KNOWN
+    from dualbench.parity.conventions.optimizers import DOCS
+    from dualbench.parity.conventions.rules import KNOWN
     rows = [(c.title, c.torch, c.paddle, c.fix) for c in CONVENTIONS]
     rows += [(title, t, p, "give both the same setting") for _, title, t, p, _ in LOSS_CONVENTIONS]
     rows += [("BatchNorm momentum convention", "momentum 0.1 = the new batch's weight",

@@ -11,8 +11,8 @@ import math
 import numpy as np
 import pandas as pd
 
-from dualbench.common.bench_settings import setting_label
-from dualbench.common.bench_table import latest, measured, row_status
+from dualbench.timings.settings import setting_label
+from dualbench.timings.table import latest, measured, row_status
 from dualbench.common.stats import median_ci, paired_ratio_ci, ratio_halfwidth, verdict
 
 OVERHEAD_TARGET = 0.97

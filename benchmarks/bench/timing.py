@@ -1,56 +1,26 @@
-"""Bench worker: one framework per process; times the cells the parent sends, one at a time.
-
-`python -m dualbench.bench_worker BACKEND RESULT_FD`. Writes {"ready": true} to RESULT_FD once its
-framework is imported (or failed to import), then reads cells as JSON lines on stdin until EOF; for
-each cell writes one JSON line to file descriptor RESULT_FD: {"rows": [...]}, {"error": "...", "user": bool}
-(the error's last line; out of memory names the batch size), or {"error": "...", "diverged": true} when the
-loss or the weights became NaN/Inf. A framework that cannot be imported answers every cell with its error.
-Framework output on stdout/stderr never mixes with results. The parent keeps one worker per backend
-alive for a repeat and alternates between them, so backends are interleaved task by task while each
-framework is imported once per repeat.
-
-Cell kinds (all framework-blind; they call backends.<name>.{device,models,train,data,speed}):
-- "speed": warm-up, then `windows` timed windows of `steps` steps through the native DataLoader (loop
-  "engine"), optionally alternating with windows over pre-loaded device tensors (loop "bare") on the
-  same model, optimizer and batch size. The device is synchronised before every clock read.
-- "infer": inference latency: eval mode, no autograd, one batch per call over pre-loaded device
-  tensors, the device synchronised and the clock read around every call; median and 95th percentile
-  with order-statistic CIs (loop "infer").
-- "ttt": time to target accuracy: train epochs through the engine's train_epoch until the evaluation
-  accuracy reaches the task's target (or the epoch budget runs out).
-A cell names a built-in task, or carries "pair" (two model SPECs, an input shape, classes, optimizer):
-a user's model pair, trained on seeded random inputs and labels over pre-loaded tensors (loop "bare",
-there is no dataset to read). Every cell first applies its settings: threads, and the knobs (oneDNN,
-cuDNN autotuning, TF32) through backends.<name>.speed.apply_settings; the row records what was in effect.
-Divergence: the loss is read (outside the timed region) after every warm-up step and at the end of every
-window, the weights at the end of the cell; a NaN/Inf stops the cell, which then measured nothing.
-"""
-import hashlib
-import importlib
-import json
+"""The timed loops of a bench cell, inside the worker: training speed (engine and bare windows), inference
+latency and time to target accuracy. Framework-blind: they call backends.<name>.{device, models, train,
+data} and the backend's speed part. Divergence: the loss is read (outside the timed region) after every
+warm-up step and at the end of every window, the weights at the end of the cell; a NaN/Inf stops the cell,
+which then measured nothing."""
 import math
-import os
-import sys
 import time
-import traceback
 
 import numpy as np
 
-from dualbench import backends
-from dualbench.worker import die_with_parent, error_line
-from dualbench.common.data.sources import load_dataset
-from dualbench.common.data.split import epoch_batches, eval_batches, normalize, order_hash, prepare_splits
+from dualbench.bench.workload import BatchOrder, dataset_splits, workload
+from dualbench.common.data.split import epoch_batches, eval_batches, order_hash
 from dualbench.common.errors import UserError
-from dualbench.common.results import host_metadata, now
-from dualbench.common.bench_settings import knobs_text, parse_knobs
-from dualbench.common.bench_table import PAIR_DISTINCT_BATCHES, pair_dataset, pair_label
 from dualbench.common.stats import median_ci, quantile_ci
 from dualbench.common.tasks import get_task
 
 MAX_AUTO_STEPS = 2000     # cap on auto-sized windows (a window of a tiny model at ~0.3 ms/step)
+
+
 BARE_DISTINCT_BATCHES = 16
+
+
 INFER_MIN_CALLS, INFER_MAX_CALLS = 20, 5000
-OOM_ADVICE = "try a smaller --batch-size"
 
 
 class Diverged(Exception):
@@ -82,102 +52,6 @@ class LossWatch:
     def check_weights(self, backend, model):
         if not backend.train.parameters_finite(model):
             raise Diverged(self.steps, "finite, weights not", self.last_finite, self.last_step)
-
-
-class BatchOrder:
-    """Lazy, endless-enough sequence of index batches: epoch after epoch of the common seeded order."""
-
-    def __init__(self, n, batch_size, seed, length):
-        self.n, self.batch_size, self.seed, self.length = n, batch_size, seed, length
-        self.per_epoch = n // batch_size
-        self._epoch, self._batches = None, None
-
-    def __len__(self):
-        return self.length
-
-    def __getitem__(self, i):
-        if not 0 <= i < self.length:
-            raise IndexError(i)
-        epoch = i // self.per_epoch + 1
-        if epoch != self._epoch:
-            self._epoch, self._batches = epoch, epoch_batches(self.n, self.batch_size, self.seed, epoch, True)
-        return self._batches[i % self.per_epoch]
-
-
-def cached(cache, key, make):
-    """The cache holds one dataset at a time: a new key drops the previous arrays before `make` builds
-    the new ones, so a worker that benchmarks many tasks never holds more than one copy of a dataset and
-    each cell's peak RSS is its own task's, not an accumulation of the tasks before it."""
-    if key not in cache:
-        cache.clear()
-        cache[key] = make()
-    return cache[key]
-
-
-def random_data(task, n, seed, cache):
-    """Uniform random uint8 pixels of the task's input shape, normalised as the task does, random labels.
-
-    Speed does not depend on pixel values; the arrays are large enough (n samples) that batches are
-    gathered from main memory as with a real dataset. Only the normalised float32 copy is kept.
-    """
-    def make():
-        rng = np.random.default_rng(seed)
-        images = rng.integers(0, 256, size=(n, *task.model.input_shape), dtype=np.uint8)
-        labels = rng.integers(0, task.num_classes, size=n).astype(np.int64)
-        digest = hashlib.sha256(images.tobytes() + labels.tobytes()).hexdigest()
-        return normalize(images, *task.data.normalize), labels, digest
-
-    key = ("random", tuple(task.model.input_shape), task.num_classes, n, seed, tuple(task.data.normalize))
-    x, labels, digest = cached(cache, key, make)
-    return x, labels, {"dataset": f"random-uint8-n{n}", "dataset_sha256": digest, "synthetic": True}
-
-
-def dataset_splits(task, name, cache):
-    """A named dataset (real or synthetic), prepared for the task (its normalisation, classes, split)."""
-    def make():
-        dataset = load_dataset(name)
-        meta = {"dataset": dataset.name, "dataset_sha256": dataset.sha256, "synthetic": dataset.synthetic}
-        return prepare_splits(dataset, task), meta
-
-    return cached(cache, ("dataset", name, task.name), make)
-
-
-def bench_data(task, cell, cache):
-    if cell.get("dataset") in (None, "", "random"):
-        return random_data(task, int(cell["samples"]), int(cell["seed"]), cache)
-    splits, meta = dataset_splits(task, cell["dataset"], cache)
-    return splits.train_x, splits.train_y, meta
-
-
-def pair_workload(cell, backend_name, cache):
-    """A model pair's side for this backend: (task, build_model, x, y, data meta). The model comes from the
-    SPEC (dualbench.model_loader), the task is the plain protocol the pair parity uses (one loss, one
-    optimizer); inputs are seeded standard-normal arrays, labels random classes, the same for both backends."""
-    from dualbench.model_loader import model_factory
-    from dualbench.parity.pair import pair_task
-    pair, batch_size, seed = cell["pair"], int(cell["batch_size"]), int(cell["seed"])
-    factory, _ = model_factory(pair[backend_name], backend_name, seed)
-    task = pair_task(cell["task"], "ce", pair["optimizer"], float(pair["lr"]), batch_size)
-
-    def make():
-        n = PAIR_DISTINCT_BATCHES * batch_size
-        rng = np.random.default_rng([seed, 1234])
-        x = rng.standard_normal((n, *pair["input"])).astype(np.float32)
-        y = rng.integers(0, int(pair["classes"]), n).astype(np.int64)
-        digest = hashlib.sha256(x.tobytes() + y.tobytes()).hexdigest()
-        return x, y, {"dataset": pair_dataset(batch_size), "dataset_sha256": digest, "synthetic": True}
-
-    x, y, meta = cached(cache, ("pair", tuple(pair["input"]), int(pair["classes"]), batch_size, seed), make)
-    return task, lambda: factory(), x, y, meta
-
-
-def workload(cell, backend, cache):
-    """(task, build_model, x, y, data meta) of a cell: a built-in task with its data, or a model pair."""
-    if cell.get("pair"):
-        return pair_workload(cell, backend.NAME, cache)
-    task = get_task(cell["task"])
-    x, y, meta = bench_data(task, cell, cache)
-    return task, lambda: backend.models.build_model(task.model), x, y, meta
 
 
 def setup_state(backend, speed, task, cell, dev, build_model=None):
@@ -441,67 +315,3 @@ def run_ttt_cell(cell, backend, speed, dev, cache):
              "epoch_seconds": float(np.median(epoch_s)), "samples_per_s": n / float(np.median(epoch_s)),
              "epoch_samples": n, "n_samples": n, "peak_mem_mb": peak_mb, "peak_mem_kind": peak_kind,
              "batch_order_hash": first_order, **data_meta}]
-
-
-def run_bench_cell(cell, backend, speed, cache):
-    """One cell -> its rows, each carrying the cell's identity and the machine/framework metadata."""
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else math.nan   # before this cell adds its own
-    dev, dev_info = backend.device.configure(int(cell["threads"]), cell.get("device", "cpu"))
-    knobs = speed.apply_settings(parse_knobs(cell.get("knobs")), dev)
-    runners = {"ttt": run_ttt_cell, "infer": run_infer_cell, "speed": run_speed_cell}
-    rows = runners[cell["kind"]](cell, backend, speed, dev, cache)
-    identity = {k: cell[k] for k in ("suite", "task", "backend", "mode", "precision", "batch_size", "repeat",
-                                     "seed", "run_id", "stage") if k in cell}
-    meta = {**dev_info, **host_metadata(), "timestamp": now(), "load_avg": load, "cpu_count": os.cpu_count(),
-            "status": "ok", "knobs": cell.get("knobs") or "", "knobs_in_effect": knobs_text(knobs),
-            "model_spec": pair_label(cell.get("pair"))}
-    out = []
-    for row in rows:
-        row = {**identity, **row, **meta}
-        row["cell_key"] = cell["keys"][row["loop"]]
-        out.append(row)
-    return out
-
-
-def main(argv=None):
-    argv = sys.argv[1:] if argv is None else argv
-    backend_name, result_fd = argv[0], int(argv[1])
-    die_with_parent()
-    results = os.fdopen(result_fd, "w", buffering=1)
-    load_error = None
-    try:
-        backend = backends.load(backend_name)
-        speed = importlib.import_module(f"dualbench.backends.{backend_name}.speed")
-    except UserError as e:
-        load_error = {"error": str(e), "user": True}
-    except Exception as e:   # noqa: BLE001 - a broken install: every cell of this backend fails with it
-        traceback.print_exc()
-        load_error = {"error": error_line(e, {}, OOM_ADVICE), "user": False}
-    results.write(json.dumps({"ready": True}) + "\n")   # imported: the parent may start timing cells
-    cache = {}
-    for line in sys.stdin:
-        if not line.strip():
-            continue
-        cell = json.loads(line)
-        if load_error is not None:
-            results.write(json.dumps(load_error) + "\n")
-            continue
-        try:
-            reply = {"rows": run_bench_cell(cell, backend, speed, cache)}
-        except UserError as e:
-            reply = {"error": str(e), "user": True}
-        except Diverged as e:
-            reply = {"error": str(e), "diverged": True}
-        except Exception as e:   # noqa: BLE001 - reported to the parent, which goes on with the next cell
-            traceback.print_exc()
-            reply = {"error": error_line(e, cell, OOM_ADVICE), "user": False,
-                     "traceback": traceback.format_exc(limit=6)}
-        results.write(json.dumps(reply, default=float) + "\n")
-    return 0
-
-
-if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except (KeyboardInterrupt, BrokenPipeError):
-        sys.exit(130)
