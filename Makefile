@@ -1,12 +1,13 @@
 # dualbench: two commands for a new user (see README.md).
 #   make bench   set up .venv (CPU builds), offline data, run the default comparison
-#   make test    set up .venv and run the test suite
+#   make test    set up .venv and run the whole test suite (two pytest workers; what CI runs)
+#   make test-fast  the fast tier for the edit loop (pytest -m "not slow")
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup data bench test clean
+.PHONY: setup data bench test test-fast clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,8 +33,14 @@ bench: setup data
 	$(VENV)/bin/dualbench report runs/quickstart
 	@echo "tables: runs/quickstart/runs.csv, runs/quickstart/parity.csv, report: runs/quickstart/report.md"
 
+# The whole suite, nothing deselected, on two workers (pytest-xdist); tests that share a Ray cluster or a
+# built model pair run on one worker (xdist_group).
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadgroup
+
+# The edit loop: every module's public code in about a minute (pytest -m "not slow").
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow"
 
 clean:
 	rm -rf $(VENV) runs

@@ -286,6 +286,8 @@ def tiny_bench_args(out):
             "--no-tune", "--mode", "train", "--out", out]
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_bench_cli_interrupted_by_sigterm_resumes(tmp_path):
     """Both backends in worker processes, killed after the first cell: the CSV stays readable, a rerun
     does only the rest, and a third run has nothing to do."""
@@ -325,6 +327,8 @@ def test_bench_cli_interrupted_by_sigterm_resumes(tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".bench.csv.")]   # no temp files
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_second_stage_end_to_end_adds_engine_pairs_and_resumes(tmp_path):
     """Two tiny first-stage pairs cannot give a ratio CI within +-0.01%: the second stage adds repeat 3
     (engine only, both backends), the report counts 3 pairs, and a rerun has nothing left to add."""
@@ -400,3 +404,53 @@ def test_worker_holds_one_dataset_at_a_time_and_regenerates_it_identically():
     x2, y2, meta2 = random_data(get_task("mnist-lenet"), 500, 0, cache)
     assert len(cache) == 1 and np.array_equal(x1, x2) and np.array_equal(y1, y2)
     assert meta1["dataset_sha256"] == meta2["dataset_sha256"]
+
+
+def test_pool_bookkeeping_without_workers(tmp_path):
+    """Which worker a cell needs, how a dead one is described, and what append_reply writes."""
+    from dualbench.bench.pool import append_reply, death_line, run_alone, worker_key
+    assert worker_key({"backend": "paddle", "threads": "2", "knobs": "onednn=on"})[:2] == ("paddle", 2)
+    assert worker_key({"backend": "paddle", "threads": 2, "knobs": "onednn=on"}) != \
+        worker_key({"backend": "paddle", "threads": 2, "knobs": "onednn=off"})      # oneDNN is set at import
+    assert death_line(-9, ["", "Killed"], {"batch_size": 64}).startswith(
+        "worker killed by signal 9 (possibly out of memory at batch size 64")
+    assert death_line(3, ["ImportError: no paddle", ""], {}) == "worker exited with code 3: ImportError: no paddle"
+
+    class FakeWorker:
+        def __init__(self):
+            self.state = "running"
+
+        def pause(self):
+            self.state = "stopped"
+
+        def resume(self):
+            self.state = "running"
+
+        def run(self, cell):
+            return {"ran": cell["task"], "others": [w.state for w in workers.values() if w is not self]}
+
+    workers = {"a": FakeWorker(), "b": FakeWorker(), "c": FakeWorker()}
+    assert run_alone(workers, "b", {"task": "t"}) == {"ran": "t", "others": ["stopped", "stopped"]}
+
+    groups = B.plan(TINY, [TASKS["mnist-mlp"]], ["torch", "paddle"], [1], "run")
+    cell = groups[0]["cells"][0]
+    problems, durations, csv_path = [], {}, tmp_path / "bench.csv"
+
+    class Bar:
+        def __init__(self):
+            self.lines, self.n = [], 0
+
+        def write(self, line):
+            self.lines.append(line)
+
+        def update(self, n):
+            self.n += n
+    bar = Bar()
+    append_reply(csv_path, cell, {"error": "MemoryError: x", "diverged": False}, 1.0, durations, problems, bar,
+                 node={"node": "n1"}, where=" on n1")
+    rows = read_csv(csv_path)
+    assert list(rows.status) == ["failed"] * len(cell["loops"]) and set(rows.node) == {"n1"}
+    assert problems[0][1:] == ("failed", "MemoryError: x") and "failed on n1: MemoryError" in bar.lines[0]
+    append_reply(csv_path, cell, {"rows": [{"cell_key": "k", "loop": "engine", "status": "ok"}]}, 2.5, durations,
+                 problems, bar)
+    assert durations == {("mnist-mlp", cell["backend"], "speed"): [2.5]} and bar.n == 2

@@ -219,12 +219,14 @@ def test_latency_ratio_verdict_says_whether_torch_is_faster():
     assert summary["paddle_p95_ms"] == pytest.approx(3.0) and summary["pairs"] == 3
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_model_pair_bench_end_to_end(tmp_path):
     """A user's model pair through --torch/--paddle: equal, tuning and best stages, training (pre-loaded
     random batches) and inference rows, the SPECs recorded, both ratios and the latency table reported."""
     if not BOTH:
         pytest.skip("needs both frameworks")
-    out = run_cli("bench", *PAIR, "--input", "3,16,16", "--classes", "5", "--batch-size", "4", "--repeats", "2",
+    out = run_cli("bench", *PAIR, "--input", "3,16,16", "--classes", "5", "--batch-size", "4", "--repeats", "1",
                   "--windows", "2", "--warmup", "1", "--warmup-seconds", "0", "--window-seconds", "0.01",
                   "--no-progress", "--out", tmp_path, timeout=600)
     assert out.returncode == 0, out.stderr
@@ -242,6 +244,8 @@ def test_model_pair_bench_end_to_end(tmp_path):
     assert "### Tuning" in text and "| torch_net/paddle_net | torch | train | 4 |" in text
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_model_pair_spec_that_does_not_load_is_a_one_line_error(tmp_path):
     if not BOTH:
         pytest.skip("needs both frameworks")
@@ -276,6 +280,7 @@ def test_inference_has_its_own_number_of_pairs_and_no_second_stage():
     assert {c["kind"] for g in second for c in g["cells"]} == {"speed"}
 
 
+@pytest.mark.slow
 def test_workers_not_timing_are_stopped_while_another_times_its_cell():
     """run_alone SIGSTOPs every other worker of the group (no idle threads beside the timed cell) and
     SIGCONTs the one it runs; close() resumes a stopped worker so it can exit."""

@@ -1,8 +1,11 @@
 """The command line as a user meets it: tables, CSV schema, one-line errors, prediction."""
+import numpy as np
 import pandas as pd
 import pytest
 
+from dualbench.common.errors import UserError
 from dualbench.common.results import RUN_COLUMNS
+from dualbench.engine import cell_key
 from tests.conftest import run_cli
 
 
@@ -15,6 +18,8 @@ def assert_one_line_error(proc, *words):
         assert word in lines[0], lines[0]
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_help_and_tasks_table():
     assert run_cli("--help").returncode == 0
     proc = run_cli("tasks")
@@ -39,6 +44,8 @@ def test_user_errors_are_one_line(args, words):
     assert_one_line_error(run_cli(*args), *words)
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_missing_backend_names_the_extra(tmp_path):
     # simulate a machine without paddle: sitecustomize blocks the import for this process only
     (tmp_path / "sitecustomize.py").write_text("import sys\nsys.modules['paddle'] = None\n")
@@ -49,6 +56,8 @@ def test_missing_backend_names_the_extra(tmp_path):
     assert tasks.returncode == 0 and "n/a" in tasks.stdout
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_run_writes_tidy_csv_and_predict_uses_checkpoint(tmp_path):
     out = tmp_path / "out"
     proc = run_cli("run", "--task", "mnist-lenet", "--backend", "torch,paddle", "--dataset", "synthetic-mnist",
@@ -77,6 +86,8 @@ def test_run_writes_tidy_csv_and_predict_uses_checkpoint(tmp_path):
         assert "class" in proc.stdout
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_predict_refuses_a_non_image(tmp_path):
     bad = tmp_path / "notes.png"
     bad.write_text("not an image")
@@ -101,3 +112,67 @@ def test_paddle_checkpoint_with_code_is_refused(tmp_path):
     proc = run_cli("predict", "--task", "mnist-lenet", "--checkpoint", evil, tmp_path / "x.png")
     assert_one_line_error(proc, "evil.pdparams", "refused")
     assert not marker.exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# In this process (the fast tier): running cells, resuming, failed rows; predicting from a checkpoint
+
+
+class CannedExecutor:
+    """Stands in for the Ray executor: every cell 'finishes' with a canned row (or a canned error), so that
+    run_cells' bookkeeping is tested without starting worker processes."""
+    kind = "ray"
+
+    def __init__(self, fail_seed=None):
+        self.fail_seed, self.ran = fail_seed, []
+
+    def run_cells(self, cells):
+        for cell in cells:
+            self.ran.append(cell["seed"])
+            if cell["seed"] == self.fail_seed:
+                yield cell, 1, {"error": "RuntimeError: boom", "node": {"node": "n1"}}
+            else:
+                row = {"cell_key": cell_key(cell), "task": cell["task"], "backend": cell["backend"],
+                       "seed": cell["seed"], "epoch": 1, "status": "ok", "test_acc": 0.5, "run_id": cell["run_id"]}
+                yield cell, 0, {"rows": [row]}
+
+
+def test_run_cells_records_failures_and_resumes_only_what_is_missing(tmp_path):
+    from dualbench.common.tasks import get_task
+    from dualbench.run import parse_seeds, plan_cells, run_cells
+    assert parse_seeds("0, 2,5") == [0, 2, 5]
+    with pytest.raises(UserError, match="comma-separated integers"):
+        parse_seeds("0,x")
+    cells = plan_cells([get_task("mnist-mlp")], ["torch", "paddle"], [0, 1], tmp_path, "r1",
+                       dataset="synthetic-mnist", threads=1)
+    assert [(c["seed"], c["backend"]) for c in cells] == [(0, "torch"), (0, "paddle"), (1, "torch"), (1, "paddle")]
+    csv_path = tmp_path / "runs.csv"
+    executor = CannedExecutor(fail_seed=1)
+    finals, failed = run_cells(cells, csv_path, executor)
+    assert len(finals) == 2 and failed == 2
+    frame = pd.read_csv(csv_path)
+    assert list(frame.columns) == RUN_COLUMNS
+    bad = frame[frame.status == "failed"]
+    assert len(bad) == 2 and set(bad.error) == {"RuntimeError: boom"} and set(bad.node) == {"n1"}
+    again = CannedExecutor()
+    finals, failed = run_cells(cells, csv_path, again)     # the failed cells are retried, the rest skipped
+    assert again.ran == [1, 1] and failed == 0 and len(pd.read_csv(csv_path)) == 6
+
+
+def test_predict_image_in_process(tmp_path, backend, capsys):
+    from PIL import Image
+
+    from dualbench.common.tasks import get_task
+    from dualbench.predict import load_image, predict_image
+    task = get_task("mnist-lenet")
+    backend.device.seed(0)
+    model = backend.models.build_model(task.model)
+    checkpoint = tmp_path / f"net{backend.CHECKPOINT_SUFFIX}"
+    backend.weights.save_checkpoint(model, checkpoint)
+    Image.fromarray(np.full((40, 30), 200, np.uint8)).save(tmp_path / "digit.png")
+    array = load_image(tmp_path / "digit.png", (1, 28, 28), invert=True)
+    assert array.shape == (1, 1, 28, 28) and array.dtype == np.uint8 and int(array.max()) == 55
+    predict_image("mnist-lenet", checkpoint, tmp_path / "digit.png")
+    assert "class" in capsys.readouterr().out
+    with pytest.raises(UserError, match="cannot tell the backend"):
+        predict_image("mnist-lenet", tmp_path / "net.bin", tmp_path / "digit.png")

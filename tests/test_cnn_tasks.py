@@ -89,6 +89,7 @@ def small_food(tmp_path_factory):
     return str(write_synthetic("synthetic-food11", tmp_path_factory.mktemp("food"), n_train=22, n_test=11))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("task", CIFAR_TASKS + ["food11-cnn"])
 def test_short_training_loss_falls(backend, task, small_food):
     food = task.startswith("food")

@@ -47,6 +47,8 @@ def test_list_on_a_new_machine(fresh):
     assert "mnist-lenet" in proc.stdout and str(cache) in proc.stdout
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_synth_prepare_verify_list_cifar(fresh, tmp_path):
     cache, env = fresh
     out = tmp_path / "mycifar"
@@ -72,6 +74,8 @@ def test_synth_prepare_verify_list_cifar(fresh, tmp_path):
 
 @pytest.mark.parametrize("name,reader_name", [("mnist", "mnist"), ("mnist-json", "mnist-json"),
                                               ("food11", "food11"), ("synthetic-cifar10", "cifar10")])
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_synth_then_prepare_from_every_format(fresh, tmp_path, name, reader_name):
     cache, env = fresh
     out = tmp_path / "files"
@@ -174,6 +178,8 @@ def test_run_task_on_synth_files(fresh, tmp_path):
 
 @pytest.mark.parametrize("task,dataset,extra", [("cifar2-net", "synthetic-cifar10",
                                                  ["--limit-train", "150", "--augment", "hflip"])])
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_batch_hash_identical_across_backends(task, dataset, extra):
     """Each backend's native loader, in its own process, yields common's bytes (class filter,
     drop_last and the seeded numpy augmentation included); one task covers it (~4 s)."""

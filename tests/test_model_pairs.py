@@ -1,14 +1,12 @@
 """Model pairs from outside: torchvision vs paddle.vision models nobody here wrote, a pair written
 separately with other names, broken copies, checkpoint conversion, and the errors a user can make."""
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from tests.conftest import ROOT, run_cli
+from tests.conftest import run_cli, run_main
 
 pytest.importorskip("torch")
 pytest.importorskip("paddle")
@@ -30,10 +28,12 @@ def one_line_error(proc):
 def resnet_run(tmp_path_factory):
     """torchvision vs paddle.vision resnet18, matched automatically, checked in full."""
     out = tmp_path_factory.mktemp("resnet18")
-    proc = run_cli("parity", *RESNET, "--input", "2,3,224,224", "--out", out)
+    proc = run_main("parity", *RESNET, "--input", "2,3,224,224", "--out", out)
     return proc, out
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_resnet18_pair_passes_after_automatic_matching(resnet_run):
     proc, out = resnet_run
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
@@ -84,9 +84,12 @@ def test_precision_attribution_tells_rounding_from_a_formula_difference():
     assert row32["status"] == "noise" and "unreliable" in row32["cause"]
 
 
+@pytest.mark.slow
 def test_vgg11_pair_passes(tmp_path):
-    proc = run_cli("parity", "--torch", "torchvision.models:vgg11", "--paddle", "paddle.vision.models:vgg11",
-                   "--input", "2,3,32,32", "--out", tmp_path)
+    """133 million parameters, a 103-million-element Linear weight: one training step exercises the
+    big-model paths (chunked comparisons, tile-wise transposes) as well as three."""
+    proc = run_main("parity", "--torch", "torchvision.models:vgg11", "--paddle", "paddle.vision.models:vgg11",
+                    "--input", "2,3,32,32", "--steps", "1", "--out", tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     assert "vgg11: pass" in proc.stdout
     mapping = json.loads((tmp_path / "mapping.json").read_text())
@@ -94,7 +97,7 @@ def test_vgg11_pair_passes(tmp_path):
 
 
 def test_pair_written_separately_is_matched_without_names(tmp_path):
-    proc = run_cli("parity", "--torch", f"{PAIRS}:torch_net", "--paddle", f"{PAIRS}:paddle_net",
+    proc = run_main("parity", "--torch", f"{PAIRS}:torch_net", "--paddle", f"{PAIRS}:paddle_net",
                    "--input", "4,3,8,8", "--out", tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr
     mapping = json.loads((tmp_path / "mapping.json").read_text())
@@ -128,6 +131,7 @@ def test_compare_models_in_a_users_test():
 
 @pytest.mark.parametrize("builder, module", [("paddle_resnet18_bn_eps", "layer2.0.bn1"),
                                              ("paddle_resnet18_ceil_pool", "maxpool")])
+@pytest.mark.slow
 def test_broken_copy_of_paddle_resnet18_fails_at_the_broken_module(builder, module):
     import torchvision
 
@@ -142,8 +146,11 @@ def test_broken_copy_of_paddle_resnet18_fails_at_the_broken_module(builder, modu
         assert "ceil_mode" in first["cause"]
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_squeezenet_pair_differs_at_its_ceil_mode_pooling(tmp_path):
-    """torchvision's squeezenet1_0 pools with ceil_mode=True, paddle.vision's does not."""
+    """torchvision's squeezenet1_0 pools with ceil_mode=True, paddle.vision's does not (the command in its
+    own process: exit code 1, the verdict on stdout)."""
     proc = run_cli("parity", "--torch", "torchvision.models:squeezenet1_0", "--paddle",
                    "paddle.vision.models:squeezenet1_0", "--input", "2,3,64,64", "--steps", "1", "--no-float64",
                    "--out", tmp_path)
@@ -154,19 +161,19 @@ def test_squeezenet_pair_differs_at_its_ceil_mode_pooling(tmp_path):
 def test_vacuous_outputs_are_flagged_and_random_weights_resolve_it(tmp_path):
     args = ["parity", "--torch", f"{PAIRS}:zero_head_torch", "--paddle", f"{PAIRS}:paddle_net", "--input",
             "4,3,8,8", "--steps", "1"]
-    proc = run_cli(*args, "--out", tmp_path / "own")
+    proc = run_main(*args, "--out", tmp_path / "own")
     assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr
     assert "inconclusive" in proc.stdout and "--weights random" in proc.stdout
-    proc = run_cli(*args, "--weights", "random", "--out", tmp_path / "random")
+    proc = run_main(*args, "--weights", "random", "--out", tmp_path / "random")
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr
     assert ": pass" in proc.stdout
 
 
 def test_mapping_file_round_trip_and_errors(tmp_path):
     pair = ["--torch", f"{PAIRS}:torch_net", "--paddle", f"{PAIRS}:paddle_net", "--input", "4,3,8,8", "--steps", "1"]
-    assert run_cli("parity", *pair, "--out", tmp_path / "a").returncode == 0
+    assert run_main("parity", *pair, "--out", tmp_path / "a").returncode == 0
     mapping = tmp_path / "a" / "mapping.json"
-    proc = run_cli("parity", *pair, "--mapping", mapping, "--out", tmp_path / "b")
+    proc = run_main("parity", *pair, "--mapping", mapping, "--out", tmp_path / "b")
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr
     # an edit that swaps two BatchNorms' tensors: the weights fit, the computation does not (once
     # their values differ: random canonical weights, not the default 1 and 0 of both)
@@ -176,20 +183,20 @@ def test_mapping_file_round_trip_and_errors(tmp_path):
         t0["paddle"], t1["paddle"] = t1["paddle"], t0["paddle"]
     swapped = tmp_path / "swapped.json"
     swapped.write_text(json.dumps(data))
-    proc = run_cli("parity", *pair, "--mapping", swapped, "--weights", "random", "--out", tmp_path / "c")
+    proc = run_main("parity", *pair, "--mapping", swapped, "--weights", "random", "--out", tmp_path / "c")
     assert proc.returncode == 1 and "FAIL at forward/eval norm" in proc.stdout, proc.stdout[-2000:]
     data["modules"][0]["paddle"] = "no.such.layer"
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps(data))
-    proc = run_cli("parity", *pair, "--mapping", bad, "--out", tmp_path / "d")
+    proc = run_main("parity", *pair, "--mapping", bad, "--out", tmp_path / "d")
     assert proc.returncode == 2 and one_line_error(proc) and str(bad) in proc.stderr and "no.such.layer" in proc.stderr
     bad.write_text("{not json")
-    proc = run_cli("parity", *pair, "--mapping", bad, "--out", tmp_path / "e")
+    proc = run_main("parity", *pair, "--mapping", bad, "--out", tmp_path / "e")
     assert proc.returncode == 2 and one_line_error(proc) and str(bad) in proc.stderr
 
 
 def test_different_structures_get_a_one_line_error_pointing_to_the_mapping(tmp_path):
-    proc = run_cli("parity", "--torch", "torchvision.models:resnet18", "--paddle", "paddle.vision.models:resnet34",
+    proc = run_main("parity", "--torch", "torchvision.models:resnet18", "--paddle", "paddle.vision.models:resnet34",
                    "--input", "2,3,32,32", "--out", tmp_path)
     assert proc.returncode == 2 and one_line_error(proc), proc.stderr
     assert "differ in structure" in proc.stderr and str(tmp_path / "mapping.json") in proc.stderr
@@ -209,21 +216,30 @@ def test_different_structures_get_a_one_line_error_pointing_to_the_mapping(tmp_p
     ("resnet18", "expected MODULE:CALLABLE"),
 ])
 def test_bad_spec_is_a_one_line_error(spec, words, tmp_path):
-    proc = run_cli("parity", "--torch", spec, "--paddle", "paddle.vision.models:resnet18", "--input", "2,3,32,32",
+    proc = run_main("parity", "--torch", spec, "--paddle", "paddle.vision.models:resnet18", "--input", "2,3,32,32",
                    "--out", tmp_path)
     assert proc.returncode == 2 and one_line_error(proc), proc.stderr
     assert words in proc.stderr and "--torch" in proc.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.e2e
+def test_bad_spec_is_a_one_line_error_from_the_command(tmp_path):
+    proc = run_cli("parity", "--torch", "no_such_package.models:net", "--paddle", "paddle.vision.models:resnet18",
+                   "--input", "2,3,32,32", "--out", tmp_path)
+    assert proc.returncode == 2 and one_line_error(proc), proc.stderr
+    assert "cannot import no_such_package" in proc.stderr
 
 
 def test_inputs_from_an_npz(tmp_path):
     rng = np.random.default_rng(0)
     path = tmp_path / "batch.npz"
     np.savez(path, x=rng.standard_normal((4, 3, 8, 8)).astype(np.float32), y=np.array([0, 1, 2, 3]))
-    proc = run_cli("parity", "--torch", f"{PAIRS}:torch_net", "--paddle", f"{PAIRS}:paddle_net", "--inputs", path,
+    proc = run_main("parity", "--torch", f"{PAIRS}:torch_net", "--paddle", f"{PAIRS}:paddle_net", "--inputs", path,
                    "--steps", "1", "--out", tmp_path / "out")
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr
     path.write_bytes(b"not a zip")
-    proc = run_cli("parity", "--torch", f"{PAIRS}:torch_net", "--paddle", f"{PAIRS}:paddle_net", "--inputs", path,
+    proc = run_main("parity", "--torch", f"{PAIRS}:torch_net", "--paddle", f"{PAIRS}:paddle_net", "--inputs", path,
                    "--out", tmp_path / "out2")
     assert proc.returncode == 2 and one_line_error(proc) and str(path) in proc.stderr
 
@@ -232,34 +248,30 @@ def test_inputs_from_an_npz(tmp_path):
 # Checkpoint conversion
 
 
-def outputs_of(framework, spec_module, checkpoint, x):
-    """Eval outputs of a torchvision/paddle.vision resnet18 loaded from a checkpoint, in a fresh process."""
-    code = f"""
-import sys, numpy as np
-x = np.load({str(x)!r})
-if {framework!r} == "torch":
-    import torch, torchvision
-    m = torchvision.models.resnet18(num_classes=10)
-    if {checkpoint!r}.endswith(".safetensors"):
-        from safetensors.torch import load_file
-        m.load_state_dict(load_file({checkpoint!r}))
-    else:
-        m.load_state_dict(torch.load({checkpoint!r}, weights_only=True))
-    m.eval()
-    out = m(torch.from_numpy(x)).detach().numpy()
-else:
+def outputs_of(framework, checkpoint, x):
+    """Eval outputs of a torchvision/paddle.vision resnet18 loaded from a checkpoint with the framework's own
+    loader (not dualbench's)."""
+    if framework == "torch":
+        import torch
+        import torchvision
+        model = torchvision.models.resnet18(num_classes=10)
+        if str(checkpoint).endswith(".safetensors"):
+            from safetensors.torch import load_file
+            model.load_state_dict(load_file(str(checkpoint)))
+        else:
+            model.load_state_dict(torch.load(checkpoint, weights_only=True))
+        model.eval()
+        with torch.no_grad():
+            return model(torch.from_numpy(x)).numpy()
     import paddle
-    m = paddle.vision.models.resnet18(num_classes=10)
-    m.set_state_dict(paddle.load({checkpoint!r}))
-    m.eval()
-    out = m(paddle.to_tensor(x)).numpy()
-np.save({str(x) + '.' + framework + '.npy'!r}, out)
-"""
-    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return np.load(str(x) + "." + framework + ".npy")
+    model = paddle.vision.models.resnet18(num_classes=10)
+    model.set_state_dict(paddle.load(str(checkpoint)))
+    model.eval()
+    with paddle.no_grad():
+        return model(paddle.to_tensor(x)).numpy()
 
 
+@pytest.mark.slow
 def test_convert_torch_checkpoint_to_paddle_and_back(tmp_path):
     import torch
     import torchvision
@@ -271,32 +283,31 @@ def test_convert_torch_checkpoint_to_paddle_and_back(tmp_path):
             m.running_var.uniform_(0.5, 2.0)
     source = tmp_path / "model.pt"
     torch.save(model.state_dict(), source)
-    x = tmp_path / "x.npy"
-    np.save(x, np.random.default_rng(0).standard_normal((2, 3, 64, 64)).astype(np.float32))
+    x = np.random.default_rng(0).standard_normal((2, 3, 64, 64)).astype(np.float32)
 
     target = tmp_path / "model.pdparams"
-    proc = run_cli("convert", *RESNET, "--from", source, "--to", target, "--input", "2,3,64,64")
+    proc = run_main("convert", *RESNET, "--from", source, "--to", target, "--input", "2,3,64,64")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "converted 102 tensors" in proc.stdout
-    expected = outputs_of("torch", "torchvision", str(source), x)
-    np.testing.assert_allclose(outputs_of("paddle", "paddle", str(target), x), expected, rtol=0, atol=1e-4)
+    expected = outputs_of("torch", source, x)
+    np.testing.assert_allclose(outputs_of("paddle", target, x), expected, rtol=0, atol=1e-4)
 
     back = tmp_path / "back.pt"
-    proc = run_cli("convert", *RESNET, "--from", target, "--to", back, "--input", "2,3,64,64")
+    proc = run_main("convert", *RESNET, "--from", target, "--to", back, "--input", "2,3,64,64")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     restored = torch.load(back, weights_only=True)
     assert all(torch.equal(restored[k], v) for k, v in model.state_dict().items() if "num_batches" not in k)
 
     neutral = tmp_path / "model.safetensors"   # from torch: written in paddle's layout, header says so
-    proc = run_cli("convert", *RESNET, "--from", source, "--to", neutral, "--input", "2,3,64,64")
+    proc = run_main("convert", *RESNET, "--from", source, "--to", neutral, "--input", "2,3,64,64")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     from safetensors import safe_open
     with safe_open(str(neutral), "np") as f:
         assert f.metadata()["framework"] == "paddle" and "bn1._variance" in f.keys()
     again = tmp_path / "again.pt"
-    proc = run_cli("convert", *RESNET, "--from", neutral, "--to", again, "--input", "2,3,64,64")
+    proc = run_main("convert", *RESNET, "--from", neutral, "--to", again, "--input", "2,3,64,64")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    np.testing.assert_allclose(outputs_of("torch", "torchvision", str(again), x), expected, rtol=0, atol=1e-4)
+    np.testing.assert_allclose(outputs_of("torch", again, x), expected, rtol=0, atol=1e-4)
 
 
 def test_convert_writes_nothing_when_the_check_fails(tmp_path):
@@ -304,7 +315,7 @@ def test_convert_writes_nothing_when_the_check_fails(tmp_path):
     from tests import pair_models
     torch.save(pair_models.torch_net().state_dict(), tmp_path / "net.pt")
     pair = ["--torch", f"{PAIRS}:torch_net", "--paddle", f"{PAIRS}:paddle_net_bn_eps"]
-    proc = run_cli("convert", *pair, "--from", tmp_path / "net.pt", "--to", tmp_path / "net.pdparams",
+    proc = run_main("convert", *pair, "--from", tmp_path / "net.pt", "--to", tmp_path / "net.pdparams",
                    "--input", "4,3,8,8")
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "nothing was written" in proc.stdout and "block.1" in proc.stdout
@@ -324,7 +335,7 @@ def test_convert_bad_input_is_a_one_line_error(problem, tmp_path):
     elif problem == "same_framework":
         torch.save(pair_models.torch_net().state_dict(), source)
         target = tmp_path / "copy.pt"
-    proc = run_cli("convert", "--torch", f"{PAIRS}:torch_net", "--paddle", f"{PAIRS}:paddle_net", "--from", source,
+    proc = run_main("convert", "--torch", f"{PAIRS}:torch_net", "--paddle", f"{PAIRS}:paddle_net", "--from", source,
                    "--to", target, "--input", "4,3,8,8")
     assert proc.returncode == 2 and one_line_error(proc), proc.stderr
     assert not target.exists()

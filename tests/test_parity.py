@@ -8,7 +8,7 @@ import pytest
 
 from dualbench.common.tasks import (DataSpec, ModelSpec, Optimizer, Protocol, Task, act, bn2d, conv, dropout, dropout2d,
                           flatten, linear, maxpool)
-from tests.conftest import run_cli
+from tests.conftest import run_cli, run_main
 
 pytest.importorskip("torch")
 pytest.importorskip("paddle")
@@ -313,7 +313,7 @@ def test_rules_alone_recognise_bn_conventions():
 
 def test_cli_writes_csv_and_markdown_and_exits_0(tmp_path):
     out = tmp_path / "p"
-    proc = run_cli("parity", "--task", "mnist-mlp-sigmoid-mse", "--steps", "3", "--out", out)
+    proc = run_main("parity", "--task", "mnist-mlp-sigmoid-mse", "--steps", "3", "--out", out)
     assert proc.returncode == 0, proc.stderr
     assert "mnist-mlp-sigmoid-mse: pass" in proc.stdout
     frame = pd.read_csv(out / "parity.csv")
@@ -324,6 +324,8 @@ def test_cli_writes_csv_and_markdown_and_exits_0(tmp_path):
     assert "# dualbench parity" in (out / "parity.md").read_text()
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_cli_exits_1_outside_tolerance(tmp_path):
     proc = run_cli("parity", "--task", "mnist-mlp-sigmoid-mse", "--steps", "2", "--atol", "0", "--rtol", "0",
                    "--no-float64", "--out", tmp_path)

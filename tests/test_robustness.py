@@ -16,6 +16,8 @@ from tests.conftest import ROOT, default_signals, run_cli
 QUICK = ["--dataset", "synthetic-mnist", "--limit-train", "300", "--no-progress"]
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_divergence_is_recorded_not_hidden(tmp_path):
     proc = run_cli("run", "--task", "mnist-conv-mse", "--lr", "1e6", "--epochs", "3", "--out", tmp_path, *QUICK)
     assert proc.returncode == 0, proc.stderr
@@ -43,6 +45,8 @@ PADDLE_RAISES = PADDLE_IMPORT_HOOK.format(crash="raise RuntimeError('simulated c
 PADDLE_KILLED = PADDLE_IMPORT_HOOK.format(crash="os.kill(os.getpid(), signal.SIGKILL)")   # as the OOM killer would
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_failing_backend_is_recorded_and_others_go_on(tmp_path):
     # paddle "installed" but crashing on import in the worker, as a broken install would
     (tmp_path / "sitecustomize.py").write_text(PADDLE_RAISES)
@@ -67,6 +71,8 @@ def wait_for_rows(path, n, proc, timeout=240):
     raise AssertionError("no rows appeared")
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 @pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_interrupt_then_resume(tmp_path, sig, code):
     args = [sys.executable, "-m", "dualbench.cli", "run", "--task", "mnist-linear-mse", "--backend", "torch",
@@ -88,9 +94,11 @@ def test_interrupt_then_resume(tmp_path, sig, code):
     assert sorted(final.seed) == [0, 1, 2, 3]   # nothing lost, nothing duplicated
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_kill_9_never_corrupts_the_csv(tmp_path):
     args = [sys.executable, "-m", "dualbench.cli", "run", "--task", "mnist-linear-mse", "--backend", "torch",
-            "--seeds", "0,1,2,3,4,5", "--epochs", "1", "--out", str(tmp_path), *QUICK]
+            "--seeds", "0,1,2,3", "--epochs", "1", "--out", str(tmp_path), *QUICK]
     proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     wait_for_rows(tmp_path / "runs.csv", 2, proc)
@@ -105,7 +113,7 @@ def test_kill_9_never_corrupts_the_csv(tmp_path):
     assert rerun.returncode == 0, rerun.stderr
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".runs.csv")]
     assert not list(Path(tempfile.gettempdir()).glob(f"dualbench-cell-{proc.pid}-*"))
-    assert sorted(pd.read_csv(tmp_path / "runs.csv").seed) == [0, 1, 2, 3, 4, 5]
+    assert sorted(pd.read_csv(tmp_path / "runs.csv").seed) == [0, 1, 2, 3]
 
 
 def test_reruns_are_bit_identical(tmp_path, backend):
@@ -133,6 +141,8 @@ def read_bench(folder):
     return read_csv(folder / "bench.csv", BENCH_COLUMNS)
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_bench_failing_backend_is_recorded_reported_and_retried(tmp_path):
     from dualbench import backends
     if not backends.is_installed("torch"):
@@ -191,6 +201,8 @@ def test_bench_killed_worker_is_a_failed_cell(tmp_path):
                                       "try a smaller --batch-size)").all()
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_bench_divergence_is_recorded_and_not_retried(tmp_path):
     """A learning rate of 1e6 (patched into the task in every process): the loss becomes NaN/Inf within a
     few steps; the cells are `diverged` with the step and last finite loss, exit 0, and a rerun skips them."""
@@ -241,6 +253,8 @@ def test_out_of_memory_names_the_batch_size_and_suggests_a_smaller_one():
     assert error_line(ValueError("bad\nlast line"), {"batch_size": 8}) == "ValueError: last line"
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 @pytest.mark.parametrize("name", ["torch", "paddle"])
 def test_dataset_error_propagates_from_the_native_loader(name):
     """paddle's DataLoader reads in a thread even with num_workers=0; an error there used to leave the
@@ -344,6 +358,8 @@ def alive(pid):
         return False
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux-only")
 @pytest.mark.parametrize("command", ["bench", "run"])
 def test_workers_die_with_a_parent_killed_by_kill_9(tmp_path, command):

@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 
 from dualbench import study as S
+from dualbench.common.errors import UserError
 from dualbench.common.results import RUN_COLUMNS, append_rows, read_csv
 from dualbench.common.stats import holm
 from dualbench.study.studies import STUDIES, Arm, Comparison, DataPlan, Study
@@ -113,10 +114,42 @@ def test_summary_counts_diverged_seeds_and_leaves_them_out_of_the_mean():
     assert summary["test_acc"] == pytest.approx(0.85)
 
 
+def test_section_plots_and_index_are_rebuilt_from_runs_csv_alone(tmp_path, monkeypatch):
+    """study.md from a hand-made runs.csv, without training: its tables, claims, plot and the index."""
+    monkeypatch.setitem(STUDIES, "toy", TOY)
+    runs = pd.concat([fake_rows(task, accs, backend=backend) for backend in ("torch", "paddle")
+                      for task, accs in (("mnist-conv-ce", [0.95, 0.96, 0.955]),
+                                         ("mnist-conv-softmax-mse", [0.50, 0.55, 0.52]))])
+    runs = runs.assign(dataset_sha256="ab" * 32, val_acc=runs["test_acc"], train_acc=runs["test_acc"])
+    append_rows(tmp_path / "toy" / "runs.csv", runs.to_dict("records"), RUN_COLUMNS)
+    path = S.build_section(TOY, tmp_path)
+    text = path.read_text()
+    assert "# Study `toy`" in text and "## Data: mnist5k" in text and "### Claims" in text
+    assert "| CE beats softmax-MSE | torch |" in text and "holds" in text
+    assert (tmp_path / "toy" / "plots" / "toy-mnist5k.png").stat().st_size > 1000
+    assert "[toy](toy/study.md)" in (tmp_path / "index.md").read_text()
+    assert set(pd.read_csv(tmp_path / "toy" / "summary.csv")["backend"]) == {"torch", "paddle"}
+    with pytest.raises(UserError, match="no runs yet"):
+        S.build_section(TOY, tmp_path / "empty")
+
+
+def test_plans_and_the_labelled_fallback_dataset():
+    from dualbench.study.running import resolve_dataset, select_plans
+    plan = DataPlan("mnist", fallback="synthetic-mnist", limit_train=200, epochs=1, seeds=(0,), why="test")
+    dataset, why = resolve_dataset(plan)      # the tests' private data folder has no real MNIST
+    assert dataset == "synthetic-mnist" and why.startswith("mnist is not on this machine")
+    assert resolve_dataset(DataPlan("synthetic-mnist")) == ("synthetic-mnist", "")
+    assert select_plans(TOY, None) == list(TOY.data) and select_plans(TOY, "mnist5k") == list(TOY.data)
+    with pytest.raises(UserError, match="has no dataset cifar10"):
+        select_plans(TOY, "cifar10")
+
+
 # ---------------------------------------------------------------------------------------------
 # A real (tiny) study, end to end
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_tiny_study_runs_resumes_and_writes_its_section(tmp_path, monkeypatch):
     tiny = Study("tiny", "tiny study", "001",
                  arms=(Arm("mnist-mlp"), Arm("mnist-mlp-relu-logits")),
@@ -158,6 +191,8 @@ def test_old_runs_csv_is_upgraded_on_append(tmp_path):
     assert path.read_text().splitlines()[0] == ",".join(RUN_COLUMNS)
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_study_cli_errors_are_one_line(tmp_path):
     proc = run_cli("study", "no-such-study", "--out", tmp_path)
     assert proc.returncode == 2 and "unknown study 'no-such-study'" in proc.stderr
@@ -170,6 +205,8 @@ def test_study_cli_errors_are_one_line(tmp_path):
     assert listing.returncode == 0 and all(name in listing.stdout for name in STUDIES)
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_study_interrupted_by_sigterm_resumes_without_duplicates(tmp_path):
     """A real study (lenet on the real MNIST 5k subset, 2 seeds, torch) stopped by SIGTERM after its first run."""
     import signal
@@ -198,6 +235,7 @@ def test_study_interrupted_by_sigterm_resumes_without_duplicates(tmp_path):
     assert (tmp_path / "lenet" / "study.md").exists()
 
 
+@pytest.mark.slow
 def test_a_study_without_claims_still_writes_readable_tables(tmp_path, monkeypatch):
     """claims.csv of a study with no comparison is its header, not an empty file pandas cannot read."""
     no_claims = Study("none", "no claims", "001", arms=(Arm("mnist-linear-mse"),),

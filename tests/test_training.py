@@ -12,6 +12,7 @@ def cell(task, backend, **kw):
     return base
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("task", ["mnist-lenet", "mnist-conv-ce", "mnist-mlp"])
 def test_loss_falls(backend, task):
     rows, _ = run_cell(cell(task, backend.NAME, epochs=3), progress=False)

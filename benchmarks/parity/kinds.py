@@ -121,12 +121,30 @@ def compatible(kind_a, kind_b):
     return kind_a == kind_b or frozenset((kind_a, kind_b)) in COMPATIBLE
 
 
+TRANSPOSE_TILE = 256
+
+
+def contiguous_transpose(array):
+    """array.T as a C-contiguous copy, tile by tile: numpy's plain copy of a transposed view walks memory
+    with a stride of a whole row and took 0.84 s for a 4096 x 25088 float32 weight (vgg11's first
+    classifier layer) here, the tiles 0.28 s."""
+    array = np.asarray(array)
+    if array.ndim != 2 or array.size < TRANSPOSE_TILE * TRANSPOSE_TILE:
+        return np.ascontiguousarray(array.T)
+    out = np.empty(array.shape[::-1], array.dtype)
+    rows, cols = array.shape
+    for i in range(0, rows, TRANSPOSE_TILE):
+        for j in range(0, cols, TRANSPOSE_TILE):
+            out[j:j + TRANSPOSE_TILE, i:i + TRANSPOSE_TILE] = array[i:i + TRANSPOSE_TILE, j:j + TRANSPOSE_TILE].T
+    return out
+
+
 def apply_transform(array, transform):
-    """numpy array in one layout -> the other (transpose is its own inverse)."""
+    """numpy array in one layout -> the other, C-contiguous (transpose is its own inverse)."""
     if transform == "none":
         return array
     if transform == "transpose":
-        return array.T
+        return contiguous_transpose(array)
     raise ValueError(f"unknown transform {transform!r} (known: {', '.join(TRANSFORMS)})")
 
 

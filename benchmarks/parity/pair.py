@@ -20,7 +20,7 @@ import numpy as np
 
 from dualbench.common.errors import UserError
 from dualbench.common.init import shared_weights
-from dualbench.parity.kinds import BATCHNORM_KINDS
+from dualbench.parity.kinds import BATCHNORM_KINDS, contiguous_transpose
 from dualbench.common.tasks import DataSpec, Optimizer, Protocol, Task
 from dualbench.parity.mapping import from_canonical, to_canonical
 
@@ -182,7 +182,7 @@ def _layout(side, tensor, array):
     """One tensor between a side's layout and the canonical one (the transforms are their own inverse)."""
     if side == "torch" or tensor.transform == "none":
         return array
-    return np.ascontiguousarray(array.T)
+    return contiguous_transpose(array)
 
 
 # ---------------------------------------------------------------------------------------------
