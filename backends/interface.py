@@ -86,11 +86,15 @@ class Weights(Protocol):
 class Train(Protocol):
     """Training and evaluation: loss, optimizer, scheduler, regularisers, clipping, one epoch."""
 
-    def primary_output(self, value):
-        """The tensor a loss is computed on: the output itself, or the first tensor of a tuple/dict."""
+    def primary_output(self, value, leaf=0):
+        """The tensor a loss is computed on: the output itself, or the leaf-th tensor of a tuple/list/dict
+        output in flattened order."""
+
+    def call_model(self, model, xb):
+        """The model on a batch: one tensor, or (args, kwargs) for a model with several inputs."""
 
     def make_loss(self, task):
-        """The task's data loss: ce | mse_value | mse_onehot | mse | sum."""
+        """The task's data loss on output task.output_leaf: ce | mse_value | mse_onehot | mse | sum | ce_last."""
 
     def predict_classes(self, out, num_classes):
         """argmax for class scores; the rounded value (clipped to the classes) for a 1-output regressor."""
@@ -160,8 +164,13 @@ class Inspect(Protocol):
         """'float32' | 'float64': parameters and BatchNorm running statistics alike."""
 
     def module_table(self, model):
-        """{qualified name: {"type", "tensors": {local name: shape}, "config"}} of every module that is a
-        leaf or holds tensors itself."""
+        """{qualified name: {"type", "bases", "tensors": {local name: shape}, "config", "unit", "composite"}}
+        of every module that is a leaf, holds tensors itself, is a unit (attention, RNN: one module with its
+        submodules' tensors) or a composite (Transformer layers: recorded beside their submodules). A
+        tensor held by two modules is listed once."""
+
+    def state_shapes(self, model):
+        """{state name: shape}, without copying a tensor."""
 
     def module_config(self, module):
         """The settings of a layer that change what it computes, under framework-neutral keys (the same in
@@ -174,22 +183,39 @@ class Inspect(Protocol):
         """Copy numpy arrays into the named state tensors (same shapes; other tensors are left alone)."""
 
     def watch_modules(self, model, callback, names=None):
-        """Call callback(name, inputs, outputs) after every call of the named modules (numpy lists, inputs
-        read before the module runs); returns a function that removes the hooks."""
+        """Call callback(name, inputs, outputs, kwargs) after every call of the named modules (numpy lists,
+        inputs read before the module runs, keyword tensors and flags); returns a function that removes
+        the hooks."""
 
     def inject_dropout_masks(self, model, mask_for, keys=None):
         """Give the dropout modules the mask mask_for(key, input_shape, p, channelwise) in train mode, so
         that both frameworks drop the same values; returns a function that removes the hooks."""
 
+    def model_call(self, inputs):
+        """(args, kwargs) as tensors from numpy inputs: one array, a list of positional arrays, or
+        {"args": [...], "kwargs": {name: array}}."""
+
+    def no_fastpath(self):
+        """A context without fused eval paths that skip submodules' hooks (torch's MultiheadAttention and
+        Transformer layers)."""
+
     def forward(self, model, inputs, train):
-        """Run the model on numpy inputs (one array, or a list for several positional inputs)."""
+        """Run the model on numpy inputs (see model_call), without autograd."""
+
+    def output_leaves(self, value, path="output"):
+        """[(path, numpy)] of a model's output, each tensor named by where it sits (output[1][0])."""
 
     def record_calls(self, model, inputs, train, names=None):
-        """One forward pass recording every module call: (calls in execution order, the model's output
-        tensors as numpy or None, the error message when a module raised)."""
+        """One forward pass recording every module call: (calls in execution order {module, call, inputs,
+        kwargs, outputs}, the model's output leaves or None, the error message when a module raised)."""
 
-    def call_module(self, model, name, inputs, train):
-        """Run one module alone on numpy inputs (as captured from a call); returns its outputs (numpy)."""
+    def call_module(self, model, name, inputs, train, kwargs=None):
+        """Run one module alone on numpy inputs and keyword arguments (as captured from a call); returns
+        its outputs (numpy)."""
+
+    def functional_dropout_off(self, model):
+        """Dropout inside a module's own computation (attention weights, between RNN layers) set to 0:
+        ([(module, p)] changed, a function that restores them)."""
 
     def trainable_names(self, model):
         """Native names of the parameters an optimizer updates."""

@@ -108,6 +108,25 @@ def count_parameters(model):
     return total
 
 
+def forward_macs(model):
+    """Multiply-accumulates of one sample's forward pass through the conv and linear layers (stride 1 convs,
+    square pooling), the rest left out: how much a task computes, without a framework. mnist-linear-mse 784,
+    mnist-conv-ce 2.4 million."""
+    c, h, w = model.input_shape
+    total = 0
+    for layer in model.layers:
+        a = dict(layer.args)
+        if layer.kind == "conv":
+            h, w = h + 2 * a["pad"] - a["k"] + 1, w + 2 * a["pad"] - a["k"] + 1
+            c = a["cout"]
+            total += a["cout"] * h * w * a["cin"] * a["k"] * a["k"]
+        elif layer.kind == "maxpool":
+            h, w = h // a["k"], w // a["k"]
+        elif layer.kind == "linear":
+            total += a["fin"] * a["fout"]
+    return total
+
+
 # ---------------------------------------------------------------------------------------------
 # Protocol
 
@@ -160,11 +179,13 @@ class Task:
     seed_note: str         # which seed note(s) it comes from
     model: ModelSpec
     loss: str              # ce | mse_value (regress the digit value) | mse_onehot (softmax output vs one-hot)
-                           # | mse (float targets of the output's shape) | sum (output sum): model pairs
+                           # | mse (float targets of the output's shape) | sum (output sum) | ce_last
+                           # (classes on the last axis: [N, T, V] outputs, [N, T] labels): model pairs
     protocol: Protocol
     data: DataSpec
     notes: str = ""
     target_accuracy: Optional[float] = None  # for time-to-target in benchmarks
+    output_leaf: int = 0   # model pairs: which tensor of a tuple/dict output the loss is on (flattened order)
 
     @property
     def num_classes(self):
@@ -173,7 +194,7 @@ class Task:
         return 10 if self.loss == "mse_value" else self.model.num_outputs
 
 
-LOSSES = ("ce", "mse_value", "mse_onehot", "mse", "sum")   # mse, sum: model pairs (parity)
+LOSSES = ("ce", "mse_value", "mse_onehot", "mse", "sum", "ce_last")   # mse, sum, ce_last: model pairs (parity)
 
 # ---------------------------------------------------------------------------------------------
 # The MNIST family (seeds 000, 001, 002, 004)

@@ -5,6 +5,7 @@ weights [in, out], BatchNorm statistics `_mean` / `_variance`); the parity engin
 layouts between the frameworks (dualbench.parity.mapping). Modules are addressed by their
 qualified names (`layer1.0.conv1`), as `named_sublayers()` gives them.
 """
+import contextlib
 import copy
 
 import numpy as np
@@ -60,29 +61,159 @@ def _modules(model):
     return dict(model.named_sublayers(include_self=True))
 
 
+# Layers compared as one unit: their sublayers' tensors are theirs, their sublayers are not hooked. An RNN
+# lists each cell's weights a second time under `0.cell.*` (the same tensors); MultiHeadAttention's
+# q/k/v/out projections together make torch's packed in_proj and out_proj.
+def _optional(path):
+    """A class that only newer paddles have (paddle.compat.* arrived after 2.6), or None."""
+    value = paddle
+    for part in path.split("."):
+        value = getattr(value, part, None)
+    return value
+
+
+UNIT_TYPES = tuple(t for t in (nn.MultiHeadAttention, _optional("compat.nn.MultiheadAttention"), nn.LSTM, nn.GRU,
+                             nn.SimpleRNN) if t)
+# Containers whose calls are recorded (and compared) as well as their sublayers': what they compute around
+# their sublayers (normalize_before, the activation between the feed-forward layers) is not a layer.
+COMPOSITE_TYPES = (nn.TransformerEncoderLayer, nn.TransformerDecoderLayer, nn.TransformerEncoder,
+                   nn.TransformerDecoder, nn.Transformer)
+
+
 def module_table(model):
-    """{qualified name: {"type", "tensors": {local name: shape}, "config"}} of every layer that is a
-    leaf or holds tensors itself (parameters and buffers it creates directly)."""
-    table = {}
+    """{qualified name: {"type", "bases", "tensors": {local name: shape}, "config", "unit", "composite"}}
+    of every layer that is a leaf, holds tensors itself, is a unit (UNIT_TYPES, with its sublayers'
+    tensors under dotted local names) or a composite (COMPOSITE_TYPES). A tensor held by two layers (an
+    RNN's cells, tied weights) is listed once, by the first; buffers that are not saved with the model are
+    left out."""
+    table, seen, folded = {}, set(), []
+    state = set(model.state_dict())   # non-persistent buffers (paddle's RNN _dropout_state) are not the model's
     for name, layer in model.named_sublayers(include_self=True):
-        own = {**dict(layer.named_parameters(include_sublayers=False)),
-               **dict(layer.named_buffers(include_sublayers=False))}
-        if next(iter(layer.children()), None) is not None and not own:
+        if any(name.startswith(prefix) for prefix in folded):
+            continue
+        unit = isinstance(layer, UNIT_TYPES)
+        if unit:
+            folded.append(f"{name}." if name else "")
+            found = {**dict(layer.named_parameters()), **dict(layer.named_buffers())}
+        else:
+            found = {**dict(layer.named_parameters(include_sublayers=False)),
+                     **dict(layer.named_buffers(include_sublayers=False))}
+        own = {}
+        for key, value in found.items():
+            if value is not None and id(value) not in seen and f"{name}.{key}".lstrip(".") in state:
+                seen.add(id(value))
+                own[key] = tuple(value.shape)
+        composite = isinstance(layer, COMPOSITE_TYPES)
+        if next(iter(layer.children()), None) is not None and not own and not unit and not composite:
             continue   # a container: its children are the modules (the model itself is named "")
         table[name] = {"type": type(layer).__name__,
                        "bases": [c.__name__ for c in type(layer).__mro__[1:] if issubclass(c, nn.Layer) and c is not nn.Layer],
-                       "tensors": {k: tuple(v.shape) for k, v in own.items() if v is not None},
-                       "config": module_config(layer)}
+                       "tensors": own, "config": module_config(layer), "unit": unit, "composite": composite}
     return table
+
+
+def state_shapes(model):
+    """{state name: shape} without copying a tensor."""
+    return {name: tuple(value.shape) for name, value in model.state_dict().items()}
 
 
 def _pair(value, n=2):
     return tuple(value) if isinstance(value, (tuple, list)) else (value,) * n
 
 
+def _compat(name):
+    """paddle.compat.nn.<name> (torch-style classes: Linear, MultiheadAttention, AvgPool2d, Softmax), or a
+    class nothing is an instance of on a paddle without it (paddle.compat arrived after 2.6)."""
+    return getattr(getattr(getattr(paddle, "compat", None), "nn", None), name, None) or type(None)
+
+
+def _activation_name(fn):
+    """'relu' | 'gelu' | 'gelu_tanh' for a Transformer layer's activation (paddle holds getattr(F, name):
+    F.relu or F.gelu, exact by default), nn.ReLU, nn.GELU or a functools.partial of F.gelu."""
+    functional = paddle.nn.functional
+    keywords = getattr(fn, "keywords", None) or {}
+    fn = getattr(fn, "func", fn)
+    if fn is functional.relu or isinstance(fn, nn.ReLU):
+        return "relu"
+    if isinstance(fn, nn.GELU):
+        return "gelu_tanh" if fn._approximate in (True, "tanh") else "gelu"
+    if fn is functional.gelu:
+        return "gelu_tanh" if keywords.get("approximate") in (True, "tanh") else "gelu"
+    return getattr(fn, "__name__", type(fn).__name__)
+
+
+def _torch_style_attention(module):
+    """paddle.compat.nn.MultiheadAttention: torch's names, layout, defaults and mask polarity."""
+    return dict(embed_dim=module.embed_dim, num_heads=module.num_heads, kdim=module.kdim, vdim=module.vdim,
+                bias=module.in_proj_bias is not None or module.q_proj_bias is not None,
+                batch_first=bool(module.batch_first), dropout=float(module.dropout),
+                add_bias_kv=bool(module.add_bias_kv), add_zero_attn=bool(module.add_zero_attn), mask_blocks=True,
+                scaling="head_dim", need_weights=None)
+
+
+def _sequence_config(module):
+    """Settings of the recurrent, attention, Embedding, InstanceNorm and Transformer layers, replayed by
+    dualbench.parity.conventions.sequence (the same keys as the torch backend's); None for other layers.
+    paddle: batch first (time_major=False; MultiHeadAttention and the Transformer layers always), a boolean
+    attention mask's True keeps (mask_blocks False), Embedding returns zeros for padding_idx, InstanceNorm has
+    scale and bias and keeps no running statistics. (The LSTM projection weight_ho is [hidden, proj], torch's
+    weight_hr transposed: a layout the mapping handles, not a setting.)"""
+    if isinstance(module, nn.layer.rnn.RNNBase):
+        mode = {"LSTM": "lstm", "GRU": "gru"}.get(module.mode, "rnn")
+        cell = next(layer for name, layer in module.named_sublayers() if name.split(".")[-1] in ("cell", "cell_fw"))
+        # without bias paddle keeps zero biases that it does not train (stop_gradient)
+        config = dict(mode=mode, hidden_size=module.hidden_size, num_layers=module.num_layers,
+                      bidirectional=module.num_directions == 2, batch_first=not module.time_major,
+                      proj_size=module.proj_size, dropout=float(module.dropout),
+                      bias=cell.bias_ih is not None and not cell.bias_ih.stop_gradient)
+        extra = {"lstm": {}, "gru": {"reset_after": True},
+                 "rnn": {"nonlinearity": "relu" if module.mode == "RNN_RELU" else "tanh"}}
+        return {**config, **extra[mode]}
+    if isinstance(module, _compat("MultiheadAttention")):
+        return _torch_style_attention(module)
+    if isinstance(module, nn.MultiHeadAttention):
+        return dict(embed_dim=module.embed_dim, num_heads=module.num_heads, kdim=module.kdim, vdim=module.vdim,
+                    bias=module.q_proj.bias is not None, batch_first=True, dropout=float(module.dropout),
+                    add_bias_kv=False, add_zero_attn=False, mask_blocks=False, scaling="head_dim",
+                    need_weights=bool(module.need_weights))   # paddle: a constructor flag; per-head weights
+    if isinstance(module, nn.Embedding):
+        pad = module._padding_idx
+        return dict(padding_idx=None if pad is None else (pad + module.weight.shape[0] if pad < 0 else pad),
+                    zero_padding_output=True, max_norm=module._max_norm, norm_type=float(module._norm_type))
+    if isinstance(module, nn.layer.norm._InstanceNormBase):
+        return dict(eps=float(module._epsilon), affine=module.scale is not None, track_running_stats=False,
+                    new_batch_weight=None)
+    if isinstance(module, (nn.TransformerEncoderLayer, nn.TransformerDecoderLayer)):
+        attention = module.self_attn
+        return dict(d_model=attention.embed_dim, nhead=attention.num_heads,
+                    dim_feedforward=module.linear1.weight.shape[1], norm_first=bool(module.normalize_before),
+                    activation=_activation_name(module.activation), layer_norm_eps=float(module.norm1._epsilon),
+                    batch_first=True, dropout=float(module.dropout1.p), attn_dropout=float(attention.dropout),
+                    act_dropout=float(module.dropout.p), bias=module.linear1.bias is not None, mask_blocks=False,
+                    scaling="head_dim")
+    return None
+
+
+def _torch_style_config(module):
+    """paddle.compat.nn's torch-style AvgPool2d (count_include_pad) and Softmax (dim=None: torch's implicit
+    axis), which are no subclasses of nn.AvgPool2D / nn.Softmax; None for other layers. (compat.nn.Linear has
+    no settings, as torch's Linear; its weight is [out, in], not nn.Linear's [in, out].)"""
+    if isinstance(module, _compat("AvgPool2d")):
+        return dict(kernel=_pair(module.kernel_size), stride=_pair(module.stride or module.kernel_size),
+                    padding=_pair(module.padding), ceil_mode=bool(module.ceil_mode),
+                    include_pad=bool(module.count_include_pad))
+    if isinstance(module, _compat("Softmax")):
+        return {"axis": module._dim}
+    return None
+
+
 def module_config(module):
     """The settings of a layer that change what it computes, in framework-neutral words (the same
     keys as the torch backend's): what the parity diagnosis replays with a convention flipped."""
+    special = _sequence_config(module)
+    special = _torch_style_config(module) if special is None else special
+    if special is not None:
+        return special
     config = {}
     if isinstance(module, nn.layer.norm._BatchNormBase) or type(module).__name__ == "BatchNorm":
         # paddle's momentum is the weight kept on the old running value
@@ -142,22 +273,37 @@ def load_state_arrays(model, arrays):
         state[name].set_value(np.asarray(value, order="C"))
 
 
+def _values(kwargs):
+    """A call's keyword arguments as numpy (tensors) or as they are (flags)."""
+    out = {}
+    for key, value in (kwargs or {}).items():
+        if isinstance(value, paddle.Tensor):
+            out[key] = to_numpy(value)
+        elif value is None or isinstance(value, (bool, int, float, str)):
+            out[key] = value
+    return out
+
+
 def watch_modules(model, callback, names=None):
-    """Call callback(name, inputs, outputs) after every call of the named layers (all layers of
-    module_table when names is None), inputs and outputs as lists of numpy arrays. Inputs are read
-    before the layer runs, so an in-place layer shows its real input.
-    Returns a function that removes the hooks.
+    """Call callback(name, inputs, outputs, kwargs) after every call of the named layers (all layers of
+    module_table when names is None): inputs (positional) and outputs as lists of numpy arrays, kwargs
+    {name: numpy array or flag}. Inputs are read before the layer runs, so an in-place layer shows its
+    real input. Returns a function that removes the hooks.
     """
     modules = _modules(model)
     names = list(module_table(model)) if names is None else [n for n in names if n in modules]
     handles = []
     for name in names:
         pending = []
-        handles.append(modules[name].register_forward_pre_hook(
-            lambda layer, inputs, pending=pending: pending.append(tensors_of(inputs))))
-        handles.append(modules[name].register_forward_post_hook(
-            lambda layer, inputs, output, name=name, pending=pending:
-            callback(name, pending.pop() if pending else tensors_of(inputs), tensors_of(output))))
+
+        def before(layer, args, kwargs, pending=pending):
+            pending.append((tensors_of(args), _values(kwargs)))
+
+        def after(layer, args, kwargs, output, name=name, pending=pending):
+            ins, keywords = pending.pop() if pending else (tensors_of(args), _values(kwargs))
+            callback(name, ins, tensors_of(output), keywords)
+        handles.append(modules[name].register_forward_pre_hook(before, with_kwargs=True))
+        handles.append(modules[name].register_forward_post_hook(after, with_kwargs=True))
     return lambda: [h.remove() for h in handles]
 
 
@@ -199,42 +345,88 @@ def inject_dropout_masks(model, mask_for, keys=None):
     return remove
 
 
+def model_call(inputs):
+    """(args, kwargs) as tensors from numpy inputs: one array, a list of positional arrays, or
+    {"args": [...], "kwargs": {name: array}} (inputs bound to forward()'s parameter names)."""
+    if isinstance(inputs, dict):
+        return ([to_tensor(a) for a in inputs.get("args", [])],
+                {k: to_tensor(v) if isinstance(v, np.ndarray) else v for k, v in inputs.get("kwargs", {}).items()})
+    return [to_tensor(a) for a in (inputs if isinstance(inputs, (list, tuple)) else [inputs])], {}
+
+
+@contextlib.contextmanager
+def no_fastpath():
+    """paddle has no fused eval path that skips its sublayers' hooks: nothing to switch off (the mirror of
+    the torch backend's, where MultiheadAttention and the Transformer layers have one)."""
+    yield
+
+
 def forward(model, inputs, train):
-    """Run the model on numpy inputs (one array, or a list for several positional inputs)."""
+    """Run the model on numpy inputs (see model_call), without autograd."""
     set_mode(model, train)
-    args = [to_tensor(a) for a in (inputs if isinstance(inputs, (list, tuple)) else [inputs])]
-    with paddle.no_grad():
-        return model(*args)
+    args, kwargs = model_call(inputs)
+    with paddle.no_grad(), no_fastpath():
+        return model(*args, **kwargs)
+
+
+def output_leaves(value, path="output"):
+    """[(path, numpy)] of a model's output: a tensor, or nested tuples/lists/dicts of them, each leaf named
+    by where it sits (output[1][0] is h of (out, (h, c)); None leaves are skipped)."""
+    if isinstance(value, paddle.Tensor):
+        return [(path, to_numpy(value))]
+    if isinstance(value, dict):
+        return [leaf for k, v in value.items() for leaf in output_leaves(v, f"{path}[{k!r}]")]
+    if isinstance(value, (tuple, list)):
+        return [leaf for i, v in enumerate(value) for leaf in output_leaves(v, f"{path}[{i}]")]
+    return []
 
 
 def record_calls(model, inputs, train, names=None):
     """One forward pass that records every call of the layers (see watch_modules).
 
     Returns (calls, outputs, error): calls in execution order as dicts {module, call (1-based per
-    layer), inputs, outputs}; the model's output tensors (numpy list) or None; the error message
-    when a layer raised (the calls up to it are kept).
+    layer), inputs, kwargs, outputs}; the model's output leaves [(path, numpy)] or None; the error
+    message when a layer raised (the calls up to it are kept).
     """
     calls, counts = [], {}
 
-    def record(name, ins, outs):
+    def record(name, ins, outs, kwargs):
         counts[name] = counts.get(name, 0) + 1
-        calls.append({"module": name, "call": counts[name], "inputs": ins, "outputs": outs})
+        calls.append({"module": name, "call": counts[name], "inputs": ins, "kwargs": kwargs, "outputs": outs})
 
     remove = watch_modules(model, record, names)
     try:
-        return calls, tensors_of(forward(model, inputs, train)), None
-    except (RuntimeError, ValueError, AssertionError, TypeError, IndexError) as e:
+        return calls, output_leaves(forward(model, inputs, train)), None
+    except (RuntimeError, ValueError, AssertionError, TypeError, IndexError, KeyError) as e:
         return calls, None, f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
     finally:
         remove()
 
 
-def call_module(model, name, inputs, train):
-    """Run one layer alone on numpy inputs (as captured from a call); returns its outputs (numpy)."""
+def call_module(model, name, inputs, train, kwargs=None):
+    """Run one layer alone on numpy inputs and keyword arguments (as captured from a call); returns its
+    outputs (numpy)."""
     layer = _modules(model)[name]
     set_mode(layer, train)
-    with paddle.no_grad():
-        return tensors_of(layer(*[to_tensor(a) for a in inputs]))
+    with paddle.no_grad(), no_fastpath():
+        return tensors_of(layer(*[to_tensor(a) for a in inputs],
+                                **{k: to_tensor(v) if isinstance(v, np.ndarray) else v for k, v in (kwargs or {}).items()}))
+
+
+def functional_dropout_off(model):
+    """Dropout that runs inside a layer's own computation (MultiHeadAttention's attention weights, between
+    an RNN's layers) cannot be given the other framework's mask: set to 0 for the check. Returns
+    ([(layer, p)] changed, a function that restores them)."""
+    changed = []
+    for name, layer in model.named_sublayers(include_self=True):
+        if isinstance(layer, UNIT_TYPES) and float(getattr(layer, "dropout", 0.0) or 0.0) > 0:
+            changed.append((name, layer, float(layer.dropout)))
+            layer.dropout = 0.0
+
+    def restore():
+        for _, layer, p in changed:
+            layer.dropout = p
+    return [(name, p) for name, _, p in changed], restore
 
 
 def trainable_names(model):
@@ -258,12 +450,12 @@ def loss_and_gradients(state, x, y):
     Returns {"loss", "objective", "output"}; raises what the framework raises (e.g. a
     cross-entropy label of the wrong shape or dtype).
     """
-    from dualbench.backends.paddle.train import primary_output, regularisation
+    from dualbench.backends.paddle.train import call_model, primary_output, regularisation
     state.model.clear_gradients(set_to_zero=False)
-    out = state.model(x)
+    out = call_model(state.model, x)
     loss = state.loss_fn(out, y)
     reg = regularisation(state.task, state.model)
     objective = loss if reg is None else loss + reg
     objective.backward()
     return {"loss": float(loss.detach()), "objective": float(objective.detach()),
-            "output": to_numpy(primary_output(out))}
+            "output": to_numpy(primary_output(out, state.task.output_leaf))}

@@ -21,16 +21,33 @@ class TrainState:
     dev: str
 
 
-def primary_output(value):
-    """The tensor a loss is computed on: the output itself, or the first tensor of a tuple/dict
-    (models that also return auxiliary outputs)."""
+def primary_output(value, leaf=0):
+    """The tensor a loss is computed on: the output itself, or the leaf-th tensor (0: the first) of a
+    tuple/list/dict output, in flattened order (models that also return states or attention weights)."""
     if isinstance(value, paddle.Tensor):
         return value
+    leaves = _leaves(value)
+    if not leaves:
+        raise TypeError(f"the model returns {type(value).__name__}, not a tensor")
+    if leaf >= len(leaves):
+        raise ValueError(f"the model returns {len(leaves)} tensors; output {leaf} does not exist")
+    return leaves[leaf]
+
+
+def _leaves(value):
+    if isinstance(value, paddle.Tensor):
+        return [value]
     if isinstance(value, dict):
         value = list(value.values())
-    if isinstance(value, (tuple, list)) and value:
-        return primary_output(value[0])
-    raise TypeError(f"the model returns {type(value).__name__}, not a tensor")
+    return [t for v in value for t in _leaves(v)] if isinstance(value, (tuple, list)) else []
+
+
+def call_model(model, xb):
+    """The model on a batch: one tensor, or (args, kwargs) for a model with several inputs (parity's model
+    pairs: token ids, masks, initial states bound to forward()'s parameter names)."""
+    if isinstance(xb, tuple) and len(xb) == 2 and isinstance(xb[1], dict):
+        return model(*xb[0], **xb[1])
+    return model(xb)
 
 
 def make_loss(task):
@@ -45,11 +62,13 @@ def make_loss(task):
         "mse_onehot": lambda out, y: F.mse_loss(out, F.one_hot(y, out.shape[1]).astype(out.dtype)),
         "mse": lambda out, y: F.mse_loss(out, y.astype(out.dtype)),
         "sum": lambda out, y: out.sum(),
+        # classes on the last axis ([N, T, V] outputs, [N, T] labels), the mean over every position
+        "ce_last": lambda out, y: F.cross_entropy(out.reshape([-1, out.shape[-1]]), y.reshape([-1]), axis=1),
     }
     if task.loss not in losses:
         raise ValueError(f"unknown loss {task.loss!r}")
-    loss = losses[task.loss]
-    return lambda out, y: loss(primary_output(out), y)
+    loss, leaf = losses[task.loss], task.output_leaf
+    return lambda out, y: loss(primary_output(out, leaf), y)
 
 
 def predict_classes(out, num_classes):
@@ -111,7 +130,7 @@ def regularisation(task, model):
 
 def train_step(state, xb, yb):
     """One optimizer step; returns (data loss, model output), both still on the device."""
-    out = state.model(xb)
+    out = call_model(state.model, xb)
     loss = state.loss_fn(out, yb)
     reg = regularisation(state.task, state.model)
     objective = loss if reg is None else loss + reg
@@ -122,7 +141,7 @@ def train_step(state, xb, yb):
         # factor differs by about 1e-6/norm relative
         paddle.nn.utils.clip_grad_norm_(state.model.parameters(), state.task.protocol.grad_clip)
     state.optimizer.step()
-    return loss.detach(), primary_output(out).detach()
+    return loss.detach(), primary_output(out, state.task.output_leaf).detach()
 
 
 def train_epoch(state, loader, on_step=None):

@@ -4,6 +4,7 @@ Everything comes back as numpy under torch's own names and in torch's own layout
 engine maps names and layouts between the frameworks (dualbench.parity.mapping). Modules are
 addressed by their qualified names (`layer1.0.conv1`), as `named_modules()` gives them.
 """
+import contextlib
 import copy
 
 import numpy as np
@@ -59,28 +60,112 @@ def _modules(model):
     return dict(model.named_modules())
 
 
+# Modules compared as one unit: their submodules' tensors are theirs, their submodules are not hooked.
+# MultiheadAttention computes with its out_proj's weight but never calls that module; an RNN keeps all
+# its layers' weights itself.
+UNIT_TYPES = (nn.MultiheadAttention, nn.RNNBase)
+# Containers whose calls are recorded (and compared) as well as their submodules': what they compute
+# around their submodules (norm_first, the activation between the feed-forward layers) is not a module.
+COMPOSITE_TYPES = (nn.TransformerEncoderLayer, nn.TransformerDecoderLayer, nn.TransformerEncoder,
+                   nn.TransformerDecoder, nn.Transformer)
+
+
 def module_table(model):
-    """{qualified name: {"type", "tensors": {local name: shape}, "config"}} of every module that is a
-    leaf or holds tensors itself (parameters and buffers it registers directly)."""
-    table = {}
+    """{qualified name: {"type", "bases", "tensors": {local name: shape}, "config", "unit", "composite"}}
+    of every module that is a leaf, holds tensors itself, is a unit (UNIT_TYPES, with its submodules'
+    tensors under dotted local names) or a composite (COMPOSITE_TYPES). A tensor held by two modules
+    (tied weights) is listed once, by the first; buffers that are not saved with the model are left out."""
+    table, seen, folded = {}, set(), []
+    state = set(model.state_dict())   # non-persistent buffers (paddle's RNN _dropout_state) are not the model's
     for name, module in model.named_modules():
-        own = {**dict(module.named_parameters(recurse=False)), **dict(module.named_buffers(recurse=False))}
-        if next(module.children(), None) is not None and not own:
+        if any(name.startswith(prefix) for prefix in folded):
+            continue
+        unit = isinstance(module, UNIT_TYPES)
+        if unit:
+            folded.append(f"{name}." if name else "")
+            found = {**dict(module.named_parameters()), **dict(module.named_buffers())}
+        else:
+            found = {**dict(module.named_parameters(recurse=False)), **dict(module.named_buffers(recurse=False))}
+        own = {}
+        for key, value in found.items():
+            if value is not None and id(value) not in seen and f"{name}.{key}".lstrip(".") in state:
+                seen.add(id(value))
+                own[key] = tuple(value.shape)
+        composite = isinstance(module, COMPOSITE_TYPES)
+        if next(module.children(), None) is not None and not own and not unit and not composite:
             continue   # a container: its children are the modules (the model itself is named "")
         table[name] = {"type": type(module).__name__,
                        "bases": [c.__name__ for c in type(module).__mro__[1:] if issubclass(c, nn.Module) and c is not nn.Module],
-                       "tensors": {k: tuple(v.shape) for k, v in own.items() if v is not None},
-                       "config": module_config(module)}
+                       "tensors": own, "config": module_config(module), "unit": unit, "composite": composite}
     return table
+
+
+def state_shapes(model):
+    """{state name: shape} without copying a tensor."""
+    return {name: tuple(value.shape) for name, value in model.state_dict().items()}
 
 
 def _pair(value, n=2):
     return tuple(value) if isinstance(value, (tuple, list)) else (value,) * n
 
 
+def _activation_name(fn):
+    """'relu' | 'gelu' | 'gelu_tanh' for a Transformer layer's activation: F.relu, F.gelu, nn.ReLU, nn.GELU
+    or a functools.partial of F.gelu; any other callable by its name."""
+    functional = torch.nn.functional
+    keywords = getattr(fn, "keywords", None) or {}
+    fn = getattr(fn, "func", fn)
+    if fn is functional.relu or isinstance(fn, nn.ReLU):
+        return "relu"
+    if isinstance(fn, nn.GELU):
+        return "gelu_tanh" if fn.approximate == "tanh" else "gelu"
+    if fn is functional.gelu:
+        return "gelu_tanh" if keywords.get("approximate") == "tanh" else "gelu"
+    return getattr(fn, "__name__", type(fn).__name__)
+
+
+def _sequence_config(module):
+    """Settings of the recurrent, attention, Embedding, InstanceNorm and Transformer layers, replayed by
+    dualbench.parity.conventions.sequence (the same keys as the paddle backend's); None for other modules.
+    torch: batch_first=False by default, a boolean attention mask's True blocks (mask_blocks), Embedding
+    returns the padding row, InstanceNorm has no affine and no running statistics by default."""
+    if isinstance(module, nn.RNNBase):
+        mode = {"LSTM": "lstm", "GRU": "gru"}.get(module.mode, "rnn")
+        config = dict(mode=mode, hidden_size=module.hidden_size, num_layers=module.num_layers,
+                      bidirectional=bool(module.bidirectional), batch_first=bool(module.batch_first),
+                      proj_size=module.proj_size, dropout=float(module.dropout), bias=bool(module.bias))
+        extra = {"lstm": {}, "gru": {"reset_after": True},
+                 "rnn": {"nonlinearity": getattr(module, "nonlinearity", "tanh")}}
+        return {**config, **extra[mode]}
+    if isinstance(module, nn.MultiheadAttention):
+        return dict(embed_dim=module.embed_dim, num_heads=module.num_heads, kdim=module.kdim, vdim=module.vdim,
+                    bias=module.in_proj_bias is not None, batch_first=bool(module.batch_first),
+                    dropout=float(module.dropout), add_bias_kv=module.bias_k is not None,
+                    add_zero_attn=bool(module.add_zero_attn), mask_blocks=True, scaling="head_dim",
+                    need_weights=None)   # torch decides need_weights per call
+    if isinstance(module, nn.Embedding):
+        return dict(padding_idx=module.padding_idx, zero_padding_output=False, max_norm=module.max_norm,
+                    norm_type=float(module.norm_type))
+    if isinstance(module, nn.modules.instancenorm._InstanceNorm):
+        return dict(eps=module.eps, affine=bool(module.affine), track_running_stats=bool(module.track_running_stats),
+                    new_batch_weight=module.momentum)
+    if isinstance(module, (nn.TransformerEncoderLayer, nn.TransformerDecoderLayer)):
+        attention = module.self_attn
+        return dict(d_model=attention.embed_dim, nhead=attention.num_heads,
+                    dim_feedforward=module.linear1.out_features, norm_first=bool(module.norm_first),
+                    activation=_activation_name(module.activation), layer_norm_eps=float(module.norm1.eps),
+                    batch_first=bool(attention.batch_first), dropout=float(module.dropout1.p),
+                    attn_dropout=float(attention.dropout), act_dropout=float(module.dropout.p),
+                    bias=module.linear1.bias is not None, mask_blocks=True, scaling="head_dim")
+    return None
+
+
 def module_config(module):
     """The settings of a layer that change what it computes, in framework-neutral words (the same
     keys as the paddle backend's): what the parity diagnosis replays with a convention flipped."""
+    sequence = _sequence_config(module)
+    if sequence is not None:
+        return sequence
     config = {}
     if isinstance(module, nn.modules.batchnorm._BatchNorm):
         # torch's momentum is the weight of the new batch; train mode normalises with batch statistics
@@ -134,22 +219,37 @@ def load_state_arrays(model, arrays):
             state[name].copy_(torch.from_numpy(np.asarray(value, order="C")))   # keeps 0-d as 0-d
 
 
+def _values(kwargs):
+    """A call's keyword arguments as numpy (tensors) or as they are (flags such as need_weights)."""
+    out = {}
+    for key, value in (kwargs or {}).items():
+        if isinstance(value, torch.Tensor):
+            out[key] = to_numpy(value)
+        elif value is None or isinstance(value, (bool, int, float, str)):
+            out[key] = value
+    return out
+
+
 def watch_modules(model, callback, names=None):
-    """Call callback(name, inputs, outputs) after every call of the named modules (all modules of
-    module_table when names is None), inputs and outputs as lists of numpy arrays. Inputs are read
-    before the module runs, so an in-place module (ReLU(inplace=True)) shows its real input.
-    Returns a function that removes the hooks.
+    """Call callback(name, inputs, outputs, kwargs) after every call of the named modules (all modules of
+    module_table when names is None): inputs (positional) and outputs as lists of numpy arrays, kwargs
+    {name: numpy array or flag}. Inputs are read before the module runs, so an in-place module
+    (ReLU(inplace=True)) shows its real input. Returns a function that removes the hooks.
     """
     modules = _modules(model)
     names = list(module_table(model)) if names is None else [n for n in names if n in modules]
     handles = []
     for name in names:
         pending = []
-        handles.append(modules[name].register_forward_pre_hook(
-            lambda module, inputs, pending=pending: pending.append(tensors_of(inputs))))
-        handles.append(modules[name].register_forward_hook(
-            lambda module, inputs, output, name=name, pending=pending:
-            callback(name, pending.pop() if pending else tensors_of(inputs), tensors_of(output))))
+
+        def before(module, args, kwargs, pending=pending):
+            pending.append((tensors_of(args), _values(kwargs)))
+
+        def after(module, args, kwargs, output, name=name, pending=pending):
+            ins, keywords = pending.pop() if pending else (tensors_of(args), _values(kwargs))
+            callback(name, ins, tensors_of(output), keywords)
+        handles.append(modules[name].register_forward_pre_hook(before, with_kwargs=True))
+        handles.append(modules[name].register_forward_hook(after, with_kwargs=True))
     return lambda: [h.remove() for h in handles]
 
 
@@ -188,42 +288,93 @@ def inject_dropout_masks(model, mask_for, keys=None):
     return remove
 
 
+def model_call(inputs):
+    """(args, kwargs) as tensors from numpy inputs: one array, a list of positional arrays, or
+    {"args": [...], "kwargs": {name: array}} (inputs bound to forward()'s parameter names)."""
+    if isinstance(inputs, dict):
+        return ([to_tensor(a) for a in inputs.get("args", [])],
+                {k: to_tensor(v) if isinstance(v, np.ndarray) else v for k, v in inputs.get("kwargs", {}).items()})
+    return [to_tensor(a) for a in (inputs if isinstance(inputs, (list, tuple)) else [inputs])], {}
+
+
+@contextlib.contextmanager
+def no_fastpath():
+    """torch's eval fast path for MultiheadAttention and the Transformer layers computes them in one fused
+    call that skips their submodules' hooks (and pads with nested tensors): off while parity looks inside."""
+    previous = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        yield
+    finally:
+        torch.backends.mha.set_fastpath_enabled(previous)
+
+
 def forward(model, inputs, train):
-    """Run the model on numpy inputs (one array, or a list for several positional inputs)."""
+    """Run the model on numpy inputs (see model_call), without autograd and without the eval fast path."""
     set_mode(model, train)
-    args = [to_tensor(a) for a in (inputs if isinstance(inputs, (list, tuple)) else [inputs])]
-    with torch.no_grad():
-        return model(*args)
+    args, kwargs = model_call(inputs)
+    with torch.no_grad(), no_fastpath():
+        return model(*args, **kwargs)
+
+
+def output_leaves(value, path="output"):
+    """[(path, numpy)] of a model's output: a tensor, or nested tuples/lists/dicts of them, each leaf named
+    by where it sits (output[1][0] is h of (out, (h, c)); None leaves are skipped)."""
+    if isinstance(value, torch.Tensor):
+        return [(path, to_numpy(value))]
+    if isinstance(value, dict):
+        return [leaf for k, v in value.items() for leaf in output_leaves(v, f"{path}[{k!r}]")]
+    if isinstance(value, (tuple, list)):
+        return [leaf for i, v in enumerate(value) for leaf in output_leaves(v, f"{path}[{i}]")]
+    return []
 
 
 def record_calls(model, inputs, train, names=None):
     """One forward pass that records every call of the modules (see watch_modules).
 
     Returns (calls, outputs, error): calls in execution order as dicts {module, call (1-based per
-    module), inputs, outputs}; the model's output tensors (numpy list) or None; the error message
-    when a module raised (the calls up to it are kept).
+    module), inputs, kwargs, outputs}; the model's output leaves [(path, numpy)] or None; the error
+    message when a module raised (the calls up to it are kept).
     """
     calls, counts = [], {}
 
-    def record(name, ins, outs):
+    def record(name, ins, outs, kwargs):
         counts[name] = counts.get(name, 0) + 1
-        calls.append({"module": name, "call": counts[name], "inputs": ins, "outputs": outs})
+        calls.append({"module": name, "call": counts[name], "inputs": ins, "kwargs": kwargs, "outputs": outs})
 
     remove = watch_modules(model, record, names)
     try:
-        return calls, tensors_of(forward(model, inputs, train)), None
-    except (RuntimeError, ValueError, AssertionError, TypeError, IndexError) as e:
+        return calls, output_leaves(forward(model, inputs, train)), None
+    except (RuntimeError, ValueError, AssertionError, TypeError, IndexError, KeyError) as e:
         return calls, None, f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
     finally:
         remove()
 
 
-def call_module(model, name, inputs, train):
-    """Run one module alone on numpy inputs (as captured from a call); returns its outputs (numpy)."""
+def call_module(model, name, inputs, train, kwargs=None):
+    """Run one module alone on numpy inputs and keyword arguments (as captured from a call); returns its
+    outputs (numpy)."""
     module = _modules(model)[name]
     module.train(train)
-    with torch.no_grad():
-        return tensors_of(module(*[to_tensor(a) for a in inputs]))
+    with torch.no_grad(), no_fastpath():
+        return tensors_of(module(*[to_tensor(a) for a in inputs],
+                                 **{k: to_tensor(v) if isinstance(v, np.ndarray) else v for k, v in (kwargs or {}).items()}))
+
+
+def functional_dropout_off(model):
+    """Dropout that runs inside a module's own computation (MultiheadAttention's attention weights, between
+    an RNN's layers) cannot be given the other framework's mask: set to 0 for the check. Returns
+    ([(module, p)] changed, a function that restores them)."""
+    changed = []
+    for name, module in model.named_modules():
+        if isinstance(module, UNIT_TYPES) and float(getattr(module, "dropout", 0.0) or 0.0) > 0:
+            changed.append((name, module, float(module.dropout)))
+            module.dropout = 0.0
+
+    def restore():
+        for _, module, p in changed:
+            module.dropout = p
+    return [(name, p) for name, _, p in changed], restore
 
 
 def trainable_names(model):
@@ -246,13 +397,13 @@ def loss_and_gradients(state, x, y):
     Returns {"loss", "objective", "output"}; raises what the framework raises (e.g. a
     cross-entropy label of the wrong shape or dtype).
     """
-    from dualbench.backends.torch.train import primary_output, regularisation
+    from dualbench.backends.torch.train import call_model, primary_output, regularisation
     for p in state.model.parameters():
         p.grad = None
-    out = state.model(x)
+    out = call_model(state.model, x)
     loss = state.loss_fn(out, y)
     reg = regularisation(state.task, state.model)
     objective = loss if reg is None else loss + reg
     objective.backward()
     return {"loss": float(loss.detach()), "objective": float(objective.detach()),
-            "output": to_numpy(primary_output(out))}
+            "output": to_numpy(primary_output(out, state.task.output_leaf))}

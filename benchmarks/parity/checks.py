@@ -29,7 +29,7 @@ from dualbench.parity.diagnose import diagnose_forward, diagnose_training, mark_
 from dualbench.parity.pair import DROPOUT_POLICY, bind_mapping, mask_maker
 from dualbench.parity.rows import (FAILED, TOLERANCES, describe, error_row, error_text, finish, first_failure,
                                    make_row, stack, tolerance)
-from dualbench.parity.forward import compare_calls, record, torch_value
+from dualbench.parity.forward import compare_calls, compared_values, output_rows, record
 from dualbench.parity.training import run_training
 from dualbench.parity.transfer import IMPORT_ERRORS, import_start, orientation_from_error, start_rows, weight_rows
 
@@ -51,7 +51,8 @@ def attribute_forward(pair, sides, config, x, forward):
     weights, same masks): float32 rounding (BatchNorm in train mode over a few values per channel
     amplifies it) becomes "noise", with each side's distance from its own float64 output.
     forward: [(mode, rows, compared, records)] of the float32 forward checks, in order."""
-    from dualbench.parity.training import attribute, cast_inputs
+    from dualbench.parity.inputs import cast_inputs
+    from dualbench.parity.training import attribute
     if not any(r["status"] == "FAIL" and np.isfinite(r["max_abs"]) for _, rows, _, _ in forward for r in rows):
         return
     models = {name: pair.fresh(sides, name) for name in sides}
@@ -68,10 +69,9 @@ def attribute_forward(pair, sides, config, x, forward):
             for row, cp in zip(rows, compared):
                 calls = [r[0].get(key) for r in (records, records64)
                          for r, key in ((r["torch"], cp.torch_output), (r["paddle"], (cp.paddle, cp.paddle_call)))]
-                if row["status"] == "FAIL" and all(c is not None for c in calls):
-                    t32, p32, t64, p64 = (torch_value(cp, calls[0]), stack(calls[1]["outputs"]),
-                                          torch_value(cp, calls[2]), stack(calls[3]["outputs"]))
-                    attribute(row, None, (t32, p32, t64, p64))
+                if row["status"] == "FAIL" and row["name"] == cp.name and all(c is not None for c in calls):
+                    attribute(row, None, (*compared_values(cp, calls[0], calls[1]),
+                                          *compared_values(cp, calls[2], calls[3])))
     finally:
         for remove in removers:
             remove()
@@ -80,7 +80,7 @@ def attribute_forward(pair, sides, config, x, forward):
 def vacuous_rows(ctx, records):
     """A row when the torch model's eval output is near zero or constant (agreement proves nothing)."""
     outputs = records["torch"][1]
-    reason = vacuous_reason(stack(outputs)) if outputs else None
+    reason = vacuous_reason(stack([value for _, value in outputs])) if outputs else None
     if not reason:
         return []
     row = error_row(ctx, "forward", "eval", "(output)", "")
@@ -240,9 +240,25 @@ def forward_checks(pair, sides, models, ctx, config, start_weight_rows, lap):
     rows = []
     for mode, f_rows, compared, records in forward:
         diagnose_forward(pair, f_rows, compared, records, mode, start_weight_rows, seed=config.seed)
-        rows += f_rows + (vacuous_rows(ctx, records) if mode == "eval" else [])
+        rows += f_rows + (model_output_rows(ctx, mode, records, f_rows, tolerance("forward", config))
+                          if pair.origin == "models" else [])
+        rows += vacuous_rows(ctx, records) if mode == "eval" else []
     bad = first_failure(forward[-1][1])
     return rows, describe(bad) if bad else None
+
+
+def model_output_rows(ctx, mode, records, module_rows, tol):
+    """A model pair's own outputs, leaf by leaf (a task's output is its last layer's, compared already); a
+    failing one follows from the first failing module, or, when every module agrees, arises after the
+    last one (code in forward() that is not a module)."""
+    rows = output_rows(ctx, mode, records, tol)
+    first = first_failure(module_rows)
+    for row in rows:
+        if row["status"] in FAILED and not row["cause"]:
+            row["cause"] = (f"follows from {describe(first)}" if first else
+                            "every module agrees, the model's output does not: the difference arises after the "
+                            "last module, in code that is not a module (a functional call in forward())")
+    return rows
 
 
 def training_checks(pair, sides, config, ctx, models, rows_before, forward_failure, lap):

@@ -21,9 +21,15 @@ def register(subparsers):
     p.add_argument("--paddle", metavar="SPEC", help="your paddle model, e.g. paddle.vision.models:resnet18")
     p.add_argument("--input", metavar="SHAPE", help="model pairs: random input of this shape, e.g. 2,3,224,224")
     p.add_argument("--inputs", type=Path, metavar="FILE.npz",
-                   help="model pairs: inputs from a .npz (its arrays in order; one named y or labels is the labels)")
-    p.add_argument("--loss", choices=["ce", "mse", "sum"],
-                   help="model pairs: loss for gradients and steps (default: ce for [N, C] outputs, else mse)")
+                   help="model pairs: inputs from a .npz: arrays whose keys name forward() parameters are passed by "
+                        "name (token ids keep their integer dtype; the mapping file's \"inputs\" renames a key per "
+                        "side), others in order; one named y or labels is the labels")
+    p.add_argument("--output", type=int, default=0, metavar="N",
+                   help="model pairs whose forward() returns a tuple or dict: the loss is on its N-th tensor "
+                        "(default 0, the first; the rows name them output[0], output[1][0] ...)")
+    p.add_argument("--loss", choices=["ce", "ce_last", "mse", "sum"],
+                   help="model pairs: loss for gradients and steps (default: ce for [N, C] outputs, ce_last -- classes "
+                        "on the last axis, [N, T] labels -- for [N, T, V] outputs, else mse)")
     p.add_argument("--classes", type=int, help="model pairs, --loss ce: random labels in [0, N) (default: C)")
     p.add_argument("--steps", "--train-steps", dest="steps", type=int,
                    help=f"optimizer steps to compare (tasks: default {DEFAULT_STEPS}, fewer for models too big "
@@ -97,36 +103,19 @@ def cmd_parity(args):
         raise SystemExit(1)
 
 
-def read_inputs(path):
-    """(inputs, labels) from a .npz: its arrays in order; the one named y or labels is the labels."""
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in data.files}
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such file") from None
-    except (OSError, ValueError) as e:
-        raise UserError(f"{path}: not a .npz of numeric arrays ({str(e).splitlines()[0]})") from None
-    labels = next((arrays.pop(k) for k in ("y", "labels") if k in arrays), None)
-    if not arrays:
-        raise UserError(f"{path}: holds no input array (only labels)")
-    inputs = list(arrays.values())
-    n = {a.shape[0] if a.ndim else None for a in inputs} | ({labels.shape[0]} if labels is not None else set())
-    if len(n) != 1 or None in n:
-        raise UserError(f"{path}: the arrays do not share a batch size ({', '.join(f'{k} {list(v.shape)}' for k, v in arrays.items())})")
-    return (inputs[0] if len(inputs) == 1 else inputs), labels
-
-
 def pair_inputs(args):
+    """(inputs, labels): --input SHAPE (seeded standard-normal floats) or --inputs FILE.npz ({key: array},
+    bound to each model's forward() parameters when the keys name them; labels from y/labels)."""
     from dualbench.model_loader import parse_shape
-    from dualbench.parity.pair import make_pair_inputs
+    from dualbench.parity.inputs import random_inputs, read_npz
     if bool(args.input) == bool(args.inputs):
         raise UserError("a model pair needs its input: --input SHAPE (random, e.g. 2,3,224,224) or --inputs FILE.npz")
     if args.inputs:
-        return read_inputs(args.inputs)
+        return read_npz(args.inputs)
     shape = parse_shape(args.input)
     if len(shape) < 2 or shape[0] < 2:
         raise UserError(f"--input {args.input}: needs a batch of at least 2 (BatchNorm in train mode), e.g. 2,3,224,224")
-    return make_pair_inputs(shape, 1, args.seed)[0], None
+    return random_inputs(shape, 1, args.seed)[0], None
 
 
 def cmd_pair(args):
@@ -144,11 +133,12 @@ def cmd_pair(args):
     config = ParityConfig(steps=args.steps or DEFAULT_PAIR_STEPS, seed=args.seed, optimizer=args.optimizer or "sgd",
                           lr=args.lr, atol=args.atol, rtol=args.rtol,
                           float64=False if args.no_float64 else (True if args.float64 else "auto"),
-                          weights=args.weights)
+                          weights=args.weights, output_leaf=args.output)
     from dualbench.parity.pair import model_pair
     from dualbench.parity.run import run_model_pair
     info = {"torch": args.torch, "paddle": args.paddle,
-            "input": [list(np.shape(a)) for a in inputs] if isinstance(inputs, list) else list(np.shape(inputs))}
+            "input": ({k: list(np.shape(v)) for k, v in inputs.items()} if isinstance(inputs, dict)
+                      else list(np.shape(inputs)))}
     pair = model_pair(factories, sides, config, inputs, loss=args.loss, classes=args.classes, labels=labels,
                       mapping_file=args.mapping, name=label, info=info)
     _, summary = run_model_pair(pair, sides, config, args.out)

@@ -37,6 +37,9 @@ def register(subparsers):
                    help="where to write it: .pdparams, .pt/.pth or .safetensors (the other framework's layout)")
     p.add_argument("--input", metavar="SHAPE", help="input shape for matching and the check, e.g. 2,3,224,224 "
                    "(default: the mapping file's)")
+    p.add_argument("--inputs", type=Path, metavar="FILE.npz",
+                   help="the inputs instead of --input, as for `dualbench parity` (a model that takes token ids "
+                        "cannot run on random normal numbers)")
     p.add_argument("--mapping", type=Path, metavar="FILE", help="a mapping file (from `dualbench parity`)")
     p.add_argument("--atol", type=float, help=f"forward check atol (default {TOLERANCES['forward'][0]:g})")
     p.add_argument("--rtol", type=float, help=f"forward check rtol (default {TOLERANCES['forward'][1]:g})")
@@ -107,13 +110,40 @@ def forward_check(mapping, sides, models, x, tol):
     return rows
 
 
-def cmd_convert(args):
+def convert_inputs(args, models, mapping):
+    """The inputs both models run for matching and for the forward check: --inputs FILE.npz (bound to
+    forward()'s parameters, token ids kept as integers), --input SHAPE, or the shape the mapping records."""
     from dualbench.model_loader import parse_shape
-    from dualbench.parity.pair import load_pair_factories
-    from dualbench.parity.mapping import from_canonical, read_mapping, to_canonical
-    from dualbench.parity.match import describe_calls, match_models
-    from dualbench.parity.pair import make_pair_inputs, structure_error
+    from dualbench.parity.inputs import bind_pair, input_renames, random_inputs, read_npz
+    if args.inputs:
+        arrays, _ = read_npz(args.inputs)
+        return bind_pair(arrays, models, input_renames(args.mapping), args.mapping or args.inputs)
+    recorded = mapping.info.get("input") if mapping is not None else None
+    if not args.input and not (isinstance(recorded, list) and all(isinstance(d, int) for d in recorded)):
+        raise UserError("convert needs the model input: --input SHAPE (e.g. 2,3,224,224), --inputs FILE.npz (token "
+                        "ids, masks), or a --mapping file that records a shape")
+    return random_inputs(parse_shape(args.input) if args.input else tuple(recorded), 1, args.seed)[0]
 
+
+def convert_mapping(args, models, sides, tables, x):
+    """The mapping from --mapping, or matched by running both models on x (square weights replayed)."""
+    from dualbench.parity.inputs import describe_inputs, for_side
+    from dualbench.parity.match import describe_calls, match_models, settle_by_replay
+    calls, recorded = {}, {}
+    for side in models:
+        recorded[side], _, error = sides[side].inspect.record_calls(models[side], for_side(x, side), False)
+        if error:
+            raise UserError(f"the {side} model cannot run the input ({describe_inputs(x)}): {error}")
+        calls[side] = describe_calls(side, tables[side], recorded[side])
+    mapping = match_models(tables["torch"], tables["paddle"], calls["torch"], calls["paddle"],
+                           {"torch": args.torch, "paddle": args.paddle})
+    settle_by_replay(mapping, models, sides, recorded)
+    return mapping
+
+
+def cmd_convert(args):
+    from dualbench.parity.mapping import read_mapping
+    from dualbench.parity.pair import load_pair_factories, structure_error
     for path, role in ((args.source, "--from"), (args.target, "--to")):
         if path.suffix not in SUFFIXES:
             raise UserError(f"{role} {path}: unknown checkpoint type '{path.suffix}' (known: .pt, .pth, "
@@ -132,35 +162,26 @@ def cmd_convert(args):
                         "convert (a .safetensors destination takes the other framework's layout)")
     arrays = read_checkpoint(args.source, source)
     fit_state(args.source, source, arrays, states[source])
-
-    mapping_input = None
     tables = {side: sides[side].inspect.module_table(models[side]) for side in models}
+    mapping = None
     if args.mapping:
         shapes = {side: {k: tuple(v.shape) for k, v in states[side].items()} for side in models}
         mapping = read_mapping(args.mapping, tables["torch"], tables["paddle"], shapes["torch"], shapes["paddle"])
-        mapping_input = mapping.info.get("input")
-    if not args.input and not mapping_input:
-        raise UserError("convert needs the model input's shape: --input SHAPE (e.g. 2,3,224,224), or a --mapping "
-                        "file that records it")
-    shape = parse_shape(args.input) if args.input else tuple(mapping_input)
-    x = make_pair_inputs(shape, 1, args.seed)[0]
-    if not args.mapping:
-        calls = {}
-        for side in models:
-            recorded, _, error = sides[side].inspect.record_calls(models[side], x, False)
-            if error:
-                raise UserError(f"the {side} model cannot run the input {list(shape)}: {error}")
-            calls[side] = describe_calls(side, tables[side], recorded)
-        mapping = match_models(tables["torch"], tables["paddle"], calls["torch"], calls["paddle"],
-                               {"torch": args.torch, "paddle": args.paddle, "input": list(shape)})
+    x = convert_inputs(args, models, mapping)
+    mapping = mapping or convert_mapping(args, models, sides, tables, x)
     problem = structure_error(mapping)
     if problem:
         raise UserError(f"{problem} (write the mapping with `dualbench parity --torch {args.torch} --paddle "
-                        f"{args.paddle} --input {','.join(map(str, shape))}`, fix it and pass --mapping)")
+                        f"{args.paddle} ...`, fix it and pass --mapping)")
+    convert_and_check(args, sides, models, mapping, states, arrays, source, target, x)
 
+
+def convert_and_check(args, sides, models, mapping, states, arrays, source, target, x):
+    """Move the checkpoint through the mapping, check the forward outputs, write it (or nothing)."""
+    from dualbench.parity.mapping import from_canonical, to_canonical
     sides[source].inspect.load_state_arrays(models[source], {k: v for k, v in arrays.items() if k in states[source]})
     canonical = to_canonical(source, sides[source].inspect.state_arrays(models[source]), mapping)
-    converted = from_canonical(target, canonical, mapping)
+    converted = from_canonical(target, canonical, mapping, {k: tuple(v.shape) for k, v in states[target].items()})
     sides[target].inspect.load_state_arrays(models[target], converted)
 
     tol = (args.atol if args.atol is not None else TOLERANCES["forward"][0],
@@ -173,8 +194,8 @@ def cmd_convert(args):
             f"max_abs {bad['max_abs']:.2e}, max_rel {bad['max_rel']:.2e} > atol {tol[0]:g} + rtol {tol[1]:g}"
             if bad["status"] == "FAIL" else bad["cause"]) if bad else "no module output to compare"
         print(f"dualbench convert: the converted weights do not give the same outputs, at {where}; nothing was "
-              f"written to {args.target}. `dualbench parity --torch {args.torch} --paddle {args.paddle} --input "
-              f"{','.join(map(str, shape))}` shows where and why.")
+              f"written to {args.target}. `dualbench parity --torch {args.torch} --paddle {args.paddle}` with the "
+              "same input shows where and why.")
         raise SystemExit(1)
     write_checkpoint(sides[target].inspect.state_arrays(models[target]), args.target, target)
     print(f"converted {len(mapping.tensors)} tensors: {args.source} ({source}) -> {args.target} ({target}); "

@@ -14,6 +14,8 @@ Facts this table relies on (torch 2.14, paddle 3.3):
 """
 import numpy as np
 
+from dualbench.parity.transforms import torch_shape
+
 # class name -> canonical kind, per framework. Kinds shared with the task specs (common.tasks)
 # keep the spec's words: conv, linear, bn2d, maxpool, dropout, dropout2d, relu, ...
 TORCH_KINDS = {
@@ -43,7 +45,10 @@ TORCH_KINDS = {
     "ZeroPad2d": "pad2d", "ConstantPad2d": "pad2d", "ReflectionPad2d": "pad2d", "ReplicationPad2d": "pad2d",
     "ZeroPad1d": "pad1d", "ConstantPad1d": "pad1d", "ReflectionPad1d": "pad1d", "ReplicationPad1d": "pad1d",
     "ChannelShuffle": "channelshuffle",
-    "LSTM": "lstm", "GRU": "gru", "RNN": "rnn",
+    "LSTM": "lstm", "GRU": "gru", "RNN": "rnn", "MultiheadAttention": "mha", "RMSNorm": "rmsnorm",
+    "TransformerEncoderLayer": "transformer_encoder_layer", "TransformerDecoderLayer": "transformer_decoder_layer",
+    "TransformerEncoder": "transformer_encoder", "TransformerDecoder": "transformer_decoder",
+    "Transformer": "transformer",
 }
 PADDLE_KINDS = {
     "Conv1D": "conv1d", "Conv2D": "conv", "Conv3D": "conv3d",
@@ -70,7 +75,13 @@ PADDLE_KINDS = {
     "Upsample": "upsample", "UpsamplingNearest2D": "upsample", "UpsamplingBilinear2D": "upsample",
     "PixelShuffle": "pixelshuffle", "PixelUnshuffle": "pixelunshuffle",
     "Pad2D": "pad2d", "ZeroPad2D": "pad2d", "Pad1D": "pad1d", "ChannelShuffle": "channelshuffle",
-    "LSTM": "lstm", "GRU": "gru", "SimpleRNN": "rnn",
+    "LSTM": "lstm", "GRU": "gru", "SimpleRNN": "rnn", "MultiHeadAttention": "mha", "RMSNorm": "rmsnorm",
+    "TransformerEncoderLayer": "transformer_encoder_layer", "TransformerDecoderLayer": "transformer_decoder_layer",
+    "TransformerEncoder": "transformer_encoder", "TransformerDecoder": "transformer_decoder",
+    "Transformer": "transformer",
+    # paddle's torch-style classes (paddle.compat.nn, paddle 3.x): torch's names, torch's layouts where they
+    # differ (compat Linear keeps [out, in]; compat MultiheadAttention torch's packed in_proj)
+    "MultiheadAttention": "mha", "AvgPool1d": "avgpool1d", "AvgPool2d": "avgpool", "AvgPool3d": "avgpool3d",
 }
 KINDS = {"torch": TORCH_KINDS, "paddle": PADDLE_KINDS}
 
@@ -90,6 +101,12 @@ ACTIVATION_KINDS = ("relu", "relu6", "leakyrelu", "elu", "selu", "celu", "gelu",
 # paddle counterpart and is never transferred.
 TENSOR_RULES = {
     "linear": {"weight": ("weight", "transpose"), "bias": ("bias", "none")},
+    # torch's packed q/k/v projection is paddle's three Linear layers, each [in, out]
+    "mha": {"in_proj_weight": (("q_proj.weight", "k_proj.weight", "v_proj.weight"), "transpose+concat:0"),
+            "in_proj_bias": (("q_proj.bias", "k_proj.bias", "v_proj.bias"), "concat:0"),
+            "q_proj_weight": ("q_proj.weight", "transpose"), "k_proj_weight": ("k_proj.weight", "transpose"),
+            "v_proj_weight": ("v_proj.weight", "transpose"),
+            "out_proj.weight": ("out_proj.weight", "transpose"), "out_proj.bias": ("out_proj.bias", "none")},
     "instancenorm1d": {"weight": ("scale", "none"), "bias": ("bias", "none")},
     "instancenorm2d": {"weight": ("scale", "none"), "bias": ("bias", "none")},
     "instancenorm3d": {"weight": ("scale", "none"), "bias": ("bias", "none")},
@@ -99,7 +116,6 @@ for _kind in BATCHNORM_KINDS:
     TENSOR_RULES[_kind] = {"weight": ("weight", "none"), "bias": ("bias", "none"),
                            "running_mean": ("_mean", "none"), "running_var": ("_variance", "none")}
 IGNORED_TORCH_TENSORS = ("num_batches_tracked",)
-TRANSFORMS = ("none", "transpose")
 
 
 def kind_of(framework, type_name, bases=()):
@@ -117,66 +133,83 @@ def kind_of_module(framework, info):
 
 
 def compatible(kind_a, kind_b):
-    """Same kind of layer. Unknown (custom) classes match only a class of the same name."""
-    return kind_a == kind_b or frozenset((kind_a, kind_b)) in COMPATIBLE
+    """Same kind of layer. A model's own classes (custom:<Class>) may pair with each other whatever their
+    names (a port renames RMSNorm to LlamaRMSNorm); their tensors and shapes must still pair (match.py)."""
+    return kind_a == kind_b or frozenset((kind_a, kind_b)) in COMPATIBLE or \
+        (is_custom(kind_a) and is_custom(kind_b))
 
 
-TRANSPOSE_TILE = 256
-
-
-def contiguous_transpose(array):
-    """array.T as a C-contiguous copy, tile by tile: numpy's plain copy of a transposed view walks memory
-    with a stride of a whole row and took 0.84 s for a 4096 x 25088 float32 weight (vgg11's first
-    classifier layer) here, the tiles 0.28 s."""
-    array = np.asarray(array)
-    if array.ndim != 2 or array.size < TRANSPOSE_TILE * TRANSPOSE_TILE:
-        return np.ascontiguousarray(array.T)
-    out = np.empty(array.shape[::-1], array.dtype)
-    rows, cols = array.shape
-    for i in range(0, rows, TRANSPOSE_TILE):
-        for j in range(0, cols, TRANSPOSE_TILE):
-            out[j:j + TRANSPOSE_TILE, i:i + TRANSPOSE_TILE] = array[i:i + TRANSPOSE_TILE, j:j + TRANSPOSE_TILE].T
-    return out
-
-
-def apply_transform(array, transform):
-    """numpy array in one layout -> the other, C-contiguous (transpose is its own inverse)."""
-    if transform == "none":
-        return array
-    if transform == "transpose":
-        return contiguous_transpose(array)
-    raise ValueError(f"unknown transform {transform!r} (known: {', '.join(TRANSFORMS)})")
-
-
-def transformed_shape(shape, transform):
-    return tuple(reversed(shape)) if transform == "transpose" else tuple(shape)
+def is_custom(kind):
+    return kind.startswith("custom:")
 
 
 def _plain(name):
     return name.lstrip("_").lower()
 
 
-def pair_tensors(kind, torch_tensors, paddle_tensors):
-    """Pair one module's tensors: ([(torch local, paddle local, transform)], unmatched torch, unmatched paddle).
+def orientations(torch_shape_, paddle_shape):
+    """The transforms under which a paddle 2-D (or any) tensor has the torch tensor's shape: the shapes
+    decide, not the class: ["none"], ["transpose"], both for a square weight, or []."""
+    found = []
+    if tuple(paddle_shape) == tuple(torch_shape_):
+        found.append("none")
+    if len(paddle_shape) == 2 and tuple(reversed(paddle_shape)) == tuple(torch_shape_):
+        found.append("transpose")
+    return found
 
-    torch_tensors / paddle_tensors: {local name: shape} in each framework's own layout. A pair is
-    made only where the rule (or equal names) holds and the shapes agree after the transform.
+
+def _fits(transform, torch_shape_, paddle_shapes):
+    try:
+        return torch_shape(paddle_shapes, transform) == tuple(torch_shape_)
+    except ValueError:
+        return False
+
+
+def pair_tensors(kind, torch_tensors, paddle_tensors):
+    """Pair one module's tensors: ([(torch local, paddle local(s), transform, evidence)], unmatched torch,
+    unmatched paddle).
+
+    torch_tensors / paddle_tensors: {local name: shape} in each framework's own layout. In order: the
+    kind's rule (several paddle tensors for one torch tensor, e.g. attention's packed q/k/v); the same name
+    (leading underscores and case ignored); then what is left, by shape, in listing order. A 2-D tensor's
+    orientation comes from the shapes; a square one that the shapes cannot decide keeps the rule's (or
+    "none") and its evidence says "ambiguous" (the match settles it by replaying both).
     """
     rules = TENSOR_RULES.get(kind, {})
     pairs, used = [], set()
-    for t_name, t_shape in torch_tensors.items():
-        if t_name in IGNORED_TORCH_TENSORS:
-            continue
+    torch_left = [n for n in torch_tensors if n not in IGNORED_TORCH_TENSORS]
+    for t_name in list(torch_left):
+        t_shape = tuple(torch_tensors[t_name])
         p_name, transform = rules.get(t_name, (None, "none"))
-        if p_name is None:
+        if isinstance(p_name, tuple):
+            if all(n in paddle_tensors and n not in used for n in p_name) and \
+                    _fits(transform, t_shape, [paddle_tensors[n] for n in p_name]):
+                pairs.append((t_name, p_name, transform, "rule"))
+                used.update(p_name)
+                torch_left.remove(t_name)
+            continue
+        evidence = "rule" if p_name else "name"
+        if p_name is None or p_name not in paddle_tensors:
             p_name = next((p for p in paddle_tensors if p not in used and _plain(p) == _plain(t_name)), None)
-        if p_name in paddle_tensors and p_name not in used and \
-                transformed_shape(paddle_tensors[p_name], transform) == tuple(t_shape):
-            pairs.append((t_name, p_name, transform))
+            evidence = "name"
+        if p_name is None or p_name in used:
+            continue
+        options = orientations(t_shape, paddle_tensors[p_name])
+        if options:
+            chosen = transform if transform in options else options[0]
+            pairs.append((t_name, p_name, chosen, "ambiguous" if len(options) > 1 else evidence))
             used.add(p_name)
-    torch_left = [n for n in torch_tensors if n not in IGNORED_TORCH_TENSORS and n not in {p[0] for p in pairs}]
-    paddle_left = [n for n in paddle_tensors if n not in used]
-    return pairs, torch_left, paddle_left
+            torch_left.remove(t_name)
+    for t_name in list(torch_left):   # what is left: by shape, in listing order
+        t_shape = tuple(torch_tensors[t_name])
+        p_name = next((p for p in paddle_tensors if p not in used and orientations(t_shape, paddle_tensors[p])),
+                      None)
+        if p_name is not None:
+            options = orientations(t_shape, paddle_tensors[p_name])
+            pairs.append((t_name, p_name, options[0], "ambiguous" if len(options) > 1 else "shape"))
+            used.add(p_name)
+            torch_left.remove(t_name)
+    return pairs, torch_left, [n for n in paddle_tensors if n not in used]
 
 
 # Activations a paddle layer can fuse (BatchNorm act=...), applied to a torch output in numpy.

@@ -18,7 +18,12 @@ File format (`dualbench-mapping/1`):
 
 `modules` is in torch's execution order; `calls` pairs the k-th call of the torch module with a
 call of the paddle module (a module used twice in forward is called twice). `transform` turns the
-paddle tensor into the torch layout (`transpose` for Linear weights). A module whose `fused` is set
+paddle tensor into the torch layout (`transpose` for Linear weights; the language is in
+parity.transforms): a torch tensor made of several paddle tensors lists them all
+(`"paddle": ["attn.q_proj.weight", "attn.k_proj.weight", "attn.v_proj.weight"], "transform":
+"transpose+concat:0"`), and torch tensors cut from one paddle tensor each name it with a slice
+(`"transform": "transpose+slice:0:0:256"`). A tensor that a framework keeps under two names (paddle's
+LSTM lists each cell's weights again under `0.cell.*`) is one tensor: only its first name is mapped. A module whose `fused` is set
 (a paddle BatchNorm with act='relu') is compared, call by call, with the output of the torch call
 named there (torch's ReLU after its BatchNorm); where torch applies that activation outside any
 module (F.relu), "activation" names it and torch's output is compared after applying it.
@@ -32,7 +37,7 @@ import numpy as np
 
 from dualbench.common.errors import UserError
 from dualbench.common.fsutil import atomic_write_text
-from dualbench.parity.kinds import TRANSFORMS, apply_transform, transformed_shape
+from dualbench.parity import transforms
 
 FORMAT = "dualbench-mapping/1"
 
@@ -40,10 +45,15 @@ FORMAT = "dualbench-mapping/1"
 @dataclass
 class TensorPair:
     torch: str              # full name in torch's state_dict (the canonical name)
-    paddle: str             # full name in paddle's state_dict
-    transform: str          # paddle layout -> torch layout: none | transpose
+    paddle: object          # full name in paddle's state_dict, or a tuple of names (concatenated)
+    transform: str          # paddle layout -> torch layout (parity.transforms): none | transpose | ...
     shape: Tuple[int, ...]  # canonical (torch) shape
     confidence: float = 1.0
+
+    @property
+    def paddle_parts(self):
+        """The paddle tensors this torch tensor is made of (one, or several for concat)."""
+        return tuple(self.paddle) if isinstance(self.paddle, (tuple, list)) else (self.paddle,)
 
 
 @dataclass
@@ -62,6 +72,10 @@ class ModulePair:
     # a paddle layer that applies this activation itself where torch applies it outside any module
     # (F.relu after its BatchNorm): torch's output is compared after the activation (numpy)
     activation: Optional[str] = None
+    # what the pair rests on: order (aligned in execution order), shape (tensors and outputs), name,
+    # replay (the paddle module, run on torch's captured input, reproduced torch's output)
+    evidence: List[str] = field(default_factory=list)
+    ambiguous: List[str] = field(default_factory=list)   # square weights the shapes could not orient
 
 
 @dataclass
@@ -118,23 +132,55 @@ class Mapping:
 # Moving a state through the mapping
 
 
-def to_canonical(side, arrays, mapping):
-    """One framework's state arrays (own names and layout) -> canonical {torch name: array}."""
+def to_canonical(side, arrays, mapping, tensors=None):
+    """One framework's state arrays (own names and layout) -> canonical {torch name: array}.
+    tensors: only these TensorPairs (default: all of the mapping's)."""
+    tensors = mapping.tensors if tensors is None else tensors
     if side == "torch":
-        return {t.torch: arrays[t.torch] for t in mapping.tensors}
-    return {t.torch: np.asarray(apply_transform(arrays[t.paddle], t.transform), order="C") for t in mapping.tensors}
+        return {t.torch: arrays[t.torch] for t in tensors}
+    return {t.torch: transforms.to_torch([arrays[n] for n in t.paddle_parts], t.transform) for t in tensors}
 
 
-def from_canonical(side, canonical, mapping):
-    """Canonical arrays -> {own name: array} for one framework; every mapped tensor is required."""
+def from_canonical(side, canonical, mapping, paddle_shapes=None):
+    """Canonical arrays -> {own name: array} for one framework; every mapped tensor is required.
+    paddle_shapes {name: shape}: needed for transforms that reshape or slice (the paddle tensors' shapes)."""
     expected = {t.torch for t in mapping.tensors}
     if set(canonical) != expected:
         missing, extra = sorted(expected - set(canonical)), sorted(set(canonical) - expected)
         raise ValueError(f"weights do not match the model: missing {missing}, unexpected {extra}")
     if side == "torch":
         return {name: np.asarray(value) for name, value in canonical.items()}
-    return {t.paddle: np.asarray(apply_transform(np.asarray(canonical[t.torch]), t.transform), order="C")
-            for t in mapping.tensors}
+    return paddle_arrays(mapping.tensors, canonical, paddle_shapes)
+
+
+def paddle_arrays(tensors, canonical, paddle_shapes=None):
+    """{paddle name: array} of the given TensorPairs from their canonical arrays."""
+    shapes = dict(paddle_shapes or {})
+    for t in tensors:   # shapes the pair itself implies, where none were given (1:1 and concat pairs)
+        if t.torch in canonical and not any(n in shapes for n in t.paddle_parts):
+            shapes.update(_implied_shapes(t, np.shape(canonical[t.torch])))
+    return transforms.to_paddle(tensors, canonical, shapes)
+
+
+def _implied_shapes(t, shape):
+    """The paddle shapes of a pair without reshape/slice steps, from its canonical shape."""
+    steps, combine = transforms.parse(t.transform)
+    if any(name == "reshape" for name, _ in steps) or (combine and combine[0] == "slice"):
+        raise ValueError(f"{t.torch}: transform '{t.transform}' needs the paddle tensors' shapes")
+    parts = len(t.paddle_parts)
+    if combine is None:
+        pieces = [tuple(shape)]
+    else:
+        axis = combine[1][0]
+        if shape[axis] % parts:
+            raise ValueError(f"{t.torch}: {list(shape)} does not split into {parts} equal parts on axis {axis}")
+        pieces = [tuple(shape[:axis]) + (shape[axis] // parts,) + tuple(shape[axis + 1:])] * parts
+    out = {}
+    for name, piece in zip(t.paddle_parts, pieces):
+        for step, args in reversed(steps):   # undo the steps on the shape: transpose / permute only here
+            piece = tuple(reversed(piece)) if step == "transpose" else tuple(piece[i] for i in np.argsort(args))
+        out[name] = piece
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -152,6 +198,8 @@ def to_json(mapping):
             entry["fused"] = [list(f) for f in m.fused]
         if m.activation:
             entry["activation"] = m.activation
+        if m.evidence:
+            entry["evidence"] = list(m.evidence)
         modules.append(entry)
     return {"format": FORMAT, **mapping.info, "modules": modules,
             "unmatched": {"torch": mapping.unmatched_torch, "paddle": mapping.unmatched_paddle}}
@@ -246,7 +294,7 @@ def read_mapping(path, torch_table, paddle_table, torch_state, paddle_state):
     mapping = Mapping(modules, [], [], info)
     # what the file leaves out of the two states is unmatched, whatever its "unmatched" list says
     mapping.unmatched_torch = left_out("torch", torch_table, {t.torch for t in mapping.tensors})
-    mapping.unmatched_paddle = left_out("paddle", paddle_table, {t.paddle for t in mapping.tensors})
+    mapping.unmatched_paddle = left_out("paddle", paddle_table, {n for t in mapping.tensors for n in t.paddle_parts})
     return mapping
 
 
@@ -269,25 +317,35 @@ def _read_activation(entry, where):
 
 
 def _read_tensor(tensor, where, torch_state, paddle_state, seen_t, seen_p):
+    paddle_names = tensor.get("paddle") if isinstance(tensor, dict) else None
+    if isinstance(paddle_names, list) and paddle_names and all(isinstance(n, str) for n in paddle_names):
+        paddle_names = tuple(paddle_names)
     if not isinstance(tensor, dict) or not isinstance(tensor.get("torch"), str) or \
-            not isinstance(tensor.get("paddle"), str):
-        raise UserError(f"{where}: a tensor entry needs \"torch\" and \"paddle\" names")
-    t_name, p_name, transform = tensor["torch"], tensor["paddle"], tensor.get("transform", "none")
-    if transform not in TRANSFORMS:
-        raise UserError(f"{where}: tensor {t_name}: unknown transform '{transform}' (known: {', '.join(TRANSFORMS)})")
+            not isinstance(paddle_names, (str, tuple)):
+        raise UserError(f"{where}: a tensor entry needs \"torch\" and \"paddle\" names (a list of paddle "
+                        "names for a concatenation)")
+    t_name, transform = tensor["torch"], tensor.get("transform", "none")
+    parts = paddle_names if isinstance(paddle_names, tuple) else (paddle_names,)
     if t_name not in torch_state:
         raise UserError(f"{where}: the torch model has no tensor '{t_name}'")
-    if p_name not in paddle_state:
-        raise UserError(f"{where}: the paddle model has no tensor '{p_name}'")
-    if t_name in seen_t or p_name in seen_p:
-        raise UserError(f"{where}: tensor {t_name if t_name in seen_t else p_name} is mapped twice")
+    for p_name in parts:
+        if p_name not in paddle_state:
+            raise UserError(f"{where}: the paddle model has no tensor '{p_name}'")
+    sliced = "slice:" in transform
+    if t_name in seen_t or any(p in seen_p for p in parts if not sliced):
+        raise UserError(f"{where}: tensor {t_name if t_name in seen_t else parts} is mapped twice")
     seen_t.add(t_name)
-    seen_p.add(p_name)
-    shape = transformed_shape(paddle_state[p_name], transform)
+    seen_p.update(parts)
+    try:
+        shape = transforms.torch_shape([paddle_state[p] for p in parts], transform)
+    except ValueError as e:
+        raise UserError(f"{where}: tensor {t_name}: transform '{transform}': {e}") from None
     if shape != tuple(torch_state[t_name]):
-        raise UserError(f"{where}: torch {t_name} {list(torch_state[t_name])} and paddle {p_name} "
-                        f"{list(paddle_state[p_name])} do not fit with transform '{transform}'")
-    return TensorPair(t_name, p_name, transform, tuple(torch_state[t_name]), float(tensor.get("confidence", 1.0)))
+        raise UserError(f"{where}: torch {t_name} {list(torch_state[t_name])} and paddle "
+                        f"{' + '.join(f'{p} {list(paddle_state[p])}' for p in parts)} do not fit with "
+                        f"transform '{transform}'")
+    return TensorPair(t_name, paddle_names, transform, tuple(torch_state[t_name]),
+                      float(tensor.get("confidence", 1.0)))
 
 
 def left_out(side, table, mapped_tensors):

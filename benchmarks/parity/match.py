@@ -16,13 +16,15 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from typing import Optional
 
-from dualbench.parity.kinds import NUMPY_ACTIVATIONS, compatible, kind_of_module, pair_tensors
+import numpy as np
+
+from dualbench.parity.kinds import NUMPY_ACTIVATIONS, compatible, is_custom, kind_of_module, pair_tensors
 from dualbench.parity.mapping import Mapping, ModulePair, TensorPair, left_out
 
 # score of a pair, and of leaving a call unpaired (a tensor-holding call costs more to leave out)
 TENSOR_MATCH, FREE_MATCH = 3.0, 1.0
 SAME_OUTPUT, SAME_INPUT, SHAPES_DIFFER = 1.0, 0.5, -1.0
-NAME_WEIGHT, FUSED_BONUS = 0.5, 0.5
+NAME_WEIGHT, FUSED_BONUS, CUSTOM_PENALTY = 0.5, 0.5, 0.5
 GAP_TENSORS, GAP_FREE = -2.0, -0.2
 
 # paddle's fused-activation names (BatchNorm act=...) as layer kinds
@@ -66,13 +68,16 @@ def name_similarity(a, b):
 
 
 def pair_score(t, p):
-    """Score of pairing torch call t with paddle call p, or None when they cannot pair."""
-    if not compatible(t.kind, p.kind):
+    """Score of pairing torch call t with paddle call p, or None when they cannot pair. A model's own
+    class (custom) pairs with any module holding tensors of the same shapes and giving the same output
+    (a port's LM head kept as [vocab, hidden] against torch's Linear), at a lower score."""
+    custom = is_custom(t.kind) or is_custom(p.kind)
+    if not compatible(t.kind, p.kind) and not (custom and t.tensors and p.tensors and t.outs == p.outs):
         return None
-    pairs, torch_left, paddle_left = pair_tensors(t.kind, t.tensors, p.tensors)
+    pairs, torch_left, paddle_left = pair_tensors(t.kind if not is_custom(t.kind) else p.kind, t.tensors, p.tensors)
     if torch_left or paddle_left:
         return None
-    score = TENSOR_MATCH if pairs else FREE_MATCH
+    score = (TENSOR_MATCH if pairs else FREE_MATCH) - (CUSTOM_PENALTY if t.kind != p.kind and custom else 0.0)
     if t.outs == p.outs:
         score += SAME_OUTPUT + (SAME_INPUT if t.ins == p.ins else 0.0)
     elif t.ins == p.ins:
@@ -191,6 +196,24 @@ def _basis(t, p, second_pass, absorbed):
     return 0.9, "kind, tensor and output shapes, position in execution order"
 
 
+def _full(module, local):
+    return f"{module}.{local}" if module else local
+
+
+def _full_parts(module, local):
+    return tuple(_full(module, n) for n in local) if isinstance(local, tuple) else _full(module, local)
+
+
+def _evidence(t, p, tensor_pairs, second_pass):
+    """What the pair rests on, in the mapping file's words: order, shape, name (and replay, added later)."""
+    found = [] if second_pass else ["order"]
+    if tensor_pairs or t.outs == p.outs:
+        found.append("shape")
+    if name_similarity(t.module, p.module) > 0 or any(how in ("rule", "name") for *_, how in tensor_pairs):
+        found.append("name")
+    return found
+
+
 def match_models(torch_table, paddle_table, torch_calls, paddle_calls, info=None):
     """Mapping from the recorded calls of both models (see describe_calls)."""
     pairs = _consistent(align(torch_calls, paddle_calls), torch_calls, paddle_calls)
@@ -203,11 +226,13 @@ def match_models(torch_table, paddle_table, torch_calls, paddle_calls, info=None
         confidence, basis = _basis(t, p, (ti, pj) in second_pass,
                                    torch_calls[absorbed] if absorbed is not None else None)
         if key not in modules:
-            tensor_pairs, _, _ = pair_tensors(t.kind, t.tensors, p.tensors)
-            prefix_t, prefix_p = (f"{t.module}." if t.module else ""), (f"{p.module}." if p.module else "")
-            tensors = [TensorPair(prefix_t + a, prefix_p + b, transform, tuple(t.tensors[a]), confidence)
-                       for a, b, transform in tensor_pairs]
-            modules[key] = ModulePair(t.module, p.module, t.kind, (t.type, p.type), [], tensors, confidence, basis)
+            kind = t.kind if not is_custom(t.kind) else p.kind
+            tensor_pairs, _, _ = pair_tensors(kind, t.tensors, p.tensors)
+            tensors = [TensorPair(_full(t.module, a), _full_parts(p.module, b), transform, tuple(t.tensors[a]),
+                                  confidence) for a, b, transform, _ in tensor_pairs]
+            modules[key] = ModulePair(t.module, p.module, t.kind, (t.type, p.type), [], tensors, confidence, basis,
+                                      evidence=_evidence(t, p, tensor_pairs, (ti, pj) in second_pass))
+            modules[key].ambiguous = [_full(t.module, a) for a, _, _, how in tensor_pairs if how == "ambiguous"]
         module = modules[key]
         module.calls.append((t.call, p.call))
         module.confidence = min(module.confidence, confidence)
@@ -236,7 +261,7 @@ def match_models(torch_table, paddle_table, torch_calls, paddle_calls, info=None
 
 def _unmatched(side, table, calls, paired, mapping):
     """Tensor-holding modules left out (with their tensors' shapes), then called modules left out."""
-    mapped = {t.torch if side == "torch" else t.paddle for t in mapping.tensors}
+    mapped = {n for t in mapping.tensors for n in ((t.torch,) if side == "torch" else t.paddle_parts)}
     out = left_out(side, table, mapped)
     listed = {u["module"] for u in out}
     counts = Counter(c.module for c in calls)
@@ -259,11 +284,79 @@ def match_by_name(torch_table, paddle_table, names, info=None):
             continue
         kind = kind_of_module("torch", t)
         tensor_pairs, _, _ = pair_tensors(kind, t["tensors"], p["tensors"])
-        tensors = [TensorPair(f"{name}.{a}", f"{name}.{b}", transform, tuple(t["tensors"][a]))
-                   for a, b, transform in tensor_pairs]
+        tensors = [TensorPair(_full(name, a), _full_parts(name, b), transform, tuple(t["tensors"][a]))
+                   for a, b, transform, _ in tensor_pairs]
         modules.append(ModulePair(name, name, kind, (t["type"], p["type"]), [(1, 1)], tensors, 1.0,
                                   "same name (built from one spec)"))
     mapping = Mapping(modules, info=dict(info or {}))
     mapping.unmatched_torch = left_out("torch", torch_table, {t.torch for t in mapping.tensors})
-    mapping.unmatched_paddle = left_out("paddle", paddle_table, {t.paddle for t in mapping.tensors})
+    mapping.unmatched_paddle = left_out("paddle", paddle_table, {n for t in mapping.tensors for n in t.paddle_parts})
     return mapping
+
+
+MAX_AMBIGUOUS = 4    # square weights of one module tried in every orientation: 2**4 replays at most
+
+
+def settle_by_replay(mapping, models, sides, calls):
+    """Orient the square weights that shapes could not: for each module pair with such weights, load the
+    torch model's weights into the paddle module in every candidate orientation and run the paddle module
+    alone on torch's captured input of its first call; the orientation that reproduces torch's output is
+    the mapping's (evidence "replay"). Both models run the same numbers, so a correct port matches exactly
+    one orientation; when none matches, the kind's default stays and the basis says so.
+    calls: {side: recorded calls} of the matching run."""
+    import itertools
+
+    from dualbench.parity.mapping import paddle_arrays
+    first = {side: {(c["module"], c["call"]): c for c in found} for side, found in calls.items()}
+    torch_state = None
+    for m in mapping.modules:
+        ambiguous = [t for t in m.tensors if t.torch in m.ambiguous]
+        t_call = first["torch"].get((m.torch, 1))
+        p_call = first["paddle"].get((m.paddle, 1))
+        if not ambiguous or len(ambiguous) > MAX_AMBIGUOUS or t_call is None or p_call is None:
+            continue
+        torch_state = torch_state or sides["torch"].inspect.state_arrays(models["torch"])
+        paddle_inspect = sides["paddle"].inspect
+        parts = [n for t in m.tensors for n in t.paddle_parts]
+        original = paddle_inspect.state_arrays(models["paddle"], parts)
+        shapes = paddle_inspect.state_shapes(models["paddle"])
+        matches = []
+        try:
+            for combo in itertools.product(("none", "transpose"), repeat=len(ambiguous)):
+                for t, transform in zip(ambiguous, combo):
+                    t.transform = transform
+                arrays = paddle_arrays(m.tensors, {t.torch: torch_state[t.torch] for t in m.tensors}, shapes)
+                paddle_inspect.load_state_arrays(models["paddle"], arrays)
+                out = paddle_inspect.call_module(models["paddle"], m.paddle, t_call["inputs"], False, p_call["kwargs"])
+                if out and t_call["outputs"] and _reproduces(t_call["outputs"][0], out[0]):
+                    matches.append(combo)
+        except (RuntimeError, ValueError, TypeError, AssertionError) as e:
+            matches, m.basis = [], m.basis + f"; orientation replay failed ({type(e).__name__})"
+        finally:
+            paddle_inspect.load_state_arrays(models["paddle"], original)
+        chosen = matches[0] if len(matches) == 1 else None
+        for t, default in zip(ambiguous, _defaults(m, ambiguous)):
+            t.transform = chosen[ambiguous.index(t)] if chosen else default
+        if chosen:
+            m.evidence.append("replay")
+            m.basis += (f"; {', '.join(t.torch.rsplit('.', 1)[-1] for t in ambiguous)} square: the orientation that "
+                        "reproduces torch's output when the paddle module is replayed on torch's input")
+        else:
+            m.basis += ("; a square weight's orientation: the replay did not single one out, the kind's default "
+                        "is kept (check it in this file)")
+
+
+def _defaults(module, ambiguous):
+    from dualbench.parity.kinds import TENSOR_RULES
+    rules = TENSOR_RULES.get(module.kind, {})
+    local = [t.torch[len(module.torch) + 1:] if module.torch else t.torch for t in ambiguous]
+    return [rules.get(name, (None, "none"))[1] if not isinstance(rules.get(name, (None,))[0], tuple) else "none"
+            for name in local]
+
+
+def _reproduces(expected, got, rtol=1e-4):
+    expected, got = np.asarray(expected, np.float64), np.asarray(got, np.float64)
+    if expected.shape != got.shape:
+        return False
+    scale = max(float(np.abs(expected).max()) if expected.size else 0.0, 1e-12)
+    return bool(np.all(np.isfinite(got)) and float(np.abs(expected - got).max()) <= rtol * scale + 1e-6)

@@ -20,9 +20,11 @@ import numpy as np
 
 from dualbench.common.errors import UserError
 from dualbench.common.init import shared_weights
-from dualbench.parity.kinds import BATCHNORM_KINDS, contiguous_transpose
+from dualbench.parity.kinds import BATCHNORM_KINDS
 from dualbench.common.tasks import DataSpec, Optimizer, Protocol, Task
-from dualbench.parity.mapping import from_canonical, to_canonical
+from dualbench.parity.inputs import (batch_size, bind_pair, check_loss, default_loss, describe_inputs, for_side,
+                                     input_renames, make_labels)
+from dualbench.parity.mapping import from_canonical, paddle_arrays, to_canonical
 
 DROPOUT_POLICY = "identical numpy masks injected into both"
 DEFAULT_STEPS = 10          # tasks
@@ -46,6 +48,7 @@ class ParityConfig:
     start_weights: Optional[dict] = None  # canonical start weights; default: common.init.shared_weights
     batches: Optional[list] = None        # [(x float32, y int64)] per step, instead of random ones
     weights: str = "torch"               # model pairs: start from torch's | paddle's | random weights
+    output_leaf: int = 0                 # model pairs: the output tensor the loss is on (flattened order)
 
 
 @dataclass
@@ -118,11 +121,17 @@ def load_side(name, **overrides):
                 make_state=lambda task, model: backend.train.make_state(task, model, dev),
                 train_step=backend.train.train_step, scheduler_step=backend.train.scheduler_step,
                 current_lr=backend.train.current_lr, seed=backend.device.seed,
-                to_inputs=inspect.to_tensor, to_labels=inspect.to_tensor)
+                to_inputs=lambda x: model_inputs(inspect, name, x), to_labels=inspect.to_tensor)
     unknown = set(overrides) - {f.name for f in fields(Side)}
     if unknown:
         raise ValueError(f"unknown side function {sorted(unknown)[0]!r}")
     return replace(side, **overrides)
+
+
+def model_inputs(inspect, name, x):
+    """A batch as the side's model takes it: a tensor, or (args, kwargs) for several inputs (parity.inputs)."""
+    x = for_side(x, name)
+    return inspect.to_tensor(x) if isinstance(x, np.ndarray) else inspect.model_call(x)
 
 
 def load_sides(torch_overrides=None, paddle_overrides=None):
@@ -144,45 +153,55 @@ def bind_side(name, side, mapping):
     gradients(model, names=None)        gradients of the trainable tensors (all, or those named)
     trainable(model)                    canonical names of the tensors the optimizer updates
     module_names                        {torch module: this side's module}
+    A paddle tensor made of several torch tensors (slices) is written whole: the canonical tensors
+    not given are read from the model first.
     """
     by_torch = {t.torch: t for t in mapping.tensors}
     inspect = side.inspect
 
-    def native(canonical):
-        return canonical if name == "torch" else by_torch[canonical].paddle
+    def pairs_of(names):
+        return list(by_torch.values()) if names is None else [by_torch[c] for c in names]
+
+    def native(pairs):
+        return list(dict.fromkeys(p.torch if name == "torch" else n for p in pairs for n in
+                                  ((p.torch,) if name == "torch" else p.paddle_parts)))
 
     def export(model, names=None):
-        if names is None:
-            return to_canonical(name, inspect.state_arrays(model), mapping)
-        arrays = inspect.state_arrays(model, [native(c) for c in names])
-        return {c: _layout(name, by_torch[c], arrays[native(c)]) for c in names}
+        pairs = pairs_of(names)
+        return to_canonical(name, inspect.state_arrays(model, native(pairs)), mapping, pairs)
 
     def import_all(model, weights):
-        inspect.load_state_arrays(model, from_canonical(name, weights, mapping))
+        shapes = None if name == "torch" else _paddle_shapes(inspect, model)
+        inspect.load_state_arrays(model, from_canonical(name, weights, mapping, shapes))
 
     def import_some(model, weights):
-        inspect.load_state_arrays(model, {native(c): _layout(name, by_torch[c], np.asarray(v))
-                                          for c, v in weights.items()})
+        if name == "torch":
+            inspect.load_state_arrays(model, {c: np.asarray(v) for c, v in weights.items()})
+            return
+        pairs = pairs_of(list(weights))
+        writers = [t for t in by_torch.values() if set(t.paddle_parts) & set(native(pairs))]
+        missing = [t.torch for t in writers if t.torch not in weights]
+        weights = {**weights, **(export(model, missing) if missing else {})}
+        inspect.load_state_arrays(model, paddle_arrays(writers, weights, _paddle_shapes(inspect, model)))
 
     def gradients(model, names=None):
-        wanted = [c for c in by_torch if names is None or c in names]
-        found = inspect.gradients(model, None if names is None else [native(c) for c in wanted])
-        return {c: _layout(name, by_torch[c], found[native(c)]) for c in wanted if native(c) in found}
+        pairs = pairs_of(names)
+        found = inspect.gradients(model, None if names is None else native(pairs))
+        return {p.torch: to_canonical(name, found, mapping, [p])[p.torch] for p in pairs
+                if all(n in found for n in native([p]))}
 
     def trainable(model):
         names = set(inspect.trainable_names(model))
-        return [c for c in by_torch if native(c) in names]
+        return [c for c, p in by_torch.items() if all(n in names for n in native([p]))]
 
     return replace(side, export_weights=side.export_weights or export, import_weights=side.import_weights or import_all,
                    import_some=import_some, gradients=gradients, trainable=trainable,
                    module_names={m.torch: (m.torch if name == "torch" else m.paddle) for m in mapping.modules})
 
 
-def _layout(side, tensor, array):
-    """One tensor between a side's layout and the canonical one (the transforms are their own inverse)."""
-    if side == "torch" or tensor.transform == "none":
-        return array
-    return contiguous_transpose(array)
+def _paddle_shapes(inspect, model):
+    """{name: shape} of a model's state, without copying the tensors."""
+    return inspect.state_shapes(model)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -336,91 +355,84 @@ def pair_task(name, loss, optimizer, lr, batch_size):
                 DataSpec("(model pair inputs)", (0.0, 1.0)))
 
 
-def default_loss(output):
-    """ce for [N, C] class scores, mse otherwise."""
-    return "ce" if output is not None and output.ndim == 2 and output.shape[1] > 1 else "mse"
-
-
-def make_labels(loss, output, classes, n_steps, seed):
-    """Labels per step for the loss: class ids (ce), float targets shaped like the output (mse),
-    or unused zeros (sum)."""
-    rng = np.random.default_rng([seed, 77])
-    n = output.shape[0]
-    if loss == "ce":   # classes on axis 1, one label per sample and position ([N], [N, L], [N, H, W] ...)
-        shape = (n,) + tuple(output.shape[2:])
-        return [rng.integers(0, classes, shape).astype(np.int64) for _ in range(n_steps)]
-    if loss == "mse":
-        return [rng.standard_normal(output.shape).astype(np.float32) for _ in range(n_steps)]
-    return [np.zeros(n, np.int64) for _ in range(n_steps)]
-
-
-def make_pair_inputs(shape, n_steps, seed):
-    """Seeded standard-normal float32 inputs (images normalised to mean 0, std 1 look like this)."""
-    rng = np.random.default_rng([seed, 1234])
-    return [rng.standard_normal(shape).astype(np.float32) for _ in range(n_steps)]
-
-
 def model_pair(factories, sides, config, inputs, *, loss=None, classes=None, labels=None, mapping_file=None,
                mapping=None, name="model pair", info=None):
-    """A pair of user models: factories {side: zero-argument builder}; inputs: one numpy batch (or a
-    list of arrays for several positional inputs), used at every step.
+    """A pair of user models: factories {side: zero-argument builder}; inputs: one numpy batch, a list of
+    positional arrays, or {key: array} bound to forward()'s parameters (inputs.bind_pair), used at every
+    step.
 
-    The modules are matched by running both models on the inputs (match.match_models), or read from
-    mapping_file (or taken as given: a Mapping). Raises UserError for an unknown loss or labels that
-    do not fit.
+    The modules are matched by running both models on the inputs (match.match_models; square weights the
+    shapes cannot orient are settled by replaying both), or read from mapping_file (or taken as given: a
+    Mapping). Raises UserError for an unknown loss or labels that do not fit.
     """
     import time
-
-    from dualbench.parity.mapping import read_mapping
-    from dualbench.parity.match import describe_calls, match_models
     clock = time.perf_counter()
     models = {side: factories[side]() for side in ("torch", "paddle")}
     timings = {"building": time.perf_counter() - clock}
     clock = time.perf_counter()
+    if isinstance(inputs, dict) and "args" not in inputs:
+        inputs = bind_pair(inputs, models, input_renames(mapping_file), mapping_file or "the inputs")
+    notes = prepare_models(models, sides)
     tables = {side: sides[side].inspect.module_table(models[side]) for side in models}
-    recorded = {side: sides[side].inspect.record_calls(models[side], inputs, False) for side in models}
+    recorded = {side: sides[side].inspect.record_calls(models[side], for_side(inputs, side), False) for side in models}
     for side, (_, _, error) in recorded.items():
         if error:
-            raise UserError(f"the {side} model cannot run the input {list(np.shape(first_input(inputs)))}: {error}")
-    if mapping is not None:
-        pass
-    elif mapping_file:
-        states = {side: {k: tuple(v.shape) for k, v in sides[side].inspect.state_arrays(models[side]).items()}
-                  for side in models}
-        mapping = read_mapping(mapping_file, tables["torch"], tables["paddle"], states["torch"], states["paddle"])
-    else:
-        calls = {side: describe_calls(side, tables[side], recorded[side][0]) for side in models}
-        mapping = match_models(tables["torch"], tables["paddle"], calls["torch"], calls["paddle"], info)
+            raise UserError(f"the {side} model cannot run the input ({describe_inputs(inputs)}): {error}")
+    mapping = mapping or pair_mapping(models, sides, tables, recorded, mapping_file, info)
     mapping.info.update(info or {})
     timings["matching"] = time.perf_counter() - clock
-    output = recorded["torch"][1][0] if recorded["torch"][1] else None
+    leaves = recorded["torch"][1]
+    if config.output_leaf >= max(len(leaves), 1):
+        raise UserError(f"--output {config.output_leaf}: the torch model returns {len(leaves)} tensor(s)")
+    output = leaves[config.output_leaf][1] if leaves else None
     loss = loss or default_loss(output)
-    if loss not in ("ce", "mse", "sum"):
-        raise UserError(f"unknown loss '{loss}' (known: ce, mse, sum)")
-    if loss == "ce":
-        if output is None or output.ndim < 2:
-            raise UserError(f"--loss ce needs [N, classes, ...] outputs; the torch model returns "
-                            f"{list(np.shape(output))} (use --loss mse or sum)")
-        classes = classes or output.shape[1]
-        if classes > output.shape[1]:
-            raise UserError(f"--classes {classes} is more than the model's {output.shape[1]} outputs")
+    classes = check_loss(loss, output, classes)
     steps = config.steps or DEFAULT_PAIR_STEPS
-    if labels is None:
-        labels = make_labels(loss, output, classes, steps, config.seed)
-    else:
-        labels = [np.asarray(labels)] * steps
-    batches = [(inputs, y) for y in labels]
+    labels = make_labels(loss, output, classes, steps, config.seed) if labels is None else [np.asarray(labels)] * steps
     optimizer = config.optimizer or "sgd"
-    lr = config.lr or DEFAULT_LR[optimizer]
-    task = pair_task(name, loss, optimizer, lr, len(labels[0]))
+    task = replace(pair_task(name, loss, optimizer, config.lr or DEFAULT_LR[optimizer], len(labels[0])),
+                   output_leaf=config.output_leaf)
     if config.weights == "random":
         start = random_weights(mapping, config.seed)
     else:
         start = to_canonical(config.weights, sides[config.weights].inspect.state_arrays(models[config.weights]),
                              mapping) if not mapping.blocking()[0] and not mapping.blocking()[1] else {}
-    n = int(np.shape(first_input(inputs))[0])
-    return Pair(name, task, None, mapping, batches, start, batch64=min(n, 8), steps64=steps,
-                float64=config.float64, origin="models", tables=tables, prototypes=models, timings=timings)
+    n = batch_size(inputs)
+    return Pair(name, task, None, mapping, [(inputs, y) for y in labels], start, batch64=min(n, 8), steps64=steps,
+                float64=config.float64, origin="models", tables=tables, prototypes=models, timings=timings,
+                notes=notes)
+
+
+def pair_mapping(models, sides, tables, recorded, mapping_file, info):
+    """The mapping from the file, or matched from the recorded calls (ambiguous orientations replayed)."""
+    from dualbench.parity.mapping import read_mapping
+    from dualbench.parity.match import describe_calls, match_models, settle_by_replay
+    if mapping_file:
+        states = {side: sides[side].inspect.state_shapes(models[side]) for side in models}
+        return read_mapping(mapping_file, tables["torch"], tables["paddle"], states["torch"], states["paddle"])
+    calls = {side: describe_calls(side, tables[side], recorded[side][0]) for side in models}
+    mapping = match_models(tables["torch"], tables["paddle"], calls["torch"], calls["paddle"], info)
+    settle_by_replay(mapping, models, sides, {side: recorded[side][0] for side in models})
+    return mapping
+
+
+def prepare_models(models, sides):
+    """Functional dropout off on both sides (the checks cannot give it the other side's mask); the notes
+    the report shows about what the check changed."""
+    notes = []
+    for side in ("torch", "paddle"):
+        changed, _ = sides[side].inspect.functional_dropout_off(models[side])
+        if changed:
+            where = ", ".join(f"{n or '(model)'} (p={p:g})" for n, p in changed)
+            notes.append(f"{side}: dropout inside {where} "
+                         "runs inside the module's own computation and cannot get the other side's mask: set to 0 "
+                         "for the check (dropout modules keep theirs, with shared masks)")
+    composites = [n for n, info in sides["torch"].inspect.module_table(models["torch"]).items() if info.get("composite")
+                  or info["type"] == "MultiheadAttention"]
+    if composites:
+        notes.append("torch's eval fast path for MultiheadAttention and the Transformer layers (one fused call that "
+                     "skips the submodules) is switched off for the check, so that every submodule is compared")
+    return notes
 
 
 def load_pair_factories(args):
@@ -436,10 +448,6 @@ def load_pair_factories(args):
         sides[side].build_model = (lambda f: lambda spec: f())(factories[side])
     t, p = specs["torch"].label, specs["paddle"].label
     return factories, (t if t == p else f"{t} vs {p}"), sides
-
-
-def first_input(inputs):
-    return inputs[0] if isinstance(inputs, (list, tuple)) else inputs
 
 
 def structure_error(mapping, where=None):

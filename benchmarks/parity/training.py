@@ -21,20 +21,15 @@ from dualbench.parity.conventions import layers as conventions
 from dualbench.parity.conventions import rules
 from dualbench.parity.kinds import BATCHNORM_KINDS, DROPOUT_KINDS
 from dualbench.parity.diagnose import bn_weights, explain_bn_rows, mark_bn_bias_noise
+from dualbench.parity.inputs import cast_inputs
 from dualbench.parity.pair import mask_maker
-from dualbench.parity.rows import FAILED, TOLERANCES, describe, error_row, error_text, make_row, stack, tolerance
+from dualbench.parity.rows import FAILED, TOLERANCES, describe, error_row, error_text, make_row, tolerance
 
 RUN_ERRORS = (RuntimeError, ValueError, TypeError, AssertionError, IndexError)
 LABEL_LOSSES = ("ce", "mse_value", "mse_onehot")
 NOISE_FACTOR = 2.0   # float32: torch vs paddle within twice the sum of each side's own float32 error
 SHRINK = 0.1         # ... and in float64 at most a tenth of that error: a formula difference does not shrink
 UNRELIABLE = 0.1     # a float32 result this far (of the tensor's scale) from its float64 one: say so
-
-
-def cast_inputs(x, dtype):
-    """Floating inputs in the run's dtype; integer inputs (token ids) unchanged."""
-    x = np.asarray(x)
-    return x.astype(dtype) if np.issubdtype(x.dtype, np.floating) else x
 
 
 @dataclass
@@ -68,7 +63,7 @@ def start_replica(pair, side, dtype, model, batches, seed):
     bn_native = {side.module_names[m.torch]: m.torch for m in pair.mapping.modules if m.kind in BATCHNORM_KINDS}
     rep.bn = {name: [] for name in bn_native.values()}
 
-    def record_bn(name, inputs, _outputs):
+    def record_bn(name, inputs, _outputs, _kwargs):
         x = inputs[0].astype(np.float64)
         axes = tuple(i for i in range(x.ndim) if i != 1)
         rep.bn[bn_native[name]].append((x.mean(axis=axes), x.var(axis=axes), x.size // x.shape[1]))
@@ -359,7 +354,7 @@ class Lockstep:
 
     def eval_after_train(self, x):
         """Eval forward after training, with torch's running statistics copied into paddle."""
-        from dualbench.parity.forward import compare_calls, torch_value
+        from dualbench.parity.forward import compare_calls, compared_values
         from dualbench.parity.diagnose import diagnose_forward
         if any(r.error for r in self.reps.values()):
             return
@@ -384,8 +379,8 @@ class Lockstep:
             for row, cp in zip(rows, compared):
                 a = records["torch"][0].get(cp.torch_output)
                 b = records["paddle"][0].get((cp.paddle, cp.paddle_call))
-                if a is not None and b is not None:
-                    outputs[dtype][0][cp.name] = (row, torch_value(cp, a), stack(b["outputs"]))
+                if a is not None and b is not None and row["name"] == cp.name:
+                    outputs[dtype][0][cp.name] = (row, *compared_values(cp, a, b))
         if len(outputs) == 2:
             for name, (row32, a32, b32) in outputs["float32"][0].items():
                 if name in outputs["float64"][0]:
