@@ -12,7 +12,7 @@ STAMP  := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[cpu,data,report,dev,cluster]'
+	$(PY) -m pip install --quiet -e '.[cpu,data,report,dev,cluster,port]'
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -11,7 +11,7 @@ from dualbench.executor import add_arguments as add_executor_arguments
 
 # Modules with a register(subparsers) function, one subcommand each.
 COMMAND_MODULES = ["dualbench.data_cmd", "dualbench.parity", "dualbench.bench", "dualbench.report",
-                   "dualbench.study"]
+                   "dualbench.study", "dualbench.port"]
 
 
 class OneLineParser(argparse.ArgumentParser):
