@@ -94,7 +94,7 @@ def module_table(model):
         unit = isinstance(layer, UNIT_TYPES)
         if unit:
             folded.append(f"{name}." if name else "")
-            found = {**dict(layer.named_parameters()), **dict(layer.named_buffers())}
+            found = _unit_tensors(layer)
         else:
             found = {**dict(layer.named_parameters(include_sublayers=False)),
                      **dict(layer.named_buffers(include_sublayers=False))}
@@ -110,6 +110,16 @@ def module_table(model):
                        "bases": [c.__name__ for c in type(layer).__mro__[1:] if issubclass(c, nn.Layer) and c is not nn.Layer],
                        "tensors": own, "config": module_config(layer), "unit": unit, "composite": composite}
     return table
+
+
+def _unit_tensors(layer):
+    """A unit's tensors under local names. An RNN's under its cells' names (`0.cell.weight_ih`,
+    `0.cell_fw.weight_ho`): its flat torch-style names are the same tensors, but with proj_size they are
+    shifted (2 layers: `weight_hh_l1` is layer 1's weight_ih) and the projection has none."""
+    if isinstance(layer, (nn.LSTM, nn.GRU, nn.SimpleRNN)):
+        items = sorted(layer.state_dict().items(), key=lambda item: ".cell" not in item[0])
+        return dict(items)
+    return {**dict(layer.named_parameters()), **dict(layer.named_buffers())}
 
 
 def state_shapes(model):
@@ -429,16 +439,23 @@ def functional_dropout_off(model):
     return [(name, p) for name, _, p in changed], restore
 
 
+def _trainable(model):
+    """{state name: parameter} of the trainable parameters under every name the state lists them by (an RNN
+    lists its weights under the layer's flat names and again under its cells'). BatchNorm's _mean/_variance
+    are listed as parameters in paddle, with stop_gradient set."""
+    trainable = {id(p) for p in model.parameters() if not p.stop_gradient}
+    return {name: p for name, p in model.state_dict().items() if id(p) in trainable}
+
+
 def trainable_names(model):
     """Native names of the parameters an optimizer updates."""
-    return [name for name, p in model.named_parameters() if not p.stop_gradient]
+    return list(_trainable(model))
 
 
 def gradients(model, names=None):
     """Native name -> gradient of every trainable parameter (or of those named; zeros where none was
     computed)."""
-    # BatchNorm's _mean/_variance are listed as parameters in paddle, with stop_gradient set
-    params = {name: p for name, p in model.named_parameters() if not p.stop_gradient}
+    params = _trainable(model)
     return {name: (to_numpy(params[name].grad) if params[name].grad is not None else
                    np.zeros(tuple(params[name].shape), np.float32)) for name in (params if names is None else names)}
 

@@ -31,7 +31,8 @@ from dualbench.parity.rows import (FAILED, TOLERANCES, describe, error_row, erro
                                    make_row, stack, tolerance)
 from dualbench.parity.forward import compare_calls, compared_values, output_rows, record
 from dualbench.parity.training import run_training
-from dualbench.parity.transfer import IMPORT_ERRORS, import_start, orientation_from_error, start_rows, weight_rows
+from dualbench.parity.transfer import (IMPORT_ERRORS, backend_weight_rows, import_start, orientation_from_error,
+                                       start_rows, weight_rows)
 
 def dropout_keys(side, pair):
     return {side.module_names[m.torch]: m.torch for m in pair.mapping.modules if m.kind in DROPOUT_KINDS}
@@ -202,6 +203,8 @@ def check_pair(pair, sides, config):
     sides = bind_mapping(sides, pair.mapping)
     ctx = pair_context(pair, sides)
     rows = weight_rows(pair, sides, ctx)
+    if pair.origin == "task":
+        rows += backend_weight_rows(pair, sides, ctx)
     models = {name: pair.fresh(sides, name) for name in sides}
     try:
         exported = import_start(sides, models, pair.start)

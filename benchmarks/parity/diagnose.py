@@ -9,46 +9,52 @@ does not show), "vacuous" (outputs near zero or constant: agreement proves nothi
 """
 import numpy as np
 
-from dualbench.parity.conventions import layers as conventions, optimizers as optimizer_conventions
+from dualbench.parity.conventions import optimizers as optimizer_conventions
+from dualbench.parity.conventions.replay import replay
 from dualbench.parity.conventions import rules
-from dualbench.parity.kinds import BATCHNORM_KINDS, DROPOUT_KINDS
-from dualbench.parity.rows import FAILED
+from dualbench.parity.conventions.sequence import SEQUENCE_COMPUTE
+from dualbench.parity.kinds import BATCHNORM_KINDS, COMPOSITE_KINDS, DROPOUT_KINDS
+from dualbench.parity.rows import FAILED, describe
 
 def call_of(records, side, key):
     return records[side][0].get(key) if records.get(side) else None
 
 
 def module_weights(pair, torch_module):
-    """The module's start weights, under their local names (weight, bias, running_mean, ...)."""
+    """The start weights of the module and everything inside it, under local names (weight, bias,
+    running_mean; self_attn.in_proj_weight, linear1.weight for a Transformer layer)."""
     prefix = f"{torch_module}." if torch_module else ""
-    module = next((m for m in pair.mapping.modules if m.torch == torch_module), None)
-    return {t.torch[len(prefix):]: pair.start[t.torch] for t in (module.tensors if module else [])
-            if t.torch in pair.start}
+    return {name[len(prefix):]: value for name, value in pair.start.items() if name.startswith(prefix)}
 
 
 def config_of(pair, side, module):
     return ((pair.tables or {}).get(side, {}).get(module) or {}).get("config", {})
 
 
-def replay_cause(pair, cp, t_call, p_call, mode, mask, tol):
+def replay_cause(pair, cp, t_call, p_call, mode, mask, tol, paddle_out=None):
     """The convention whose flip makes the module's replay on the captured input reproduce paddle's
     output (parity.conventions.layers): a cause in words, '' when no known flip does, None when the layer
-    is not modelled (or was compared through a fused activation)."""
+    is not modelled (or was compared through a fused activation). paddle_out: what to reproduce instead of
+    paddle's own call's output (its output on torch's input, for a module whose input already differs)."""
     if cp.activation or cp.torch_output != (cp.torch, cp.torch_call) or not t_call["inputs"]:
         return None
     t_config, p_config = config_of(pair, "torch", cp.torch), config_of(pair, "paddle", cp.paddle)
     if p_config.get("fused_activation"):
         return None
-    torch_out, paddle_out = t_call["outputs"][0], p_call["outputs"][0]
+    torch_out = t_call["outputs"][0]
+    paddle_out = p_call["outputs"][0] if paddle_out is None else paddle_out
     try:
-        proven = conventions.replay(cp.kind, t_call["inputs"], module_weights(pair, cp.torch), t_config, p_config,
-                                    torch_out, paddle_out, mode != "eval", mask, tol)
+        proven = replay(cp.kind, t_call["inputs"], t_call.get("kwargs"), module_weights(pair, cp.torch), t_config,
+                        p_config, torch_out, paddle_out, mode != "eval", mask, tol)
     except (ValueError, KeyError, TypeError, IndexError):   # settings the replay does not cover
         return None
     if proven is None:
         return None
     found = []
-    for convention, torch_value, value, gap in proven:
+    best = min((gap for *_, gap in proven), default=0.0)
+    for convention, torch_value, value, gap in sorted(proven, key=lambda p: p[3]):
+        if gap > 10 * best + 1e-12:
+            continue      # another flip reproduces paddle's output far better (exact GELU vs its tanh form)
         found.append(f"{convention.title}: replayed with {convention.key}={_words(value)} instead of torch's "
                      f"{_words(torch_value)}, {cp.name} reproduces paddle's output (max_abs {gap:.1e}). Defaults: "
                      f"torch {convention.torch}; paddle {convention.paddle}. Fix: {convention.fix}.")
@@ -78,10 +84,13 @@ def diagnose_forward(pair, rows, pairs, records, mode, weight_rows_start, after=
     replaying the module on the captured input with that convention flipped; otherwise it is
     unexplained, with the numbers."""
     tensors = {m.torch: bool(m.tensors) for m in pair.mapping.modules}
-    previous = None
+    previous, deferred = None, []
     for row, cp in zip(rows, pairs):
         if row["status"] not in FAILED:
             previous = row["name"]
+            continue
+        if cp.kind in COMPOSITE_KINDS and cp.kind not in SEQUENCE_COMPUTE and not after:
+            deferred.append(row)   # a stack of layers: the cause is in one of its parts, diagnosed next
             continue
         t_call = call_of(records, "torch", cp.torch_output)
         p_call = call_of(records, "paddle", (cp.paddle, cp.paddle_call))
@@ -127,8 +136,52 @@ def diagnose_forward(pair, rows, pairs, records, mode, weight_rows_start, after=
                      f"on both sides but computes a different output (max_abs {row['max_abs']:.2e}, max_rel "
                      f"{row['max_rel']:.2e}); compare the layer's construction")
         row["cause"] = cause
+        for outer in deferred:
+            outer["cause"] = f"follows from its part {describe(row)}"
+        if not after:   # after training the weights differ within tolerance: no module's difference is its own
+            diagnose_independent(pair, rows, pairs, records, mode, row, seed)
         return row
-    return None
+    for outer in deferred:
+        outer["cause"] = f"{outer['name']} differs although each of its parts agrees: compare what it does between them"
+    return deferred[0] if deferred else None
+
+
+def diagnose_independent(pair, rows, pairs, records, mode, first, seed=0):
+    """The failing rows after the first: each module was also run alone on torch's input of the same call
+    (records["local"]). Where it then agrees, its difference is inherited ("follows from" the first);
+    where it still differs, the difference is its own: an independent one, diagnosed by replay against
+    that local output, so that a model with several independent convention differences gets each named."""
+    local = records.get("local", {})
+    seen, causes = {first["name"]}, [first["name"]]
+    for row, cp in zip(rows, pairs):
+        shapes_only = row["cause"].startswith("output shapes differ")   # make_row's note, not a diagnosis
+        if row["status"] not in FAILED or (row["cause"] and not shapes_only) or row["name"] in seen or \
+                row["name"] != cp.name:
+            continue
+        seen.add(row["name"])
+        inner = next((c for c in causes if c.startswith(f"{cp.name}.") or (not cp.torch and c != cp.name)), None)
+        if inner is not None:   # a composite (a Transformer stack) around a part that differs by itself
+            row["cause"] = f"follows from its part {inner}"
+            continue
+        own = local.get((cp.paddle, cp.paddle_call))
+        local_rel = row.get("local_rel")
+        if own is None or local_rel is None or not np.isfinite(local_rel):
+            row["cause"] = f"follows from {describe(first)}"
+            continue
+        tol = (row["atol"], row["rtol"])
+        t_call = call_of(records, "torch", cp.torch_output)
+        reference = t_call["outputs"][0] if t_call and t_call["outputs"] else None
+        if reference is None or local_rel <= tol[1] + tol[0] / max(float(np.abs(reference).max()), 1e-30):
+            row["cause"] = (f"follows from {describe(first)} (fed torch's input, paddle's {cp.paddle} alone agrees: "
+                            f"max_rel {local_rel:.1e})")
+            continue
+        found = replay_cause(pair, cp, t_call, None, mode, dropout_mask(pair, cp, t_call, mode, seed), tol,
+                             paddle_out=own[0])
+        what = found or (f"no known convention explains it; compare {cp.name}'s construction" if found == "" else
+                         f"compare {cp.name}'s construction and settings")
+        row["cause"] = (f"an independent difference: fed torch's input, paddle's {cp.paddle} alone differs too "
+                        f"(max_rel {local_rel:.1e}): {what}")
+        causes.append(row["name"])
 
 
 def vacuous_reason(output):

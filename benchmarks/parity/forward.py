@@ -10,7 +10,7 @@ import numpy as np
 
 from dualbench.parity.conventions import rules
 from dualbench.parity.inputs import for_side
-from dualbench.parity.kinds import NUMPY_ACTIVATIONS
+from dualbench.parity.kinds import COMPOSITE_KINDS, NUMPY_ACTIVATIONS
 from dualbench.parity.rows import error_row, make_row, stack
 
 
@@ -72,8 +72,10 @@ def compare_calls(mapping, sides, models, ctx, x, mode, tol):
     records. The model's own outputs follow (output_rows)."""
     records = {name: record(mapping, side, models[name], x, mode != "eval") for name, side in sides.items()}
     errors = {name: r[2] for name, r in records.items() if r[2]}
+    records["local"] = {}        # (paddle module, call) -> its outputs on torch's input
     rows, compared = [], []
-    for cp in mapping.call_pairs(records["torch"][3]):
+    composites = {m.torch for m in mapping.modules if m.kind in COMPOSITE_KINDS}
+    for cp in mapping.call_pairs(entry_order(records["torch"][3], composites)):
         t, p = records["torch"][0].get(cp.torch_output), records["paddle"][0].get((cp.paddle, cp.paddle_call))
         paddle_name = cp.paddle + (f"#{cp.paddle_call}" if cp.paddle_call > 1 else "")
         if t is None and p is None and not errors:
@@ -88,9 +90,43 @@ def compare_calls(mapping, sides, models, ctx, x, mode, tol):
         new = call_rows(ctx, mode, cp, t, p, tol, paddle_name)
         if t["inputs"] and p["inputs"] and np.shape(t["inputs"][0]) == np.shape(p["inputs"][0]):
             new[0]["input_rel"] = rules.compare(t["inputs"][0], p["inputs"][0], 0, 0)["max_rel"]
+        local = local_output(sides, models, cp, records["torch"][0].get((cp.torch, cp.torch_call)), p, mode != "eval")
+        if local is not None:
+            records["local"][(cp.paddle, cp.paddle_call)] = local
+            reference, value = compared_values(cp, t, {"outputs": local})
+            new[0]["local_rel"] = rules.compare(reference, value, 0, 0)["max_rel"]
         rows += new
         compared += [cp] * len(new)
     return rows, compared, records
+
+
+def entry_order(order, composites):
+    """The torch calls [(module, call)] as they were entered rather than finished: a composite (a Transformer
+    layer) before the submodules it runs, so that its row comes first and a difference in what it computes
+    around them (norm_first, its activation) is diagnosed at it."""
+    out = list(order)
+    for index, (module, call) in enumerate(order):
+        if module not in composites:
+            continue
+        prefix = f"{module}." if module else ""
+        start = out.index((module, call))
+        while start > 0 and out[start - 1][0].startswith(prefix) and out[start - 1][0] != module:
+            start -= 1
+        out.remove((module, call))
+        out.insert(start, (module, call))
+    return out
+
+
+def local_output(sides, models, cp, t_in, p, train):
+    """The paddle module run alone on torch's captured input of the same call (its own keyword arguments
+    kept): what it computes without the difference it inherits, so that several independent differences
+    each show at their own module. None when it cannot run that input."""
+    if t_in is None or not t_in["inputs"]:
+        return None
+    try:
+        return sides["paddle"].inspect.call_module(models["paddle"], cp.paddle, t_in["inputs"], train, p["kwargs"])
+    except Exception:  # noqa: BLE001 - a module that cannot take the other side's input has no local row
+        return None
 
 
 def output_rows(ctx, mode, records, tol):

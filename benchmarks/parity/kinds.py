@@ -12,6 +12,8 @@ Facts this table relies on (torch 2.14, paddle 3.3):
 - InstanceNorm: paddle calls the affine weight `scale`; PReLU: paddle calls its weight `_weight`.
 - Conv, ConvTranspose, Embedding, LayerNorm, GroupNorm: same names and the same layout.
 """
+import re
+
 import numpy as np
 
 from dualbench.parity.transforms import torch_shape
@@ -91,6 +93,10 @@ COMPATIBLE = {frozenset(("bn", k)) for k in ("bn1d", "bn2d", "bn3d")} | {frozens
 
 BATCHNORM_KINDS = ("bn", "bn1d", "bn2d", "bn3d")
 DROPOUT_KINDS = ("dropout", "dropout1d", "dropout2d", "dropout3d")
+RNN_KINDS = ("lstm", "gru", "rnn")
+# containers compared beside their parts (backends' COMPOSITE_TYPES): what they compute around them
+COMPOSITE_KINDS = ("transformer_encoder_layer", "transformer_decoder_layer", "transformer_encoder",
+                   "transformer_decoder", "transformer")
 CHANNEL_DROPOUT_KINDS = ("dropout1d", "dropout2d", "dropout3d")
 ACTIVATION_KINDS = ("relu", "relu6", "leakyrelu", "elu", "selu", "celu", "gelu", "silu", "mish", "sigmoid",
                     "tanh", "hardswish", "hardsigmoid", "hardtanh", "softplus", "softsign", "tanhshrink",
@@ -112,6 +118,23 @@ TENSOR_RULES = {
     "instancenorm3d": {"weight": ("scale", "none"), "bias": ("bias", "none")},
     "prelu": {"weight": ("_weight", "none")},
 }
+def rnn_rule(t_name, paddle_tensors):
+    """torch's flat RNN names -> the paddle cell that holds the tensor: weight_ih_l1 -> 1.cell.weight_ih
+    (1.cell_fw. / 1.cell_bw. with _reverse when bidirectional); an LSTM projection weight_hr_l0 [proj,
+    hidden] -> 0.cell.weight_ho [hidden, proj], transposed. (paddle's own flat names are shifted when the
+    LSTM has a projection, so they are never used.)"""
+    match = re.fullmatch(r"(weight|bias)_(ih|hh|hr)_l(\d+)(_reverse)?", t_name)
+    if not match:
+        return None
+    kind, which, layer, reverse = match.groups()
+    cells = ["cell_bw"] if reverse else ["cell", "cell_fw"]
+    local = f"{kind}_{'ho' if which == 'hr' else which}"
+    for cell in cells:
+        if f"{layer}.{cell}.{local}" in paddle_tensors:
+            return f"{layer}.{cell}.{local}", "transpose" if which == "hr" else "none"
+    return None
+
+
 for _kind in BATCHNORM_KINDS:
     TENSOR_RULES[_kind] = {"weight": ("weight", "none"), "bias": ("bias", "none"),
                            "running_mean": ("_mean", "none"), "running_var": ("_variance", "none")}
@@ -176,6 +199,8 @@ def pair_tensors(kind, torch_tensors, paddle_tensors):
     "none") and its evidence says "ambiguous" (the match settles it by replaying both).
     """
     rules = TENSOR_RULES.get(kind, {})
+    if kind in RNN_KINDS:
+        rules = {n: found for n in torch_tensors if (found := rnn_rule(n, paddle_tensors))}
     pairs, used = [], set()
     torch_left = [n for n in torch_tensors if n not in IGNORED_TORCH_TENSORS]
     for t_name in list(torch_left):

@@ -82,8 +82,8 @@ def pair_score(t, p):
         score += SAME_OUTPUT + (SAME_INPUT if t.ins == p.ins else 0.0)
     elif t.ins == p.ins:
         pass                    # same input, another output: this very module differs; pair to show it
-    elif pairs:
-        score += SHAPES_DIFFER  # same weights, shapes differ upstream
+    elif pairs or not custom:
+        score += SHAPES_DIFFER  # same weights (or the same kind of parameter-free layer), shapes differ upstream
     else:
         return None
     return score + NAME_WEIGHT * name_similarity(t.module, p.module)
@@ -214,9 +214,41 @@ def _evidence(t, p, tensor_pairs, second_pass):
     return found
 
 
+def same_name_pairs(torch_calls, paddle_calls):
+    """Calls of modules that have the same qualified name on both sides, a compatible kind, tensors that
+    pair whole, and as many calls: paired by name, k-th call with k-th call, before any alignment. Ports
+    keep their attribute names more often than their call order (a pre-norm Transformer layer calls
+    norm1 before its attention, a post-norm one after)."""
+    by_module = {side: defaultdict(list) for side in ("t", "p")}
+    for i, c in enumerate(torch_calls):
+        by_module["t"][c.module].append(i)
+    for j, c in enumerate(paddle_calls):
+        by_module["p"][c.module].append(j)
+    found = []
+    for name, t_index in by_module["t"].items():
+        p_index = by_module["p"].get(name)
+        if not p_index or len(p_index) != len(t_index) or not name:
+            continue
+        t, p = torch_calls[t_index[0]], paddle_calls[p_index[0]]
+        if not compatible(t.kind, p.kind) or pair_score(t, p) is None and t.outs == p.outs:
+            continue
+        tensors, torch_left, paddle_left = pair_tensors(t.kind, t.tensors, p.tensors)
+        if torch_left or paddle_left:
+            continue
+        found += [(i, j, None, TENSOR_MATCH + NAME_WEIGHT) for i, j in zip(t_index, p_index)]
+    return found
+
+
 def match_models(torch_table, paddle_table, torch_calls, paddle_calls, info=None):
-    """Mapping from the recorded calls of both models (see describe_calls)."""
-    pairs = _consistent(align(torch_calls, paddle_calls), torch_calls, paddle_calls)
+    """Mapping from the recorded calls of both models (see describe_calls): modules of the same name first,
+    the rest aligned in execution order, then what is unique in kind and shapes."""
+    named = same_name_pairs(torch_calls, paddle_calls)
+    left_t = [i for i in range(len(torch_calls)) if i not in {p[0] for p in named}]
+    left_p = [j for j in range(len(paddle_calls)) if j not in {p[1] for p in named}]
+    aligned = align([torch_calls[i] for i in left_t], [paddle_calls[j] for j in left_p])
+    pairs = named + [(left_t[i], left_p[j], left_t[a] if a is not None else None, score)
+                     for i, j, a, score in aligned]
+    pairs = _consistent(pairs, torch_calls, paddle_calls)
     second = _unique_pairs(torch_calls, paddle_calls, {p[0] for p in pairs}, {p[1] for p in pairs})
     second_pass = {(p[0], p[1]) for p in second}
     modules = {}

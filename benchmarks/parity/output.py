@@ -23,7 +23,10 @@ def summarise(rows):
         bad = group[group.status.isin(FAILED)]
         expected = group[group.status == "expected"]
         vacuous = group[group.status == "vacuous"]
-        first = bad.iloc[0] if len(bad) else None
+        # the first row that is a cause itself, not one that follows from another (a Transformer stack whose
+        # part differs is recorded before that part)
+        own = bad[~bad.cause.fillna("").str.startswith("follows from")]
+        first = (own if len(own) else bad).iloc[0] if len(bad) else None
         cause = ""
         if first is not None:
             explained = bad[bad.cause.fillna("") != ""]
@@ -32,12 +35,14 @@ def summarise(rows):
         elif len(vacuous):
             cause = vacuous.cause.iloc[0]
         result = "FAIL" if first is not None else ("inconclusive" if len(vacuous) else "pass")
+        independent = bad[bad.cause.fillna("").str.startswith("an independent difference")]
         out.append({"task": task, "result": result,
                     "first_failure": describe(first) if first is not None else "",
                     "cause": cause, "rows": len(group), "failed": len(bad),
-                    "expected_differences": "; ".join(sorted(set(expected.cause.str.split(":").str[0])))})
+                    "expected_differences": "; ".join(sorted(set(expected.cause.str.split(":").str[0]))),
+                    "also": [f"{describe(r)}: {r.cause}" for _, r in independent.drop_duplicates("name").iterrows()]})
     return pd.DataFrame(out, columns=["task", "result", "first_failure", "cause", "rows", "failed",
-                                      "expected_differences"])
+                                      "expected_differences", "also"])
 
 
 def check_table(frame):
@@ -114,8 +119,9 @@ def markdown(frame, summary, checks, pairs_info=None):
               "|---|---|---|---|---|---|---|"]
     sizes = frame.groupby("task", sort=False)[["batch_size", "steps"]].first()
     for _, s in summary.iterrows():
+        cause = s.cause + "".join(f" **Also at** {also}" for also in s.also)
         lines.append(f"| {s.task} | {sizes.batch_size[s.task]} | {sizes.steps[s.task]} | {s.result} | "
-                     f"{s.first_failure} | {s.cause} | {s.expected_differences} |")
+                     f"{s.first_failure} | {cause} | {s.expected_differences} |")
     for name, info in (pairs_info or {}).items():
         lines += ["", f"## Mapping: {name}", ""] + [f"- {line}" for line in info]
     growth = error_growth(frame)
@@ -166,6 +172,7 @@ def terminal_report(summary, checks, echo):
             line = f"{s.task}: {s.result}"
             if s.result == "FAIL":
                 line += f" at {s.first_failure}: {s.cause}"
+                line += "".join(f"\n  also at {also}" for also in s.also)
             elif s.result == "inconclusive":
                 line += f": {s.cause}"
             if s.expected_differences:

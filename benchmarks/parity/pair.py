@@ -109,6 +109,8 @@ class Side:
     gradients: Optional[Callable] = None        # (model, names=None) -> canonical gradients
     trainable: Optional[Callable] = None        # model -> canonical names the optimizer updates
     module_names: Optional[dict] = None         # {torch module: this side's module}
+    task_import_weights: Optional[Callable] = None   # the backend's own weight code for built-in tasks,
+    task_export_weights: Optional[Callable] = None   # checked against the mapping (transfer.backend_weight_rows)
 
 
 def load_side(name, **overrides):
@@ -121,7 +123,8 @@ def load_side(name, **overrides):
                 make_state=lambda task, model: backend.train.make_state(task, model, dev),
                 train_step=backend.train.train_step, scheduler_step=backend.train.scheduler_step,
                 current_lr=backend.train.current_lr, seed=backend.device.seed,
-                to_inputs=lambda x: model_inputs(inspect, name, x), to_labels=inspect.to_tensor)
+                to_inputs=lambda x: model_inputs(inspect, name, x), to_labels=inspect.to_tensor,
+                task_import_weights=backend.weights.import_weights, task_export_weights=backend.weights.export_weights)
     unknown = set(overrides) - {f.name for f in fields(Side)}
     if unknown:
         raise ValueError(f"unknown side function {sorted(unknown)[0]!r}")

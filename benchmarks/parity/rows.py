@@ -54,9 +54,10 @@ FIXED_TOLERANCES = ("weights", "float64", "float64-train", "schedule")   # --ato
 CHECK_ORDER = ("weights", "forward", "loss", "grad", "train", "schedule")
 FAILED = ("FAIL", "error")
 # input_rel (forward rows): max_rel between the two sides' inputs of the module call, so that
-# max_rel / input_rel is how much the module amplified the difference it received
+# max_rel / input_rel is how much the module amplified the difference it received; local_rel: max_rel of
+# the paddle module run alone on torch's input of the same call (its own difference, nothing inherited)
 COLUMNS = ["task", "check", "mode", "name", "paddle_name", "step", "kind", "shape", "max_abs", "max_rel",
-           "input_rel", "scale", "worst_index", "atol", "rtol", "within", "status", "cause", "dropout",
+           "input_rel", "local_rel", "scale", "worst_index", "atol", "rtol", "within", "status", "cause", "dropout",
            "batch_size", "steps", "torch_version", "paddle_version"]
 
 

@@ -15,7 +15,7 @@ IMPORT_ERRORS = (ValueError, AssertionError, RuntimeError, KeyError)
 
 
 def paddle_names(pair):
-    return {t.torch: t.paddle for t in pair.mapping.tensors}
+    return {t.torch: ", ".join(t.paddle_parts) for t in pair.mapping.tensors}
 
 
 def orientation_from_error(pair, weights, message):
@@ -74,6 +74,40 @@ def weight_rows(pair, sides, ctx):
                     else:
                         row["cause"] = rules.weight_cause(name, row["kind"], src[name], got, src, current,
                                                           origin, side.name) or row["cause"]
+                rows.append(row)
+    return rows
+
+
+def backend_weight_rows(pair, sides, ctx):
+    """A built-in task's own weight code against the mapping: the backends' weights.import_weights /
+    export_weights (the studies' shared initialisation uses them) must put the start weights where the
+    mapping reads them, and read back what the mapping put. A difference is named by the tensor's rule
+    (a square Linear weight left untransposed equals the other side's transpose)."""
+    rows, tol, names = [], TOLERANCES["weights"], paddle_names(pair)
+    for name, side in sides.items():
+        if side.task_import_weights is None or side.task_export_weights is None:
+            continue
+        model = pair.fresh(sides, name)
+        legs = ((f"{name} import_weights", lambda m: side.task_import_weights(m, {k: v.copy() for k, v in
+                                                                                   pair.start.items()}),
+                 side.export_weights, "reading back through the mapping"),
+                (f"{name} export_weights", lambda m: side.import_weights(m, pair.start), side.task_export_weights,
+                 f"backends/{name}/weights.export_weights"))
+        for mode, put, read, reader in legs:
+            try:
+                put(model)
+                got = read(model)
+            except IMPORT_ERRORS as e:
+                rows.append(error_row(ctx, "weights", mode, "(backend)", f"{mode} failed: {error_text(e)}", tol=tol))
+                continue
+            for tensor, value in pair.start.items():
+                row = make_row(ctx, "weights", mode, tensor, value, got.get(tensor), tol,
+                               kind=pair.mapping.kind_of_tensor(tensor), paddle_name=names.get(tensor))
+                if row["status"] != "ok":
+                    row["cause"] = (f"{mode} (backends/{name}/weights.py) disagrees with the mapping, read by "
+                                    f"{reader}: " + (rules.weight_cause(tensor, row["kind"], value, got.get(tensor),
+                                                                        pair.start, got, "the start weights",
+                                                                        mode) or "compare the two"))
                 rows.append(row)
     return rows
 

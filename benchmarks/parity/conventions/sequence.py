@@ -257,8 +257,13 @@ def _attend(q, k, v, weights, config, masks, blocked_rows_zero=True):
              for x, w, b in zip((q, k, v), projections, biases)]
     scores = split[0] @ split[1].transpose(0, 1, 3, 2) * SCALES[config.get("scaling", "head_dim")](head_dim, embed)
     mask = _scores_mask(*masks, n, heads, length, source, config.get("mask_blocks", True))
+    masked = scores if mask is None else scores + mask
+    if mask is not None and not config.get("mask_blocks", True) and config.get("dtype") == "float32":
+        # paddle adds -1e9 in float32, where it swallows the scores (its spacing there is 64): a row blocked
+        # everywhere becomes uniform; in float64 the scores survive it
+        masked = masked.astype(np.float32).astype(np.float64)
     with np.errstate(invalid="ignore"):   # a row blocked everywhere: -inf - -inf = NaN, as in torch
-        attn = _softmax(scores if mask is None else scores + mask, axis=-1)
+        attn = _softmax(masked, axis=-1)
     if blocked_rows_zero and mask is not None:
         attn = np.where(np.isneginf(scores + mask).all(axis=-1, keepdims=True), 0.0, attn)
     out = (attn @ split[2]).transpose(0, 2, 1, 3).reshape(n, length, embed)
