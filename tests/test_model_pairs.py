@@ -148,14 +148,19 @@ def test_broken_copy_of_paddle_resnet18_fails_at_the_broken_module(builder, modu
 
 @pytest.mark.slow
 @pytest.mark.e2e
-def test_squeezenet_pair_differs_at_its_ceil_mode_pooling(tmp_path):
-    """torchvision's squeezenet1_0 pools with ceil_mode=True, paddle.vision's does not (the command in its
-    own process: exit code 1, the verdict on stdout)."""
+def test_squeezenet_pair_differs_at_its_ceil_mode_pooling_and_its_dropout(tmp_path):
+    """torchvision's squeezenet1_0 pools with ceil_mode=True, paddle.vision's does not; and paddle.vision's
+    classifier dropout uses downscale_in_infer: two independent differences, both named in one run (the
+    command in its own process: exit code 1, the verdict on stdout)."""
     proc = run_cli("parity", "--torch", "torchvision.models:squeezenet1_0", "--paddle",
                    "paddle.vision.models:squeezenet1_0", "--input", "2,3,64,64", "--steps", "1", "--no-float64",
                    "--out", tmp_path)
     assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr
     assert "squeezenet1_0: FAIL at forward/eval features.6" in proc.stdout and "pooling ceil_mode" in proc.stdout
+    # and, independently, paddle.vision's dropout scales its output in eval mode (mode='downscale_in_infer'):
+    # fed torch's input, that module alone differs too, and the replay names why
+    also = next(line for line in proc.stdout.splitlines() if line.strip().startswith("also at forward/eval classifier.0"))
+    assert "an independent difference" in also and "dropout scaling mode" in also
 
 
 def test_vacuous_outputs_are_flagged_and_random_weights_resolve_it(tmp_path):

@@ -360,3 +360,27 @@ def test_a_crashing_task_is_a_fail_row_and_the_others_are_still_checked(sides, t
     assert summary.loc["mnist-linear-mse", "result"] == "pass"
     written = pd.read_csv(tmp_path / "parity.csv")
     assert set(written.task) == {"mnist-lenet", "mnist-linear-mse"}
+
+
+def test_a_backends_own_import_weights_is_checked_against_the_mapping():
+    """The built-in tasks' weights move through the generic mapping in the checks; the backends' own
+    weights.import_weights (the studies' shared initialisation) is checked against it: one that forgets to
+    transpose square Linear weights fails, with the cause named."""
+    from dualbench.backends import load
+    from dualbench.common.tasks import get_task
+    weights = load("paddle", "weights")
+
+    def import_without_square_transposes(model, canonical):
+        fixed = {k: (v if v.ndim != 2 or v.shape[0] != v.shape[1] else v.T) for k, v in canonical.items()}
+        weights.import_weights(model, fixed)     # the backend transposes every Linear weight: squares end up as is
+
+    task = get_task("mnist-mlp")       # fc2 is 200 x 200
+    broken = {"torch": parity.load_side("torch"),
+              "paddle": paddle_side(task_import_weights=import_without_square_transposes)}
+    rows = parity.check_task(task, broken, parity.ParityConfig(steps=1, float64=False))
+    first = first_failure(rows)
+    assert first["check"] == "weights" and first["mode"] == "paddle import_weights" and first["name"] == "fc2.weight"
+    assert "Linear weight orientation" in first["cause"]
+    clean = parity.check_task(task, parity.load_sides(), parity.ParityConfig(steps=1, float64=False))
+    assert {r["mode"] for r in clean if r["check"] == "weights"} >= {"torch import_weights", "paddle export_weights"}
+    assert failures(clean) == []

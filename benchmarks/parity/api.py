@@ -39,7 +39,11 @@ class ParityResult:
 
     @property
     def first_failure(self) -> Optional[dict]:
-        return next((r for r in self._rows if r["status"] in FAILED), None)
+        """The first row out of tolerance that is a cause itself (as the summary names it): not a row that
+        follows from another (a Transformer stack recorded before its part)."""
+        failed = [r for r in self._rows if r["status"] in FAILED]
+        return next((r for r in failed if not str(r["cause"] or "").startswith("follows from")),
+                    failed[0] if failed else None)
 
     def __bool__(self):
         return self.passed
@@ -77,13 +81,17 @@ def _label(model):
 
 def compare_models(torch_model, paddle_model, inputs, *, labels=None, loss=None, classes=None, train_steps=3,
                    optimizer="sgd", lr=None, mapping=None, weights="torch", atol=None, rtol=None, seed=0,
-                   float64="auto", name=None):
+                   float64="auto", name=None, output=0):
     """Check that a torch model and a paddle model compute the same thing; returns a ParityResult.
 
     torch_model / paddle_model: a model, or a zero-argument function that builds one.
-    inputs: a numpy batch (or a list of arrays for several positional inputs).
-    loss: 'ce' (class scores; random labels in [0, classes)), 'mse' (random targets shaped like the
-    output) or 'sum'; default ce for [N, C] outputs, else mse. labels: your own, instead.
+    inputs: a numpy batch, a list of arrays for several positional inputs, or {name: array} passed to
+    forward() by parameter name (token ids keep their integer dtype; a mapping file's "inputs" renames a
+    name per side).
+    loss: 'ce' (class scores on axis 1; random labels in [0, classes)), 'ce_last' (classes on the last axis:
+    [N, T, V] logits, [N, T] labels), 'mse' (random targets shaped like the output) or 'sum'; default ce
+    for [N, C] outputs, ce_last for [N, T, V], else mse. labels: your own, instead. output: which tensor of
+    a tuple/dict output the loss is on (flattened order).
     train_steps / optimizer ('sgd' | 'momentum' | 'adam') / lr: the training steps compared.
     mapping: a mapping file (or a Mapping) instead of automatic matching.
     weights: start both from torch's weights, paddle's, or the same 'random' canonical weights.
@@ -99,8 +107,11 @@ def compare_models(torch_model, paddle_model, inputs, *, labels=None, loss=None,
     sides["torch"].build_model = lambda spec: factories["torch"]()
     sides["paddle"].build_model = lambda spec: factories["paddle"]()
     config = ParityConfig(steps=train_steps, seed=seed, optimizer=optimizer, lr=lr, atol=atol, rtol=rtol,
-                          float64=float64, weights=weights)
-    inputs = [np.asarray(a) for a in inputs] if isinstance(inputs, (list, tuple)) else np.asarray(inputs)
+                          float64=float64, weights=weights, output_leaf=output)
+    if isinstance(inputs, dict):
+        inputs = {key: np.asarray(value) for key, value in inputs.items()}
+    else:
+        inputs = [np.asarray(a) for a in inputs] if isinstance(inputs, (list, tuple)) else np.asarray(inputs)
     given = mapping if isinstance(mapping, Mapping) else None
     pair = model_pair(factories, sides, config, inputs, loss=loss, classes=classes, labels=labels,
                       mapping_file=None if given is not None or mapping is None else mapping,

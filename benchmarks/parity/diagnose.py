@@ -27,6 +27,12 @@ def module_weights(pair, torch_module):
     return {name[len(prefix):]: value for name, value in pair.start.items() if name.startswith(prefix)}
 
 
+def one_sided_weights(pair, cp):
+    """Tensors only one side's layer holds (paddle's InstanceNorm scale and bias, torch's running statistics),
+    under torch's local names, for a replay with the convention that gives torch's layer them or not."""
+    return (pair.one_sided or {}).get(cp.torch, {})
+
+
 def config_of(pair, side, module):
     return ((pair.tables or {}).get(side, {}).get(module) or {}).get("config", {})
 
@@ -44,7 +50,8 @@ def replay_cause(pair, cp, t_call, p_call, mode, mask, tol, paddle_out=None):
     torch_out = t_call["outputs"][0]
     paddle_out = p_call["outputs"][0] if paddle_out is None else paddle_out
     try:
-        proven = replay(cp.kind, t_call["inputs"], t_call.get("kwargs"), module_weights(pair, cp.torch), t_config,
+        proven = replay(cp.kind, t_call["inputs"], t_call.get("kwargs"),
+                        {**one_sided_weights(pair, cp), **module_weights(pair, cp.torch)}, t_config,
                         p_config, torch_out, paddle_out, mode != "eval", mask, tol)
     except (ValueError, KeyError, TypeError, IndexError):   # settings the replay does not cover
         return None
@@ -171,7 +178,8 @@ def diagnose_independent(pair, rows, pairs, records, mode, first, seed=0):
         tol = (row["atol"], row["rtol"])
         t_call = call_of(records, "torch", cp.torch_output)
         reference = t_call["outputs"][0] if t_call and t_call["outputs"] else None
-        if reference is None or local_rel <= tol[1] + tol[0] / max(float(np.abs(reference).max()), 1e-30):
+        scale = float(np.abs(reference).max()) if reference is not None and np.size(reference) else np.nan
+        if not np.isfinite(scale) or local_rel <= tol[1] + tol[0] / max(scale, 1e-30):
             row["cause"] = (f"follows from {describe(first)} (fed torch's input, paddle's {cp.paddle} alone agrees: "
                             f"max_rel {local_rel:.1e})")
             continue

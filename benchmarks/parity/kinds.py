@@ -94,6 +94,12 @@ COMPATIBLE = {frozenset(("bn", k)) for k in ("bn1d", "bn2d", "bn3d")} | {frozens
 BATCHNORM_KINDS = ("bn", "bn1d", "bn2d", "bn3d")
 DROPOUT_KINDS = ("dropout", "dropout1d", "dropout2d", "dropout3d")
 RNN_KINDS = ("lstm", "gru", "rnn")
+INSTANCENORM_KINDS = ("instancenorm1d", "instancenorm2d", "instancenorm3d")
+# tensors one side may hold and the other not, for the same kind of layer: an InstanceNorm's affine weight and
+# bias (torch affine=False by default, paddle's InstanceNorm2D has scale and bias) and running statistics
+# (torch track_running_stats=True; paddle's InstanceNorm has none). The module pair is made;
+# the tensors are listed as one-sided, given non-trivial values, and the forward check shows what they do.
+ONE_SIDED = {kind: ("weight", "bias", "scale", "running_mean", "running_var") for kind in INSTANCENORM_KINDS}
 # containers compared beside their parts (backends' COMPOSITE_TYPES): what they compute around them
 COMPOSITE_KINDS = ("transformer_encoder_layer", "transformer_decoder_layer", "transformer_encoder",
                    "transformer_decoder", "transformer")

@@ -76,6 +76,7 @@ class ModulePair:
     # replay (the paddle module, run on torch's captured input, reproduced torch's output)
     evidence: List[str] = field(default_factory=list)
     ambiguous: List[str] = field(default_factory=list)   # square weights the shapes could not orient
+    one_sided: dict = field(default_factory=dict)        # {side: [tensors]} the other side's layer lacks
 
 
 @dataclass
@@ -200,6 +201,8 @@ def to_json(mapping):
             entry["activation"] = m.activation
         if m.evidence:
             entry["evidence"] = list(m.evidence)
+        if m.one_sided:
+            entry["one_sided"] = m.one_sided
         modules.append(entry)
     return {"format": FORMAT, **mapping.info, "modules": modules,
             "unmatched": {"torch": mapping.unmatched_torch, "paddle": mapping.unmatched_paddle}}
@@ -289,13 +292,26 @@ def read_mapping(path, torch_table, paddle_table, torch_state, paddle_state):
                                   (torch_table[t_name]["type"], paddle_table[p_name]["type"]),
                                   [tuple(c) for c in calls], tensors, float(entry.get("confidence", 1.0)),
                                   str(entry.get("basis", "from the mapping file")), _read_fused(entry, calls, where),
-                                  _read_activation(entry, where)))
-    info = {k: data[k] for k in ("torch", "paddle", "input") if k in data}
+                                  _read_activation(entry, where), list(entry.get("evidence", ["mapping file"])),
+                                  one_sided=_read_one_sided(entry, where, torch_state, paddle_state)))
+    info = {k: data[k] for k in ("torch", "paddle", "input", "inputs") if k in data}
     mapping = Mapping(modules, [], [], info)
     # what the file leaves out of the two states is unmatched, whatever its "unmatched" list says
-    mapping.unmatched_torch = left_out("torch", torch_table, {t.torch for t in mapping.tensors})
-    mapping.unmatched_paddle = left_out("paddle", paddle_table, {n for t in mapping.tensors for n in t.paddle_parts})
+    one_sided = {side: {n for m in modules for n in m.one_sided.get(side, [])} for side in ("torch", "paddle")}
+    mapping.unmatched_torch = left_out("torch", torch_table, {t.torch for t in mapping.tensors} | one_sided["torch"])
+    mapping.unmatched_paddle = left_out("paddle", paddle_table, {n for t in mapping.tensors for n in t.paddle_parts}
+                                        | one_sided["paddle"])
     return mapping
+
+
+def _read_one_sided(entry, where, torch_state, paddle_state):
+    """{side: [tensor]}: tensors of this module pair that only one side holds (an InstanceNorm's affine)."""
+    found = entry.get("one_sided") or {}
+    states = {"torch": torch_state, "paddle": paddle_state}
+    if not isinstance(found, dict) or not all(side in states and isinstance(names, list) and
+                                               all(n in states[side] for n in names) for side, names in found.items()):
+        raise UserError(f"{where}: \"one_sided\" must be {{\"torch\" or \"paddle\": [tensors of that model]}}")
+    return found
 
 
 def _read_fused(entry, calls, where):

@@ -18,7 +18,7 @@ from typing import Optional
 
 import numpy as np
 
-from dualbench.parity.kinds import NUMPY_ACTIVATIONS, compatible, is_custom, kind_of_module, pair_tensors
+from dualbench.parity.kinds import NUMPY_ACTIVATIONS, ONE_SIDED, compatible, is_custom, kind_of_module, pair_tensors
 from dualbench.parity.mapping import Mapping, ModulePair, TensorPair, left_out
 
 # score of a pair, and of leaving a call unpaired (a tensor-holding call costs more to leave out)
@@ -75,7 +75,7 @@ def pair_score(t, p):
     if not compatible(t.kind, p.kind) and not (custom and t.tensors and p.tensors and t.outs == p.outs):
         return None
     pairs, torch_left, paddle_left = pair_tensors(t.kind if not is_custom(t.kind) else p.kind, t.tensors, p.tensors)
-    if torch_left or paddle_left:
+    if not set(torch_left + paddle_left) <= set(ONE_SIDED.get(t.kind, ())):
         return None
     score = (TENSOR_MATCH if pairs else FREE_MATCH) - (CUSTOM_PENALTY if t.kind != p.kind and custom else 0.0)
     if t.outs == p.outs:
@@ -259,12 +259,14 @@ def match_models(torch_table, paddle_table, torch_calls, paddle_calls, info=None
                                    torch_calls[absorbed] if absorbed is not None else None)
         if key not in modules:
             kind = t.kind if not is_custom(t.kind) else p.kind
-            tensor_pairs, _, _ = pair_tensors(kind, t.tensors, p.tensors)
+            tensor_pairs, torch_left, paddle_left = pair_tensors(kind, t.tensors, p.tensors)
             tensors = [TensorPair(_full(t.module, a), _full_parts(p.module, b), transform, tuple(t.tensors[a]),
                                   confidence) for a, b, transform, _ in tensor_pairs]
             modules[key] = ModulePair(t.module, p.module, t.kind, (t.type, p.type), [], tensors, confidence, basis,
                                       evidence=_evidence(t, p, tensor_pairs, (ti, pj) in second_pass))
             modules[key].ambiguous = [_full(t.module, a) for a, _, _, how in tensor_pairs if how == "ambiguous"]
+            modules[key].one_sided = {side: [_full(name, n) for n in left] for side, name, left in
+                                      (("torch", t.module, torch_left), ("paddle", p.module, paddle_left)) if left}
         module = modules[key]
         module.calls.append((t.call, p.call))
         module.confidence = min(module.confidence, confidence)
@@ -294,6 +296,7 @@ def match_models(torch_table, paddle_table, torch_calls, paddle_calls, info=None
 def _unmatched(side, table, calls, paired, mapping):
     """Tensor-holding modules left out (with their tensors' shapes), then called modules left out."""
     mapped = {n for t in mapping.tensors for n in ((t.torch,) if side == "torch" else t.paddle_parts)}
+    mapped |= {n for m in mapping.modules for n in m.one_sided.get(side, [])}
     out = left_out(side, table, mapped)
     listed = {u["module"] for u in out}
     counts = Counter(c.module for c in calls)

@@ -68,6 +68,7 @@ class Pair:
     timings: dict = None        # seconds per stage, in order (building, matching, then the checks)
     notes: list = None          # what the report should say besides the rows (a check skipped, and why)
     start64: dict = None        # the start weights in float64, made once (a big model's copy is large)
+    one_sided: dict = None      # {torch module: {torch local name: array}} of tensors only paddle's layer holds
 
     def start_in(self, dtype):
         """The start weights in dtype ('float32' or 'float64')."""
@@ -383,6 +384,8 @@ def model_pair(factories, sides, config, inputs, *, loss=None, classes=None, lab
             raise UserError(f"the {side} model cannot run the input ({describe_inputs(inputs)}): {error}")
     mapping = mapping or pair_mapping(models, sides, tables, recorded, mapping_file, info)
     mapping.info.update(info or {})
+    one_sided = show_one_sided(mapping, models, sides, config.seed)
+    notes += one_sided.pop("notes")
     timings["matching"] = time.perf_counter() - clock
     leaves = recorded["torch"][1]
     if config.output_leaf >= max(len(leaves), 1):
@@ -403,20 +406,51 @@ def model_pair(factories, sides, config, inputs, *, loss=None, classes=None, lab
     n = batch_size(inputs)
     return Pair(name, task, None, mapping, [(inputs, y) for y in labels], start, batch64=min(n, 8), steps64=steps,
                 float64=config.float64, origin="models", tables=tables, prototypes=models, timings=timings,
-                notes=notes)
+                notes=notes, one_sided=one_sided)
 
 
 def pair_mapping(models, sides, tables, recorded, mapping_file, info):
     """The mapping from the file, or matched from the recorded calls (ambiguous orientations replayed)."""
     from dualbench.parity.mapping import read_mapping
     from dualbench.parity.match import describe_calls, match_models, settle_by_replay
-    if mapping_file:
+    if mapping_file and mapping_has_modules(mapping_file):
         states = {side: sides[side].inspect.state_shapes(models[side]) for side in models}
         return read_mapping(mapping_file, tables["torch"], tables["paddle"], states["torch"], states["paddle"])
     calls = {side: describe_calls(side, tables[side], recorded[side][0]) for side in models}
     mapping = match_models(tables["torch"], tables["paddle"], calls["torch"], calls["paddle"], info)
     settle_by_replay(mapping, models, sides, {side: recorded[side][0] for side in models})
     return mapping
+
+
+def show_one_sided(mapping, models, sides, seed):
+    """Tensors of a matched layer that only one side has (paddle's InstanceNorm2D scale and bias, which torch's
+    InstanceNorm2d(affine=False) lacks) start at values that change the output (scale 1, bias 0 would hide
+    them until training moves them); the other side's layer has nothing to match them. Returns {torch module:
+    {torch local name: paddle's values}} for the replays, and the notes under "notes"."""
+    rng = np.random.default_rng([seed, 31])
+    notes, found = [], {}
+    for m in mapping.modules:
+        for side, names in m.one_sided.items():
+            shapes = sides[side].inspect.state_shapes(models[side])
+            values = {n: (rng.uniform(0.5, 1.5, shapes[n]) if n.endswith(("weight", "scale", "running_var")) else
+                          rng.normal(0.0, 0.5, shapes[n])).astype(np.float32) for n in names}
+            sides[side].inspect.load_state_arrays(models[side], values)
+            prefix = (f"{m.paddle}." if m.paddle else "") if side == "paddle" else (f"{m.torch}." if m.torch else "")
+            found.setdefault(m.torch, {}).update({("weight" if n[len(prefix):] == "scale" else n[len(prefix):]): v
+                                                  for n, v in values.items()})
+            notes.append(f"{side}'s {m.types[0 if side == 'torch' else 1]} {m.torch if side == 'torch' else m.paddle} "
+                         f"holds {', '.join(n.rsplit('.', 1)[-1] for n in names)}, which the other side's layer "
+                         "does not have: given values away from 1 and 0 for the check, so that what they do shows")
+    return {**found, "notes": notes}
+
+
+def mapping_has_modules(path):
+    """A mapping file may hold only "inputs" (renames per side): the modules are then matched as usual."""
+    import json
+    try:
+        return "modules" in json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return True      # read_mapping says what is wrong with it
 
 
 def prepare_models(models, sides):
