@@ -149,9 +149,44 @@ def pairs_needed(log_ratios, target, max_pairs, level=LEVEL):
     d = _finite(log_ratios)
     if d.size < 2:
         return None
-    half = _t_quantile(level, d.size - 1) * d.std(ddof=1)
-    n = math.ceil((half / math.log1p(target)) ** 2) if half > 0 else d.size
-    return int(min(max_pairs, max(d.size, n)))
+    return int(min(max_pairs, max(d.size, pairs_for_spread(d.std(ddof=1), d.size - 1, target))))
+
+
+def pairs_for_spread(s, df, target, level=LEVEL):
+    """ceil((t_df * s / log(1 + target))^2): the pairs a ratio CI within +-target needs at a per-pair spread s
+    of the log ratios estimated with df degrees of freedom (at least 1; 0 spread: 1 pair)."""
+    half = _t_quantile(level, df) * s
+    return math.ceil((half / math.log1p(target)) ** 2) if half > 0 else 1
+
+
+def log_spread(log_ratios):
+    """Per-pair spread: the standard deviation (ddof 1) of the log ratios; 0.10 is about +-10% per pair. NaN
+    with fewer than 2 values."""
+    d = _finite(log_ratios)
+    return float(d.std(ddof=1)) if d.size >= 2 else math.nan
+
+
+def pooled_spread(samples):
+    """(s, df): the spread pooled over several samples of log ratios, each around its own mean (their
+    variances weighted by their degrees of freedom); samples with fewer than 2 values add nothing.
+    (NaN, 0) when none has 2."""
+    sums, df = 0.0, 0
+    for values in samples:
+        d = _finite(values)
+        if d.size >= 2:
+            sums += float(((d - d.mean()) ** 2).sum())
+            df += d.size - 1
+    return (math.sqrt(sums / df), df) if df else (math.nan, 0)
+
+
+def spread_above(s, df, s0, df0, level=LEVEL):
+    """True when a spread s (df degrees of freedom) is shown to exceed a reference spread s0 (df0): the
+    one-sided F test of s^2 / s0^2 at `level`. With 4 and 16 df (5 pairs against the 4 x 4 df of four A/A
+    configurations of 5 pairs) s must be above 1.73 s0; below that the pairs cannot tell the two apart."""
+    from scipy import stats
+    if not (df >= 1 and df0 >= 1 and math.isfinite(s) and math.isfinite(s0)) or s0 <= 0:
+        return False
+    return (s / s0) ** 2 > float(stats.f.ppf(level, df, df0))
 
 
 def verdict(lo, hi, band=BAND):

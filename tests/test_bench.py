@@ -4,9 +4,12 @@ Nothing here asserts a speed: timings are measured by the command, not by tests.
 """
 import math
 import os
+import time
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from dualbench import backends
@@ -15,7 +18,7 @@ from dualbench.common.results import append_rows, read_csv
 from dualbench.common.tasks import TASKS
 
 ROOT = Path(__file__).resolve().parent.parent
-TINY = replace(B.SUITES["default"], repeats=2, warmup=1, warmup_seconds=0.0, steps="2", windows=2,
+TINY = replace(B.SUITES["default"], repeats=2, warmup=1, warmup_seconds=0.0, steps="2", windows=2, aa=False,
                window_seconds=0.01, ttt=False, tune=False, workloads=("train",))
 
 
@@ -283,7 +286,7 @@ def test_time_to_target_cell(backend):
 def tiny_bench_args(out):
     return ["bench", "--tasks", "mnist-linear-mse", "--repeats", "2", "--ci-target", "0", "--windows", "2", "--steps", "2",
             "--warmup", "1", "--warmup-seconds", "0", "--threads", "1", "--no-ttt", "--no-progress",
-            "--no-tune", "--mode", "train", "--out", out]
+            "--no-tune", "--mode", "train", "--no-aa", "--out", out]
 
 
 @pytest.mark.slow
@@ -454,3 +457,167 @@ def test_pool_bookkeeping_without_workers(tmp_path):
     append_reply(csv_path, cell, {"rows": [{"cell_key": "k", "loop": "engine", "status": "ok"}]}, 2.5, durations,
                  problems, bar)
     assert durations == {("mnist-mlp", cell["backend"], "speed"): [2.5]} and bar.n == 2
+
+
+# ---------------------------------------------------------------------------------------------
+# A/A pairs: each framework against itself, the machine's noise floor
+
+
+def test_aa_pairs_follow_the_smallest_and_largest_tasks_pair_in_the_equal_stage_only():
+    from dualbench.bench.planning import aa_tasks
+    from dualbench.bench.pool import worker_key
+    tasks = [TASKS[n] for n in ("mnist-mlp", "mnist-conv-ce", "mnist-linear-mse", "mnist-lenet")]
+    assert aa_tasks(tasks) == ["mnist-linear-mse", "mnist-conv-ce"]     # by multiply-adds per step
+    suite = replace(TINY, aa=True, repeats=4)
+    groups = B.plan(suite, tasks, ["torch", "paddle"], [2], "run")
+    for g in groups:
+        cells = g["cells"]
+        aa = [i for i, c in enumerate(cells) if c["stage"] == "aa"]
+        assert len(aa) == 2 * 2 * 2                     # 2 tasks x 2 frameworks x sides a and b
+        for task in ("mnist-linear-mse", "mnist-conv-ce"):
+            start = next(i for i, c in enumerate(cells) if c["task"] == task and c["stage"] == "equal")
+            pair, after = cells[start:start + 2], cells[start + 2:start + 6]   # right after its torch/paddle pair
+            assert {c["backend"] for c in pair} == {"torch", "paddle"} and {c["stage"] for c in pair} == {"equal"}
+            assert [(c["task"], c["stage"], c["backend"]) for c in after] == \
+                [(task, "aa", "torch")] * 2 + [(task, "aa", "paddle")] * 2
+            for a, b in (after[:2], after[2:]):
+                assert {a["aa_side"], b["aa_side"]} == {"a", "b"} and a["loops"] == b["loops"] == ["engine"]
+                assert (a["mode"], a["threads"], a["knobs"], a["batch_size"], a["windows"], a["samples"]) == \
+                    (b["mode"], b["threads"], b["knobs"], b["batch_size"], b["windows"], b["samples"])
+                assert len({worker_key(a), worker_key(b), worker_key(pair[0]), worker_key(pair[1])}) == 4
+    firsts = [c["aa_side"] for g in groups for c in g["cells"] if c["stage"] == "aa"][::2]
+    assert firsts.count("a") == firsts.count("b")   # which side goes first alternates, like torch/paddle
+    keys = [k for g in groups for c in g["cells"] for k in c["keys"].values()]
+    assert len(keys) == len(set(keys))
+    plain = B.plan(replace(suite, aa=False), tasks, ["torch", "paddle"], [2], "run")   # old keys resume
+    assert [c["keys"] for g in plain for c in g["cells"]] == \
+        [c["keys"] for g in groups for c in g["cells"] if c["stage"] != "aa"]
+    for stage in ("tune", "best"):
+        chosen = {t.name: {n: {"threads": 2, "mode": "eager", "precision": "fp32", "knobs": {}}
+                           for n in ("torch", "paddle")} for t in tasks}
+        other = B.plan(suite, tasks, ["torch", "paddle"], [2], "run", stage=stage, chosen=chosen)
+        assert not any(c["stage"] == "aa" for g in other for c in g["cells"])
+    second = B.plan(suite, tasks, ["torch", "paddle"], [2], "run", extra={B.config_id(groups[0]["cells"][0]): 6})
+    assert not any(c["stage"] == "aa" for g in second for c in g["cells"])
+    pair = B.suites.ModelPair("m", "a.py:t", "a.py:p", (3, 8, 8), 2, 4)
+    assert aa_tasks([pair]) == ["m"]
+    pair_cells = [c for g in B.plan(suite, [pair], ["torch", "paddle"], [2], "run") for c in g["cells"]]
+    assert {c["loops"][0] for c in pair_cells if c["stage"] == "aa"} == {"bare"}   # a model pair's only loop
+
+
+def test_aa_cells_place_with_their_tasks_equal_configuration_on_ray():
+    pytest.importorskip("ray")
+    from dualbench.bench.on_ray import placement_key, shard_groups
+    suite = replace(TINY, aa=True)
+    groups = B.plan(suite, [TASKS["mnist-linear-mse"], TASKS["mnist-mlp"]], ["torch", "paddle"], [2], "run")
+    cells = [c for g in groups for c in g["cells"]]
+    equal = {c["task"]: placement_key(c) for c in cells if c["stage"] == "equal"}
+    assert all(placement_key(c) == equal[c["task"]] for c in cells if c["stage"] == "aa")
+    shards = shard_groups(groups, {equal["mnist-linear-mse"]: "n1", equal["mnist-mlp"]: "n2"})
+    assert {c["task"] for s in shards["n1"] for c in s["cells"]} == {"mnist-linear-mse"}
+    assert sum(c["stage"] == "aa" for s in shards["n1"] for c in s["cells"]) == 2 * 2 * 2
+
+
+def aa_first_stage_rows(groups, torch_over_paddle, aa_noise, rng):
+    """Engine rows for a first-stage plan: torch/paddle pairs at the given ratio per task, every cell's speed
+    multiplied by a pair's shared drift and its own exp(N(0, aa_noise)) (what the machine does)."""
+    rows = []
+    for g in groups:
+        drift = float(np.exp(rng.normal(0, 0.02)))
+        for c in g["cells"]:
+            sps = 1000.0 * drift * float(np.exp(rng.normal(0, aa_noise)))
+            if c["backend"] == "torch" and c["stage"] != "aa":
+                sps *= torch_over_paddle[c["task"]]
+            rows.append({"cell_key": c["keys"]["engine"], "suite": c["suite"], "task": c["task"], "backend": c["backend"],
+                         "loop": "engine", "repeat": c["repeat"], "status": "ok", "samples_per_s": sps,
+                         "batch_size": c["batch_size"], "threads": c["threads"], "stage": c["stage"],
+                         "aa_side": c.get("aa_side"), "device": c["device"], "mode": c["mode"],
+                         "precision": c["precision"], "dataset": f"random-uint8-n{c['samples']}"})
+    return rows
+
+
+
+def test_a_configuration_at_the_machines_noise_that_cannot_reach_the_target_gets_no_more_pairs(tmp_path, monkeypatch):
+    from dualbench.bench import cli
+    from dualbench.bench.planning import aa_spread, first_stage_pairs, noise_limited
+    suite = replace(TINY, aa=True, repeats=5, ci_target=0.03, max_repeats=40, budget_seconds=60)
+    tasks = [TASKS["mnist-linear-mse"], TASKS["mnist-mlp"], TASKS["mnist-conv-ce"]]
+    first = B.plan(suite, tasks, ["torch", "paddle"], [2], "run")
+    path = tmp_path / "bench.csv"
+    rows = aa_first_stage_rows(first, {"mnist-linear-mse": 1.5, "mnist-mlp": 1.2, "mnist-conv-ce": 3.0},
+                               0.10, np.random.default_rng(3))
+    wild = [r for r in rows if r["task"] == "mnist-mlp" and r["backend"] == "torch"]
+    for r, factor in zip(wild, (1.0, 8.0, 0.2, 5.0, 0.1)):       # far noisier than the machine's A/A pairs
+        r["samples_per_s"] *= factor
+    append_rows(path, rows, B.BENCH_COLUMNS)
+    spread, df = aa_spread(path, first)
+    assert 0.05 < spread < 0.2 and df == 4 * 4                    # 4 A/A configurations of 5 pairs
+    extra = B.second_stage_pairs(path, first, suite)
+    assert len(extra) == 3                                        # all three are wider than +-3%
+    pairs = first_stage_pairs(path, first)
+    seconds = {config: 2.0 for config in extra}
+    skipped = noise_limited(extra, pairs, (spread, df), seconds, seconds_left=20, target=0.03)
+    assert {config[0] for config in skipped} == {"mnist-linear-mse", "mnist-conv-ce"}   # mnist-mlp: above the floor
+    assert all(needed > 5 + 10 and fit == 10 for needed, fit in skipped.values())
+    assert noise_limited(extra, pairs, (spread, df), seconds, seconds_left=1e6, target=0.03) == {}   # they fit
+    assert noise_limited(extra, pairs, (float("nan"), 0), seconds, seconds_left=20, target=0.03) == {}  # no A/A
+
+    planned = []
+    monkeypatch.setattr(cli, "execute", lambda groups, *a, **k: (planned.extend(groups), ([], []))[1])
+    cli.second_stage(first, suite, tasks, ["torch", "paddle"], [2], "run", 0, 10000, None, path, {},
+                     time.perf_counter() + 20, False)
+    assert {c["task"] for g in planned for c in g["cells"]} == {"mnist-mlp"}    # the only one that gets pairs
+    decisions = read_csv(tmp_path / "second_stage.csv").set_index("task")
+    assert decisions.loc["mnist-linear-mse", "decision"] == "machine noise"
+    assert decisions.loc["mnist-mlp", "decision"] == "added" and decisions.loc["mnist-mlp", "pairs_planned"] > 5
+
+    from dualbench.report import build_report
+    text = build_report(tmp_path, plots=False).read_text()
+    row = next(line for line in text.splitlines() if line.startswith("| mnist-conv-ce | cpu, eager"))
+    needed = int(decisions.loc["mnist-conv-ce", "pairs_needed"])
+    fit = int(decisions.loc["mnist-conv-ce", "pairs_fit"])
+    assert f"no second stage: needs {needed} pairs at the machine's noise; {fit} fit in the time left" in row
+    assert "no second stage" not in next(line for line in text.splitlines() if line.startswith("| mnist-mlp | cpu"))
+
+
+@pytest.mark.slow
+def test_the_two_sides_of_an_aa_pair_run_in_two_worker_processes(tmp_path):
+    """Through the pool: per repeat the torch cell and the two A/A sides each ran in a process of its own
+    (worker_pid), and the report counts the processes."""
+    if not backends.is_installed("torch"):
+        pytest.skip("needs torch")
+    suite = replace(TINY, aa=True, bare=False, repeats=1)
+    groups = B.plan(suite, [TASKS["mnist-linear-mse"]], ["torch"], [1], "run", samples=512)
+    problems, left = B.execute(groups, tmp_path / "bench.csv", progress=False)
+    assert problems == [] and left == []
+    frame = read_csv(tmp_path / "bench.csv", B.BENCH_COLUMNS)
+    assert list(frame["aa_side"].fillna("-")) == ["-", "a", "b"]
+    assert frame["worker_pid"].nunique() == 3 and os.getpid() not in set(frame["worker_pid"])  # torch, a, b
+    from dualbench.report.speed import aa_pairs, aa_summary, with_settings
+    aa = aa_summary(aa_pairs(with_settings(read_csv(tmp_path / "bench.csv")))).iloc[0]
+    assert aa["processes"] == 2 and aa["two_processes"] and aa["pairs"] == 1
+
+
+@pytest.mark.slow
+@pytest.mark.e2e
+def test_bench_cli_prints_the_floor_and_forms_no_ratio_from_aa_rows(tmp_path):
+    """The command with its A/A pairs on: the rows of both sides, in processes of their own, the floor on
+    the terminal and in the report, and the torch/paddle ratio over its own 2 pairs only."""
+    from tests.conftest import run_cli
+    if not all(backends.is_installed(n) for n in backends.BACKENDS):
+        pytest.skip("needs both frameworks")
+    args = [a for a in tiny_bench_args(tmp_path) if a != "--no-aa"]
+    out = run_cli(*args)
+    assert out.returncode == 0, out.stderr
+    frame = read_csv(tmp_path / "bench.csv", B.BENCH_COLUMNS)
+    aa = frame[frame["stage"] == "aa"]
+    assert len(aa) == 2 * 2 * 2 and set(aa["loop"]) == {"engine"} and set(aa["aa_side"]) == {"a", "b"}
+    for _, rows in aa.groupby(["repeat", "backend"]):
+        assert rows["worker_pid"].nunique() == 2
+    assert not set(aa["worker_pid"]) & set(frame.loc[frame["stage"] == "equal", "worker_pid"])
+    assert "Machine noise floor (suite default" in out.stdout and "8 A/A pairs" not in out.stdout
+    assert "4 A/A pairs on mnist-linear-mse" in out.stdout
+    assert run_cli("report", tmp_path, "--no-plots").returncode == 0
+    summary = pd.read_csv(tmp_path / "speed_summary.csv")
+    assert list(summary["pairs"]) == [2] and list(summary["stage"]) == ["equal"]
+    assert "### Machine noise: each framework against itself (A/A)" in (tmp_path / "report.md").read_text()

@@ -233,8 +233,10 @@ def test_model_pair_bench_end_to_end(tmp_path):
     assert "tuned torch_net/paddle_net: torch eager fp32" in out.stderr
     frame = read_csv(tmp_path / "bench.csv", B.BENCH_COLUMNS)
     assert (frame["status"] == "ok").all()
-    assert set(frame["stage"]) == {"equal", "tune", "best"}
+    assert set(frame["stage"]) == {"equal", "tune", "best", "aa"}
     assert set(frame.loc[frame["stage"] == "best", "loop"]) == {"bare", "infer"}
+    aa = frame[frame["stage"] == "aa"]      # the pair against itself, per framework, sides a and b
+    assert len(aa) == 2 * 2 and set(aa["loop"]) == {"bare"} and aa["worker_pid"].nunique() == 4
     assert set(frame.loc[frame["loop"] == "infer", "batch_size"]) == {1, 4}
     assert frame["model_spec"].str.contains("pair_models.py:torch_net").all()
     assert frame["peak_mem_mb"].gt(0).all() and frame["cell_key"].is_unique
@@ -242,6 +244,7 @@ def test_model_pair_bench_end_to_end(tmp_path):
     text = (tmp_path / "report.md").read_text()
     assert "### Equal settings and each at its best" in text and "## Inference latency" in text
     assert "### Tuning" in text and "| torch_net/paddle_net | torch | train | 4 |" in text
+    assert "**Machine noise floor** (suite pairs, " in text and "2 A/A pairs on torch_net/paddle_net" in text
 
 
 @pytest.mark.slow

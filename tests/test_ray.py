@@ -275,7 +275,7 @@ def test_study_through_a_local_ray_instance_matches_the_local_executor_bit_for_b
 def tiny_bench(out, *extra):
     return ["bench", "--tasks", "mnist-linear-mse", "--repeats", "2", "--ci-target", "0", "--windows", "2",
             "--steps", "2", "--warmup", "1", "--warmup-seconds", "0", "--threads", "1", "--no-ttt", "--no-progress",
-            "--no-tune", "--mode", "train", "--out", str(out), *extra]
+            "--no-tune", "--mode", "train", "--no-aa", "--out", str(out), *extra]
 
 
 @pytest.mark.slow

@@ -210,3 +210,88 @@ def test_a_repeated_measured_row_counts_once_and_is_noted(results_dir):
     append_rows(results_dir / "bench.csv", repeated.to_dict("records"), BENCH_COLUMNS)
     report = build_report(results_dir, plots=False).read_text()
     assert "4 bench.csv row(s) repeat a measured cell" in report    # engine + bare, both backends
+
+
+# ---------------------------------------------------------------------------------------------
+# A/A pairs: the machine's noise floor beside the torch/paddle ratios
+
+
+def timed_rows(task, rng, delay_ms, repeats=8, torch_ms=10.0, paddle_ms=11.0, aa_bias=1.0):
+    """Engine rows of interleaved torch/paddle pairs and torch and paddle A/A pairs (sides a, b in their own
+    worker processes), each cell's step slowed by an injected delay drawn from an exponential with mean
+    delay_ms (what a busy machine does); side a's step time is divided by aa_bias."""
+    rows, pid = [], 100
+    for r in range(1, repeats + 1):
+        cells = [("torch", "equal", "", torch_ms), ("paddle", "equal", "", paddle_ms)]
+        cells += [(b, "aa", side, ms / (aa_bias if side == "a" else 1.0))
+                  for b, ms in (("torch", torch_ms), ("paddle", paddle_ms)) for side in "ab"]
+        for backend, stage, side, ms in cells:
+            ms = ms + float(rng.exponential(delay_ms)) if delay_ms else ms * float(np.exp(rng.normal(0, 0.002)))
+            pid += 1
+            rows.append({"cell_key": f"{task}|{backend}|{stage}{side}|{r}", "suite": "default", "task": task,
+                         "backend": backend, "loop": "engine", "mode": "eager", "precision": "fp32", "threads": 2,
+                         "batch_size": 64, "repeat": r, "device": "cpu", "dataset": "random-uint8-n10000",
+                         "stage": stage, "aa_side": side or None, "worker_pid": pid, "samples_per_s": 64000 / ms,
+                         "ms_per_step": ms, "timestamp": f"2025-01-01T00:{r:02d}:00+00:00"})
+    return rows
+
+
+def test_aa_rows_are_in_no_torch_paddle_number(results_dir):
+    from dualbench.report.speed import infer_summary, stage_ratios, tuning_summary
+    bench = read_csv(results_dir / "bench.csv")
+    wild = [{**r, "samples_per_s": r["samples_per_s"] * (1000.0 if r["aa_side"] == "a" else 0.001)}
+            for r in timed_rows("mnist-mlp", np.random.default_rng(0), 0)
+            if r["stage"] == "aa"]            # same task, setting and repeats as the torch/paddle pairs
+    wild += [{**r, "cell_key": r["cell_key"] + "|bare", "loop": "bare"} for r in wild]
+    append_rows(results_dir / "bench.csv", wild, BENCH_COLUMNS)
+    with_aa = read_csv(results_dir / "bench.csv")
+    for summarise in (speed_summary, overhead_summary, infer_summary, ttt_summary, tuning_summary):
+        before, after = summarise(bench), summarise(with_aa)
+        pd.testing.assert_frame_equal(before[[c for c in before if c in after]], after[[c for c in before]])
+    summary = speed_summary(with_aa)
+    assert set(summary["stage"]) == {"equal"} and summary.set_index("task").loc["mnist-mlp", "pairs"] == 6
+    assert len(stage_ratios(summary)) == 2
+    text = build_report(results_dir, plots=False).read_text()
+    assert "### Machine noise: each framework against itself (A/A)" in text
+    assert not [line for line in text.splitlines() if "A/A" in line and "| faster |" in line]
+
+
+def test_a_noisy_machine_widens_the_floor_and_the_label_follows(tmp_path):
+    from dualbench.report.speed import aa_pairs, machine_floor, with_settings
+    floors, summaries = {}, {}
+    for name, delay in (("quiet", 0.0), ("noisy", 6.0)):
+        folder = tmp_path / name
+        append_rows(folder / "bench.csv", timed_rows("mnist-mlp", np.random.default_rng(5), delay), BENCH_COLUMNS)
+        bench = read_csv(folder / "bench.csv")
+        floors[name] = machine_floor(aa_pairs(with_settings(bench))).set_index("framework")
+        summaries[name] = speed_summary(bench).iloc[0]
+        build_report(folder, plots=False)
+    quiet, noisy = floors["quiet"].loc["both"], floors["noisy"].loc["both"]
+    assert quiet["spread_pct"] < 1 and noisy["spread_pct"] > 10 and quiet["pairs"] == noisy["pairs"] == 16
+    assert noisy["ratio_hi"] - noisy["ratio_lo"] > 5 * (quiet["ratio_hi"] - quiet["ratio_lo"])
+    assert set(floors["noisy"].index) == {"torch", "paddle", "both"}
+    # torch 10% faster than paddle: outside the quiet floor, inside the noisy one
+    assert summaries["quiet"]["ratio_lo"] > quiet["ratio_hi"] and summaries["quiet"]["machine_noise"] == ""
+    assert summaries["noisy"]["ratio_lo"] <= noisy["ratio_hi"] and summaries["noisy"]["machine_noise"] == \
+        "within machine noise"
+    assert summaries["noisy"]["spread_pct"] > 5 * summaries["quiet"]["spread_pct"]
+    assert summaries["noisy"]["pairs_for_3pct"] > summaries["quiet"]["pairs_for_3pct"]
+    text = (tmp_path / "noisy" / "report.md").read_text()
+    assert (f"the same framework against itself gave a ratio of {noisy['ratio']:.3f} [{noisy['ratio_lo']:.3f}, "
+            f"{noisy['ratio_hi']:.3f}], a per-pair spread of {noisy['spread_pct']:.1f} %") in text
+    assert "| within machine noise |" in text
+    assert "within machine noise" not in (tmp_path / "quiet" / "report.md").read_text().split("### All configurations")[1]
+    summary_csv = pd.read_csv(tmp_path / "noisy" / "speed_summary.csv")
+    assert list(summary_csv["machine_noise"]) == ["within machine noise"]
+    aa = pd.read_csv(tmp_path / "noisy" / "aa_summary.csv")
+    assert list(aa["processes"]) == [16, 16] and aa["two_processes"].all() and not aa["bias"].any()
+
+
+def test_an_aa_ratio_whose_ci_excludes_one_is_reported_as_a_bias(tmp_path):
+    from dualbench.report.speed import aa_pairs, aa_summary, with_settings
+    append_rows(tmp_path / "bench.csv", timed_rows("mnist-mlp", np.random.default_rng(2), 0, aa_bias=1.1),
+                BENCH_COLUMNS)
+    aa = aa_summary(aa_pairs(with_settings(read_csv(tmp_path / "bench.csv"))))
+    assert aa["bias"].all() and (aa["ratio"] > 1.05).all()
+    text = build_report(tmp_path, plots=False).read_text()
+    assert text.count("bias: the CI excludes 1, a harness or order effect, not noise") == 2

@@ -132,7 +132,7 @@ def test_reruns_are_bit_identical(tmp_path, backend):
 # dualbench bench: failed and diverged cells are rows of bench.csv, reported, never in a ratio
 
 TINY_BENCH = ["--repeats", "2", "--ci-target", "0", "--windows", "2", "--steps", "2", "--warmup", "1", "--warmup-seconds", "0",
-              "--threads", "1", "--no-ttt", "--no-progress", "--no-tune", "--mode", "train"]
+              "--threads", "1", "--no-ttt", "--no-progress", "--no-tune", "--mode", "train", "--no-aa"]
 
 
 def read_bench(folder):

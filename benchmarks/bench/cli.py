@@ -11,6 +11,10 @@ How a run is organised:
   recorded too, as rows with status `failed` / `diverged` and the error's last line, and holds no timing;
   the other cells go on. A rerun retries failed cells (ok and diverged ones count as finished); the exit
   code is 1 when a cell failed.
+- A/A pairs (stage "aa", equal stage only): after the torch/paddle pair of the smallest and the largest
+  task, each framework against itself, sides a and b in two worker processes of their own, interleaved
+  like a pair. Their spread is the machine's noise floor; they are in no torch/paddle ratio, and the
+  second stage adds no pairs to a configuration at that noise whose missing pairs do not fit in time.
 - Statistics (common.stats): per-task ratio torch/paddle over the interleaved pairs, with a 95% CI and
   a verdict faster / same (+-5%) / slower / inconclusive. The tables are dualbench.report's.
 """
@@ -19,7 +23,10 @@ import sys
 import time
 from pathlib import Path
 
-from dualbench.bench.planning import choose_best, pending_cells, plan, second_stage_pairs
+import numpy as np
+
+from dualbench.bench.planning import (NEEDED_CAP, aa_spread, choose_best, config_id, first_stage_pairs,
+                                      noise_limited, pending_cells, plan, second_stage_pairs)
 from dualbench.bench import pool
 from dualbench.bench.suites import ModelPair, parse_int_list, suite_from_args, suite_tasks
 from dualbench.timings.table import recorded_keys
@@ -39,12 +46,27 @@ def second_stage(first, suite, tasks, backend_names, threads_list, run_id, seed,
                  durations, deadline, progress, chosen=None, executor=None):
     """More pairs for the configurations whose ratio CI is wider than +-ci_target after the first stage
     (`first`, its plan: equal and best stages), one repeat at a time for all of them (so the ones needing
-    few pairs finish first), until each has its planned pairs or the time budget ends. Returns the
+    few pairs finish first), until each has its planned pairs or the time budget ends. A configuration whose
+    spread is about the machine's A/A spread and whose missing pairs do not fit in the time left gets none
+    (planning.noise_limited); OUT/second_stage.csv records each decision for the report. Returns the
     problems of its cells."""
     extra = second_stage_pairs(csv_path, first, suite)
     if not extra:
         return []
     target = f"±{suite.ci_target:.0%}"
+    pairs = first_stage_pairs(csv_path, first)
+    floor = aa_spread(csv_path, first)
+    pair_seconds = {config: sum(pool.cell_seconds(durations, {"task": config[0], "backend": name, "kind": config[1]})
+                                for name in ("torch", "paddle")) for config in extra}
+    skipped = noise_limited(extra, pairs, floor, pair_seconds, deadline - time.perf_counter(), suite.ci_target)
+    record_decisions(csv_path, first, suite, run_id, extra, pairs, floor, pair_seconds, deadline, skipped)
+    for config, (needed, fit) in skipped.items():
+        print(f"dualbench bench: second stage: no more pairs for {config[0]} {config[1]} b{config[2]} {config[3]}: "
+              f"needs {needed} pairs at the machine's noise (A/A spread {100 * floor[0]:.1f}%); {fit} fit in the "
+              "time left", file=sys.stderr)
+    extra = {config: total for config, total in extra.items() if config not in skipped}
+    if not extra:
+        return []
     wanted = ", ".join(f"{config[0]} {config[1]} b{config[2]} {config[3]} {total}" for config, total in extra.items())
     print(f"dualbench bench: second stage, {len(extra)} configuration(s) wider than {target}; "
           f"pairs planned: {wanted}", file=sys.stderr)
@@ -61,6 +83,30 @@ def second_stage(first, suite, tasks, backend_names, threads_list, run_id, seed,
         print(f"dualbench bench: time budget of {suite.budget_seconds:.0f} s reached before repeat {left[0]['repeat']}; "
               f"fewer pairs than planned for: {', '.join(short)} (rerun the command to add them)", file=sys.stderr)
     return problems
+
+
+def record_decisions(csv_path, first, suite, run_id, extra, pairs, floor, pair_seconds, deadline, skipped):
+    """Append the second stage's decision per configuration to OUT/second_stage.csv (timings.table)."""
+    from dualbench.common.results import append_rows, now
+    from dualbench.common.stats import log_spread, pairs_needed
+    from dualbench.timings.settings import pairing_label
+    from dualbench.timings.table import SECOND_STAGE_COLUMNS, pair_label
+    cells = {config_id(c): c for g in first for c in g["cells"] if c["stage"] != "aa"}
+    seconds_left = max(deadline - time.perf_counter(), 0.0)
+    rows = []
+    for config, total in extra.items():
+        cell, d = cells[config], np.log(pairs[config][0]) - np.log(pairs[config][1])
+        rows.append({"suite": suite.name, "task": config[0], "kind": config[1], "batch_size": config[2],
+                     "stage": config[3], "model_spec": pair_label(cell.get("pair")),
+                     "pairing": pairing_label(cell["stage"], cell["threads"], cell["mode"], cell["precision"],
+                                              cell["knobs"]),
+                     "pairs": d.size, "spread_pct": 100 * log_spread(d), "aa_spread_pct": 100 * floor[0],
+                     "pairs_needed": pairs_needed(d, suite.ci_target, NEEDED_CAP),
+                     "pairs_planned": 0 if config in skipped else total,
+                     "pairs_fit": int(seconds_left // max(pair_seconds[config], 1e-9)),
+                     "decision": "machine noise" if config in skipped else "added",
+                     "target_pct": 100 * suite.ci_target, "run_id": run_id, "timestamp": now()})
+    append_rows(Path(csv_path).parent / "second_stage.csv", rows, SECOND_STAGE_COLUMNS)
 
 
 def bench(suite, tasks, backend_names, out_dir, threads_list, seed=0, samples=10000, dataset=None, progress=True,
@@ -242,6 +288,8 @@ def register(subparsers):
                                                         "default suite) for the harness overhead")
     p.add_argument("--no-bare", action="store_true", help="skip the bare loop")
     p.add_argument("--no-ttt", action="store_true", help="skip time-to-target cells")
+    p.add_argument("--no-aa", action="store_true", help="skip the A/A pairs (each framework against itself in two "
+                                                         "worker processes: the machine's noise floor)")
     p.add_argument("--ttt", action="store_true", help="add time-to-target cells (tasks with a target accuracy)")
     p.add_argument("--dataset", help="draw batches from this dataset instead of random arrays of the task's shape")
     p.add_argument("--samples", type=int, default=10000, help="random samples to draw batches from (default 10000)")

@@ -59,9 +59,11 @@ def group_on_node(group, expected=None):
 
 
 def placement_key(cell):
-    """What must stay on one node: a configuration (its ratio's pairs), whatever the repeat or stage."""
+    """What must stay on one node: a configuration (its ratio's pairs), whatever the repeat or stage. An A/A
+    pair goes with its task's equal-settings configuration, so the noise floor is measured where that
+    torch/paddle ratio is."""
     from dualbench.bench.planning import config_id
-    return (cell["suite"], cell["device"], *config_id(cell))
+    return (cell["suite"], cell["device"], *config_id({**cell, "stage": "equal"} if cell.get("stage") == "aa" else cell))
 
 
 def earlier_hosts(csv_path):

@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import math
 
 import numpy as np
 
@@ -16,6 +17,8 @@ def cell_key(cell, loop):
             f"|t{cell['threads']}|b{cell['batch_size']}|{loop}|r{cell['repeat']}|seed{cell['seed']}")
     if cell.get("stage", "equal") != "equal":
         base += f"|{cell['stage']}"
+    if cell.get("aa_side"):
+        base += f"|side-{cell['aa_side']}"
     if cell.get("knobs"):
         base += f"|k{cell['knobs']}"
     if cell.get("pair"):
@@ -106,13 +109,16 @@ def ttt_configs(suite, task, settings, group):
              "dataset": dataset, "target": float(target)} for dataset, target in targets if dataset]
 
 
-def make_cell(suite, config, name, repeat, run_id, seed, samples, dataset, stage, extra):
-    """One cell of a configuration for one backend and repeat, with its row keys."""
+def make_cell(suite, config, name, repeat, run_id, seed, samples, dataset, stage, extra, aa_side=None):
+    """One cell of a configuration for one backend and repeat, with its row keys. aa_side "a" / "b": one side of
+    an A/A pair (stage "aa", its own worker process, the configuration's primary loop only)."""
     task, kind, batch_size, setting = config["task"], config["kind"], config["batch_size"], config["settings"][name]
     cell = {"kind": kind, "suite": suite.name, "task": task.name, "backend": name, "device": suite.device,
             "mode": setting["mode"], "precision": setting["precision"], "threads": setting["threads"],
-            "knobs": knobs_text(setting["knobs"]), "stage": stage, "batch_size": batch_size, "repeat": repeat,
-            "seed": seed, "run_id": run_id}
+            "knobs": knobs_text(setting["knobs"]), "stage": "aa" if aa_side else stage, "batch_size": batch_size,
+            "repeat": repeat, "seed": seed, "run_id": run_id}
+    if aa_side:
+        cell["aa_side"] = aa_side
     pair = isinstance(task, ModelPair)
     if pair:
         cell["pair"] = task.cell_fields()
@@ -130,15 +136,40 @@ def make_cell(suite, config, name, repeat, run_id, seed, samples, dataset, stage
         cell.update(warmup=suite.warmup, warmup_seconds=suite.warmup_seconds, steps=suite.steps, windows=windows,
                     window_seconds=suite.window_seconds, dataset=None if pair else dataset,
                     samples=0 if pair else random_samples(task, batch_size, samples),
-                    epoch_samples=None if pair else epoch_samples(task), loops=loops)
+                    epoch_samples=None if pair else epoch_samples(task), loops=loops[:1] if aa_side else loops)
     cell["keys"] = {loop: cell_key(cell, loop) for loop in cell["loops"]}
     return cell
+
+
+def aa_tasks(tasks):
+    """The tasks that get A/A pairs: the smallest and the largest built-in task by forward multiply-adds per
+    training step (common.tasks.forward_macs x batch size: in the default suite mnist-linear-mse, 78 thousand,
+    and mnist-conv-ce, 236 million), and every model pair."""
+    from dualbench.common.tasks import forward_macs
+    built_in = sorted((t for t in tasks if not isinstance(t, ModelPair)),
+                      key=lambda t: forward_macs(t.model) * batch_of(t))
+    ends = [built_in[0].name, built_in[-1].name] if built_in else []
+    return list(dict.fromkeys(ends + [t.name for t in tasks if isinstance(t, ModelPair)]))
+
+
+def aa_members(suite, members, tasks, stage, extra):
+    """Indexes of a group's configurations followed by A/A pairs: the first training configuration of each
+    A/A task, in the equal stage only (never in the tune or best stage, nor in the second stage's extra pairs)."""
+    if not suite.aa or stage != "equal" or extra is not None:
+        return set()
+    wanted, first = set(aa_tasks(tasks)), {}
+    for index, config in enumerate(members):
+        if config["kind"] == "speed" and config["task"].name in wanted:
+            first.setdefault(config["task"].name, index)
+    return set(first.values())
 
 
 def plan(suite, tasks, backend_names, threads_list, run_id, seed=0, samples=10000, dataset=None, extra=None,
          stage="equal", chosen=None, final=True):
     """Groups of cells in execution order: per group and repeat, the configurations' cells alternate
-    backends (A B, then B A for the next configuration), so machine noise hits both alike.
+    backends (A B, then B A for the next configuration), so machine noise hits both alike. In the equal
+    stage the smallest and largest task's torch/paddle pair is followed by one A/A pair per backend (sides
+    a and b, two worker processes of that backend; a first, then b first for the next pair and repeat).
 
     extra: {config_id: total pairs} for the second stage: repeats suite.repeats+1 .. up to each
     configuration's total, training cells of those configurations only, engine loop only (bare for a model pair).
@@ -151,9 +182,10 @@ def plan(suite, tasks, backend_names, threads_list, run_id, seed=0, samples=1000
     stage_configs = configs(suite, tasks, backend_names, threads_list, stage, chosen, final)
     for group in dict.fromkeys(c["group"] for c in stage_configs):
         members = [c for c in stage_configs if c["group"] == group]
+        aa = aa_members(suite, members, tasks, stage, extra)
         for repeat in repeats:
-            cells, flip = [], repeat % 2 == 0
-            for config in members:
+            cells, flip, aa_flip = [], repeat % 2 == 0, repeat % 2 == 0
+            for index, config in enumerate(members):
                 if extra is not None and config["kind"] != "speed":   # the second stage adds training pairs only
                     continue
                 if config["kind"] == "infer" and extra is None and repeat > (suite.infer_repeats or suite.repeats):
@@ -166,6 +198,10 @@ def plan(suite, tasks, backend_names, threads_list, run_id, seed=0, samples=1000
                     continue
                 flip = not flip
                 cells += pair
+                for name in (names if index in aa else []):
+                    cells += [make_cell(suite, config, name, repeat, run_id, seed, samples, dataset, stage, extra,
+                                        aa_side=side) for side in (("b", "a") if aa_flip else ("a", "b"))]
+                    aa_flip = not aa_flip
             if cells:
                 groups.append({"group": group, "repeat": repeat, "stage": stage, "cells": cells})
     return groups
@@ -199,22 +235,18 @@ def choose_best(csv_path, tune_groups):
     return {config: {name: setting for name, (_, setting) in by.items()} for config, by in best.items()}
 
 
-def second_stage_pairs(csv_path, first_stage, suite):
-    """{config_id: total pairs} for the configurations of the first-stage plan whose ratio CI misses
-    +-suite.ci_target: the pairs the first stage's spread asks for (common.stats.pairs_needed).
-
-    Training configurations only (inference keeps its first-stage pairs). Only the first stage's own rows
-    of each cell's primary loop count (engine; bare for a model pair), by their cell keys, so a resumed
-    run plans the same."""
+def first_stage_pairs(csv_path, first_stage):
+    """{config_id: (torch samples/s, paddle samples/s)} per complete pair (arrays in repeat order) of the
+    first-stage plan's training configurations, A/A cells left out. Only the plan's own rows of each cell's
+    primary loop count (engine; bare for a model pair), by their cell keys, so a resumed run plans the same."""
     import pandas as pd
 
     from dualbench.timings.table import measured
     from dualbench.common.results import read_csv
-    from dualbench.common.stats import pairs_needed, paired_ratio_ci, ratio_halfwidth
     if not csv_path.exists() or csv_path.stat().st_size == 0:
         return {}
     where = {c["keys"][c["loops"][0]]: (config_id(c), c["backend"], c["repeat"])
-             for g in first_stage for c in g["cells"] if c["kind"] == "speed"}
+             for g in first_stage for c in g["cells"] if c["kind"] == "speed" and c["stage"] != "aa"}
     frame = read_csv(csv_path, BENCH_COLUMNS)
     frame = measured(frame[frame["cell_key"].astype(str).isin(where)])   # ok rows, one per cell: as the report counts
     values = pd.DataFrame([(*where[k], v) for k, v in zip(frame["cell_key"], frame["samples_per_s"])],
@@ -222,15 +254,72 @@ def second_stage_pairs(csv_path, first_stage, suite):
     out = {}
     for config, rows in values.groupby("config", sort=False):
         table = rows.pivot(index="repeat", columns="backend", values="sps").dropna()
-        if not {"torch", "paddle"} <= set(table.columns) or len(table) < 2:
-            continue
-        t, p = table["torch"].to_numpy(float), table["paddle"].to_numpy(float)
+        if {"torch", "paddle"} <= set(table.columns) and len(table) >= 2:
+            out[config] = (table["torch"].to_numpy(float), table["paddle"].to_numpy(float))
+    return out
+
+
+def second_stage_pairs(csv_path, first_stage, suite):
+    """{config_id: total pairs} for the configurations of the first-stage plan whose ratio CI misses
+    +-suite.ci_target: the pairs the first stage's spread asks for (common.stats.pairs_needed).
+    Training configurations only (inference keeps its first-stage pairs; A/A pairs never get more)."""
+    from dualbench.common.stats import pairs_needed, paired_ratio_ci, ratio_halfwidth
+    out = {}
+    for config, (t, p) in first_stage_pairs(csv_path, first_stage).items():
         ci = paired_ratio_ci(t, p)
         if ratio_halfwidth(ci["ratio"], ci["lo"], ci["hi"]) <= suite.ci_target:
             continue
         total = pairs_needed(np.log(t) - np.log(p), suite.ci_target, suite.max_repeats)
         if total and total > suite.repeats:
             out[config] = total
+    return out
+
+
+def aa_spread(csv_path, first_stage):
+    """(s, df): the machine's per-pair spread in this run, pooled over the first-stage plan's A/A
+    configurations (SD of log(side a / side b), each configuration around its own mean); (NaN, 0) without
+    A/A rows."""
+    import pandas as pd
+
+    from dualbench.timings.table import measured
+    from dualbench.common.results import read_csv
+    from dualbench.common.stats import pooled_spread
+    where = {c["keys"][c["loops"][0]]: ((c["task"], c["backend"], c["batch_size"]), c["aa_side"], c["repeat"])
+             for g in first_stage for c in g["cells"] if c["stage"] == "aa"}
+    if not where or not csv_path.exists() or csv_path.stat().st_size == 0:
+        return math.nan, 0
+    frame = read_csv(csv_path, BENCH_COLUMNS)
+    frame = measured(frame[frame["cell_key"].astype(str).isin(where)])
+    values = pd.DataFrame([(*where[k], v) for k, v in zip(frame["cell_key"], frame["samples_per_s"])],
+                          columns=["config", "side", "repeat", "sps"])
+    samples = []
+    for _, rows in values.groupby("config", sort=False):
+        table = rows.pivot(index="repeat", columns="side", values="sps").dropna()
+        if {"a", "b"} <= set(table.columns):
+            samples.append(np.log(table["a"].to_numpy(float)) - np.log(table["b"].to_numpy(float)))
+    return pooled_spread(samples)
+
+
+NEEDED_CAP = 100000   # pairs_needed's cap when the report says how many pairs a target needs
+
+
+def noise_limited(extra, pairs, floor, pair_seconds, seconds_left, target):
+    """The second stage's budget where it can help: {config: (pairs needed for +-target, pairs that fit)} for
+    the configurations of `extra` it leaves alone, those whose per-pair spread is about the machine's A/A
+    spread (an F test does not show it above; common.stats.spread_above) and whose missing pairs do not fit
+    in seconds_left at pair_seconds[config] each. More pairs there would shrink machine noise that
+    the budget cannot shrink enough. floor: (s, df) of aa_spread; pairs: first_stage_pairs."""
+    from dualbench.common.stats import log_spread, pairs_needed, spread_above
+    s0, df0 = floor
+    out = {}
+    if not df0:
+        return out
+    for config in extra:
+        d = np.log(pairs[config][0]) - np.log(pairs[config][1])
+        needed = pairs_needed(d, target, NEEDED_CAP)
+        fit = int(max(seconds_left, 0) // max(pair_seconds[config], 1e-9))
+        if not spread_above(log_spread(d), d.size - 1, s0, df0) and needed - d.size > fit:
+            out[config] = (needed, fit)
     return out
 
 

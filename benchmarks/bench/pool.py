@@ -105,14 +105,15 @@ def death_line(returncode, log_tail, cell):
 
 
 def worker_key(cell):
-    """The worker a cell runs in: its backend, thread count and the environment its knobs need at import."""
+    """The worker a cell runs in: its backend, thread count, the environment its knobs need at import, and its
+    A/A side ('' for other cells), so that the two sides of an A/A pair run in two processes of their own."""
     from dualbench.timings.settings import knob_env, parse_knobs
     env = knob_env(cell["backend"], parse_knobs(cell.get("knobs")))
-    return cell["backend"], int(cell["threads"]), tuple(sorted(env.items()))
+    return cell["backend"], int(cell["threads"]), tuple(sorted(env.items())), cell.get("aa_side") or ""
 
 
 def start_worker(key):
-    backend, threads, env = key
+    backend, threads, env = key[:3]
     return Worker(backend, threads, dict(env))
 
 

@@ -70,6 +70,10 @@ class Suite:
     ci_target: float = 0.03
     max_repeats: int = 40
     budget_seconds: float = 585.0    # timing stops in time for the whole command to end within 10 minutes
+    # A/A pairs (stage "aa"): in the equal stage each framework is also timed against itself, two worker
+    # processes of the same framework and setting interleaved like a torch/paddle pair, on the suite's
+    # smallest and largest task (planning.aa_tasks): the machine's noise floor for the run.
+    aa: bool = True
 
 
 # The default suite's tasks: one of each kind of model (linear, MLPs with sigmoid/ReLU/dropout, conv, LeNet,
@@ -230,6 +234,8 @@ def suite_from_args(args, default="default"):
         changes["bare"] = False
     if args.no_ttt:
         changes["ttt"] = False
+    if getattr(args, "no_aa", False):
+        changes["aa"] = False
     suite = replace(base, **changes)
     if "amp" in suite.precisions and suite.device == "cpu":
         raise UserError("--amp is measured on GPU only (paddle's auto_cast has no effect on CPU, so a CPU "

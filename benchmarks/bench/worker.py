@@ -51,8 +51,9 @@ def run_bench_cell(cell, backend, speed, cache):
     runners = {"ttt": run_ttt_cell, "infer": run_infer_cell, "speed": run_speed_cell}
     rows = runners[cell["kind"]](cell, backend, speed, dev, cache)
     identity = {k: cell[k] for k in ("suite", "task", "backend", "mode", "precision", "batch_size", "repeat",
-                                     "seed", "run_id", "stage") if k in cell}
+                                     "seed", "run_id", "stage", "aa_side") if k in cell}
     meta = {**dev_info, **host_metadata(), "timestamp": now(), "load_avg": load, "cpu_count": os.cpu_count(),
+            "worker_pid": os.getpid(),
             "status": "ok", "knobs": cell.get("knobs") or "", "knobs_in_effect": knobs_text(knobs),
             "model_spec": pair_label(cell.get("pair"))}
     out = []

@@ -11,12 +11,15 @@ import math
 import numpy as np
 import pandas as pd
 
-from dualbench.timings.settings import setting_label
+from dualbench.timings.settings import pairing_label
 from dualbench.timings.table import latest, measured, row_status
-from dualbench.common.stats import median_ci, paired_ratio_ci, ratio_halfwidth, verdict
+from dualbench.common.stats import (log_spread, median_ci, paired_ratio_ci, pairs_needed, pooled_spread,
+                                    ratio_halfwidth, verdict)
 
 OVERHEAD_TARGET = 0.97
-BEST = "each at its best"
+TARGET = 0.03          # the CI half-width each configuration's "pairs for +-3%" is computed for
+NEEDED_CAP = 100000    # pairs_needed's cap: the report says how many pairs, however many
+NOISE = "within machine noise"
 # A configuration is measured on one node: pairs and ratios never mix the timings of two machines (a cluster
 # bench keeps each configuration on one node; rows written before the node column read as one node).
 CONFIG = ["suite", "device", "stage", "pairing", "batch_size", "dataset", "node", "model_spec"]
@@ -44,14 +47,20 @@ def with_settings(bench):
     """bench rows with stage (empty: equal), knobs (empty: defaults), each row's readable setting, the
     pairing key (the shared setting; "each at its best" in the best stage) and the node."""
     bench = with_node(bench).copy()
-    for column, default in (("stage", "equal"), ("knobs", ""), ("model_spec", "")):
+    for column, default in (("stage", "equal"), ("knobs", ""), ("model_spec", ""), ("aa_side", "")):
         values = bench[column] if column in bench else pd.Series(default, index=bench.index, dtype=object)
         bench[column] = values.fillna(default).astype(str).replace("", default)
     bench["knobs"] = bench["knobs"].replace("nan", "")
-    bench["setting"] = [setting_label(fmt_int(t), m, p, k or "default switches") for t, m, p, k in
+    bench["setting"] = [pairing_label("equal", fmt_int(t), m, p, k) for t, m, p, k in
                         zip(bench["threads"], bench["mode"], bench["precision"], bench["knobs"])]
-    bench["pairing"] = np.where(bench["stage"] == "best", BEST, bench["setting"])
+    bench["pairing"] = [pairing_label(stage, fmt_int(t), m, p, k) for stage, t, m, p, k in
+                        zip(bench["stage"], bench["threads"], bench["mode"], bench["precision"], bench["knobs"])]
     return bench
+
+
+def torch_paddle(bench):
+    """The rows a torch/paddle number may use: every stage but the A/A pairs (a framework against itself)."""
+    return bench[bench["stage"] != "aa"]
 
 
 def fmt_int(value):
@@ -102,6 +111,8 @@ def speed_summary(bench, loop=None):
     complete pair says which backend failed in its verdict."""
     rows = []
     bench = with_settings(bench)
+    floors = machine_floor(aa_pairs(bench))
+    bench = torch_paddle(bench)
     frame = bench[bench["loop"].isin(SPEED_LOOPS if loop is None else [loop]) & (bench["stage"] != "tune")]
     for keys, all_rows in frame.groupby(["task"] + CONFIG, sort=False, dropna=False):
         info = dict(zip(["task"] + CONFIG, keys))
@@ -123,11 +134,90 @@ def speed_summary(bench, loop=None):
                 values_of = pd.to_numeric(sub[column], errors="coerce") if column in sub else pd.Series(dtype=float)
                 row[f"{name}_{column}"] = float(values_of.median()) if len(sub) else math.nan
         row.update(ratio_fields(sps))
+        row.update(noise_fields(sps, row, floor_of(floors, info)))
         row.update(problem_counts(bad))
         if not row["pairs"] and len(bad):
             row["verdict"] = f"n/a ({', '.join(sorted(set(bad['backend'] + ' ' + bad['status'])))})"
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+AA_CONFIG = ["task", "backend", "suite", "device", "batch_size", "setting", "dataset", "node", "model_spec"]
+FLOOR_SCOPE = ["suite", "device", "node", "model_spec"]   # one noise floor per suite, node and model pair
+
+
+def aa_pairs(bench):
+    """The A/A pairs of `bench` (with_settings rows): per task, framework and configuration, the primary loop's
+    samples/s of side a and side b by repeat, and each side's worker process ids by repeat."""
+    frame = measured(bench[(bench["stage"] == "aa") & bench["loop"].isin(SPEED_LOOPS)])
+    out = []
+    for keys, group in frame.groupby(AA_CONFIG, sort=False, dropna=False):
+        group = latest(primary_rows(group), ["aa_side", "repeat"])
+        sides = {side: g.set_index("repeat") for side, g in group.groupby("aa_side")}
+        if set(sides) != {"a", "b"}:
+            continue
+        common = sorted(set(sides["a"].index) & set(sides["b"].index))
+        pids = {side: (pd.to_numeric(sides[side]["worker_pid"], errors="coerce")[common] if "worker_pid" in group
+                       else pd.Series(math.nan, index=common)) for side in "ab"}
+        out.append({**dict(zip(AA_CONFIG, keys)), "loop": group["loop"].iloc[0],
+                    "a": sides["a"].loc[common, "samples_per_s"].to_numpy(float),
+                    "b": sides["b"].loc[common, "samples_per_s"].to_numpy(float), "pids": pids})
+    return out
+
+
+def aa_summary(pairs):
+    """One row per A/A configuration (aa_pairs): the ratio side a / side b with its CI, the per-pair spread
+    (100 x SD of the log ratios), the pairs a +-3% CI would need at that spread, the worker processes, and
+    `bias`: the CI excludes 1, a harness or order effect rather than noise (the sides differ only in which
+    process ran them, and which ran first alternates)."""
+    rows = []
+    for pair in pairs:
+        ci = paired_ratio_ci(pair["a"], pair["b"])
+        d = np.log(pair["a"]) - np.log(pair["b"])
+        a_pids, b_pids = pair["pids"]["a"], pair["pids"]["b"]
+        known = a_pids.notna() & b_pids.notna()
+        needed = pairs_needed(d, TARGET, NEEDED_CAP)
+        rows.append({**{k: pair[k] for k in AA_CONFIG + ["loop"]}, "ratio": ci["ratio"], "ratio_lo": ci["lo"],
+                     "ratio_hi": ci["hi"], "pairs": ci["n"], "spread_pct": 100 * log_spread(d),
+                     "pairs_for_3pct": needed if needed is not None else math.nan,
+                     "a_samples_per_s": float(np.median(pair["a"])), "b_samples_per_s": float(np.median(pair["b"])),
+                     "processes": int(pd.concat([a_pids, b_pids]).nunique()),
+                     "two_processes": bool(known.any() and (a_pids[known] != b_pids[known]).all()),
+                     "bias": bool(ci["n"] >= 2 and (ci["lo"] > 1 or ci["hi"] < 1))})
+    return pd.DataFrame(rows)
+
+
+def machine_floor(pairs):
+    """The machine's noise floor per suite, node and model pair (FLOOR_SCOPE), for torch A/A, paddle A/A and
+    both together ("both"): the geometric mean ratio a/b over all their A/A pairs with its paired t CI, and
+    the per-pair spread pooled over the A/A configurations (each around its own mean; common.stats)."""
+    rows = []
+    scopes = {}
+    for pair in pairs:
+        scope = tuple(None if pd.isna(pair[k]) else pair[k] for k in FLOOR_SCOPE)   # one key for every NaN
+        scopes.setdefault(scope, []).append(pair)
+    for scope, members in scopes.items():
+        for framework in ["torch", "paddle", "both"]:
+            chosen = [m for m in members if framework in ("both", m["backend"])]
+            if not chosen:
+                continue
+            ci = paired_ratio_ci(np.concatenate([m["a"] for m in chosen]), np.concatenate([m["b"] for m in chosen]))
+            spread, df = pooled_spread([np.log(m["a"]) - np.log(m["b"]) for m in chosen])
+            rows.append({**dict(zip(FLOOR_SCOPE, scope)), "framework": framework, "ratio": ci["ratio"],
+                         "ratio_lo": ci["lo"], "ratio_hi": ci["hi"], "pairs": ci["n"], "spread_pct": 100 * spread,
+                         "df": df, "tasks": ", ".join(dict.fromkeys(m["task"] for m in chosen))})
+    return pd.DataFrame(rows)
+
+
+def floor_of(floors, info):
+    """The combined ("both") floor row of a configuration's suite, node and model pair, or None."""
+    if not len(floors):
+        return None
+    same = floors["framework"] == "both"
+    for column in FLOOR_SCOPE:
+        value = info.get(column)
+        same &= floors[column].isna() if pd.isna(value) else floors[column] == value
+    return floors[same].iloc[0] if same.any() else None
 
 
 def _shared(frame, column):
@@ -148,6 +238,21 @@ def ratio_fields(values, invert=False):
             "ratio_ci_pct": 100 * ratio_halfwidth(ratio["ratio"], lo, hi), "verdict": says}
 
 
+def noise_fields(values, ratio, floor):
+    """A configuration against the machine's noise: its per-pair spread (100 x SD of the log ratios), the
+    pairs a +-3% CI needs at that spread, and the label "within machine noise" when its ratio CI overlaps
+    the A/A ratio's CI of the same suite and node (`floor`, a machine_floor row; None: no A/A pairs)."""
+    t, p = values.get("torch", pd.Series(dtype=float)), values.get("paddle", pd.Series(dtype=float))
+    common = sorted(set(t.index) & set(p.index))
+    d = np.log(t[common].to_numpy(float)) - np.log(p[common].to_numpy(float)) if common else np.array([])
+    d = d[np.isfinite(d)]
+    needed = pairs_needed(d, TARGET, NEEDED_CAP)
+    noise = (floor is not None and math.isfinite(ratio["ratio_lo"]) and math.isfinite(floor["ratio_lo"])
+             and ratio["ratio_lo"] <= floor["ratio_hi"] and ratio["ratio_hi"] >= floor["ratio_lo"])
+    return {"spread_pct": 100 * log_spread(d), "pairs_for_3pct": needed if needed is not None else math.nan,
+            "machine_noise": NOISE if noise else ""}
+
+
 def problem_counts(bad):
     return {f"{name}_{status}": int(((bad["backend"] == name) & (bad["status"] == status)).sum())
             for name in ("torch", "paddle") for status in ("failed", "diverged")}
@@ -155,8 +260,9 @@ def problem_counts(bad):
 
 def stage_ratios(summary, overhead=None):
     """The headline: per task and batch size, the ratio at equal settings (default knobs, the first
-    thread count measured) and with each framework at its best (its chosen settings), each with its CI;
-    a ratio is labelled input-pipeline-bound when a side's engine reaches < 0.97 of its bare loop."""
+    thread count measured) and with each framework at its best (its chosen settings), each with its CI
+    and its machine-noise label; a ratio is labelled input-pipeline-bound when a side's engine reaches
+    < 0.97 of its bare loop."""
     if summary is None or not len(summary):
         return pd.DataFrame()
     rows = []
@@ -169,7 +275,7 @@ def stage_ratios(summary, overhead=None):
             first = sub.iloc[0] if len(sub) else None
             for field in ("ratio", "ratio_lo", "ratio_hi", "verdict", "pairs", "torch_samples_per_s",
                           "paddle_samples_per_s", "torch_setting", "paddle_setting", "torch_in_effect",
-                          "paddle_in_effect"):
+                          "paddle_in_effect", "machine_noise", "spread_pct", "pairs_for_3pct"):
                 row[f"{label}_{field}"] = first[field] if first is not None else math.nan
             row[f"{label}_bound"] = pipeline_bound(overhead, task, sub) if first is not None else ""
         rows.append(row)
@@ -195,7 +301,7 @@ def overhead_summary(bench):
     end_to_end = engine samples/s / bare samples/s; compute = bare ms/step / engine compute ms/step
     (the engine's step time without the reader's)."""
     rows = []
-    bench = measured(with_settings(bench))
+    bench = measured(torch_paddle(with_settings(bench)))
     frame = bench[bench["loop"].isin(SPEED_LOOPS) & (bench["stage"] != "tune")]
     for keys, group in frame.groupby(["task", "backend"] + CONFIG, sort=False, dropna=False):
         group = latest(group, ["loop", "repeat"])
@@ -238,7 +344,7 @@ def infer_summary(bench):
     """Inference latency per task, batch size and stage: per backend the median latency over repeats (each
     repeat's own median over its calls) with a 95% CI, the median p95, and the paired latency ratio
     torch/paddle (below 1: torch answers faster)."""
-    bench = with_settings(bench)
+    bench = torch_paddle(with_settings(bench))
     frame = bench[(bench["loop"] == "infer") & (bench["stage"] != "tune")]
     rows = []
     for keys, all_rows in frame.groupby(["task"] + CONFIG, sort=False, dropna=False):
@@ -265,7 +371,7 @@ def infer_summary(bench):
 def ttt_summary(bench):
     """Time to target per task and configuration, ok rows only; `<backend>_reached` says how many
     repeats reached the target, and how many failed or diverged (those have no time)."""
-    bench = with_settings(bench)
+    bench = torch_paddle(with_settings(bench))
     frame = bench[bench["loop"] == "ttt"]
     rows = []
     for keys, all_rows in frame.groupby(["task"] + CONFIG, sort=False, dropna=False):

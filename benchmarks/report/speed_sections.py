@@ -4,17 +4,20 @@ import math
 
 import pandas as pd
 
-from dualbench.report.markdown import fmt, fmt_ci, markdown_table
+from dualbench.report.markdown import fmt, fmt_ci, markdown_table, read_optional
 from dualbench.report.plots import plot_throughput
-from dualbench.report.speed import (OVERHEAD_TARGET, infer_summary, node_column, overhead_summary, problem_cells,
-                                    speed_summary, stage_ratios, ttt_summary, tuning_summary)
-from dualbench.report.tables import (config_label, duplicate_note, equal_label, excluded_label, machine_load_note,
-                                     pair_training, precision_line, problem_table)
+from dualbench.report.speed import (FLOOR_SCOPE, NOISE, OVERHEAD_TARGET, aa_pairs, aa_summary, infer_summary,
+                                    machine_floor, node_column, overhead_summary, problem_cells, speed_summary,
+                                    stage_ratios, ttt_summary, tuning_summary, with_settings)
+from dualbench.report.tables import (aa_note, config_label, duplicate_note, equal_label, excluded_label,
+                                     floor_sentence, machine_load_note, needed_label, pair_training, precision_line,
+                                     problem_table, processes_label, second_stage_notes, spread_label)
 from dualbench.common.results import write_table
 from dualbench.common.stats import BAND
 
 
-def _speed_markdown(summary):
+def _speed_markdown(summary, decisions=None):
+    notes = second_stage_notes(summary, decisions)
     table = pd.DataFrame({
         "task": summary["task"],
         "config": [config_label(r) for _, r in summary.iterrows()],
@@ -27,6 +30,10 @@ def _speed_markdown(summary):
         "verdict (torch is …)": summary["verdict"],
         "pairs": summary["pairs"],
         "left out (failed / diverged)": [excluded_label(r) for _, r in summary.iterrows()],
+        "spread per pair": [spread_label(v) for v in summary["spread_pct"]],
+        "pairs for ±3%": [needed_label(v) for v in summary["pairs_for_3pct"]],
+        "machine noise, second stage": ["; ".join(t for t in (r["machine_noise"], note) if t) or "-"
+                                        for (_, r), note in zip(summary.iterrows(), notes)],
     })
     table = node_column(table, summary)
     details = pd.DataFrame({
@@ -48,7 +55,9 @@ def _headline_markdown(ratios):
     def ci(r, label):
         if not isinstance(r[f"{label}_verdict"], str):
             return "not measured"
-        return f"{fmt_ci(r[f'{label}_ratio'], r[f'{label}_ratio_lo'], r[f'{label}_ratio_hi'], ratio=True)} {r[f'{label}_verdict']}"
+        noise = f" ({NOISE})" if r[f"{label}_machine_noise"] == NOISE else ""
+        return (f"{fmt_ci(r[f'{label}_ratio'], r[f'{label}_ratio_lo'], r[f'{label}_ratio_hi'], ratio=True)} "
+                f"{r[f'{label}_verdict']}{noise}")
 
     table = pd.DataFrame({
         "task": [f"{r['task']}{pair_training(r)}" for _, r in ratios.iterrows()],
@@ -141,9 +150,11 @@ def speed_section(bench, directory, plot_dir):
             md += [note, ""]
     md += problems_section(bench)
     summary, overhead = speed_summary(bench), overhead_summary(bench)
+    md += noise_section(bench, directory)
     if len(summary):
         write_table(directory / "speed_summary.csv", summary)
-        md += headline_section(summary, overhead) + configurations_section(summary, plot_dir)
+        decisions = read_optional(directory / "second_stage.csv")
+        md += headline_section(summary, overhead) + configurations_section(summary, plot_dir, decisions)
     md += tuning_section(bench, directory) + inference_section(bench, directory)
     md += overhead_section(overhead) + ttt_section(bench)
     return md
@@ -161,6 +172,36 @@ def problems_section(bench):
             markdown_table(problems)]
 
 
+def noise_section(bench, directory):
+    """The machine's noise floor from the A/A pairs, and each A/A configuration; writes aa_summary.csv."""
+    pairs = aa_pairs(with_settings(bench))
+    if not pairs:
+        return []
+    aa, floors = aa_summary(pairs), machine_floor(pairs)
+    write_table(directory / "aa_summary.csv", aa)
+    table = pd.DataFrame({
+        "task": aa["task"], "framework": aa["backend"], "batch": [fmt(v) for v in aa["batch_size"]],
+        "setting": aa["setting"],
+        "A/A ratio a/b [95% CI]": [fmt_ci(r["ratio"], r["ratio_lo"], r["ratio_hi"], ratio=True) for _, r in aa.iterrows()],
+        "spread per pair": [spread_label(v) for v in aa["spread_pct"]],
+        "pairs": aa["pairs"], "pairs for ±3%": [needed_label(v) for v in aa["pairs_for_3pct"]],
+        "worker processes": [processes_label(r) for _, r in aa.iterrows()],
+        "note": [aa_note(r) for _, r in aa.iterrows()],
+    })
+    return (["### Machine noise: each framework against itself (A/A)", ""]
+            + [line for scope in floors[FLOOR_SCOPE].drop_duplicates().itertuples(index=False)
+               for line in (floor_sentence(floors, scope), "")] +
+            ["In the equal stage, right after the torch/paddle pair of the suite's smallest and largest task (by "
+             "multiply-adds per step; a model pair: the pair), each framework is timed against itself: two worker "
+             "processes of the same framework and setting (sides a and b, each its own process; the rows record "
+             "`worker_pid`), back to back, a first in one pair and b first in the next, exactly like a torch/paddle "
+             "pair. Their per-pair log ratios spread only by what the machine and the harness do to a ratio. A "
+             f"torch/paddle ratio whose CI overlaps the A/A ratio's CI is labelled *{NOISE}*: the frameworks "
+             "differ there by no more than a framework differs from itself. An A/A ratio whose CI excludes 1 is not "
+             "noise but a harness or order bias, and its note says so. The A/A rows are in no torch/paddle ratio.",
+             "", markdown_table(node_column(table, aa))])
+
+
 def headline_section(summary, overhead):
     if not (summary["stage"] == "best").any():
         return []
@@ -170,12 +211,13 @@ def headline_section(summary, overhead):
             "with each framework at its own fastest setting, chosen by the tuning stage below on windows "
             "that are not reused here. A ratio is *input-pipeline-bound* when a side's engine loop "
             f"reaches less than {OVERHEAD_TARGET} of its bare loop (pre-loaded tensors) at that setting: it "
-            "then measures that framework's DataLoader as much as its model.", "",
+            "then measures that framework's DataLoader as much as its model; *within machine noise* when its "
+            "CI overlaps the A/A ratio's CI above.", "",
             _headline_markdown(stage_ratios(summary, overhead))]
 
 
-def configurations_section(summary, plot_dir):
-    table, details = _speed_markdown(summary)
+def configurations_section(summary, plot_dir, decisions=None):
+    table, details = _speed_markdown(summary, decisions)
     md = ["### All configurations", "",
           f"Steady-state samples/s through the native DataLoader (warm-up excluded; model pairs: pre-loaded "
           f"random batches): median over repeats with a distribution-free 95% CI (needs ≥ 6 repeats). Each "
@@ -183,9 +225,12 @@ def configurations_section(summary, plot_dir):
           f"shown; the ratio is the geometric mean of the per-pair ratios with a paired t-interval on the "
           f"log ratios. Verdict: *faster* / *slower* when the whole CI lies above {1 + BAND:.2f} / below "
           f"{1 - BAND:.2f}, *same* when it lies inside [{1 - BAND:.2f}, {1 + BAND:.2f}], otherwise "
-          f"*inconclusive*. *CI ±%*: the CI's larger relative half-width. Configurations wider than the "
-          f"suite's target after the first repeats get more pairs in a second stage, as far as the time "
-          f"budget allows (README, bench).",
+          f"*inconclusive*. *CI ±%*: the CI's larger relative half-width. *Spread per pair*: the standard "
+          f"deviation of the per-pair log ratios (about ± that percentage per pair); *pairs for ±3%*: the pairs a "
+          f"CI within ±3% needs at that spread. Configurations wider than the suite's target after the first "
+          f"repeats get more pairs in a second stage, as far as the time budget allows (README, bench), except "
+          f"those whose spread is about the A/A spread and whose pairs would not fit in the time left: more pairs "
+          f"would not reach the target there, and the last column says so.",
           "", precision_line(summary), "", table,
           "Per step: median ms/step, the share of it spent in the reader (DataLoader + copy to device), the "
           "time per epoch of the task's real training set at that speed, the first step (includes "

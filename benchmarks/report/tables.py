@@ -4,9 +4,9 @@ import math
 import numpy as np
 import pandas as pd
 
-from dualbench.common.stats import compare_means, mean_ci
+from dualbench.common.stats import compare_means, mean_ci, pairs_for_spread
 from dualbench.report.markdown import fmt, fmt_ci
-from dualbench.report.speed import problem_cells, with_settings
+from dualbench.report.speed import NEEDED_CAP, problem_cells, with_settings
 from dualbench.timings.table import latest, row_status
 
 
@@ -173,3 +173,88 @@ def excluded_label(row):
     parts = [f"{name}: {int(row[f'{name}_{status}'])} {status}" for name in ("torch", "paddle")
              for status in ("failed", "diverged") if row.get(f"{name}_{status}", 0)]
     return "; ".join(parts) or "-"
+
+
+# ---------------------------------------------------------------------------------------------
+# The machine's noise (A/A pairs) and the second stage's decisions
+
+
+def spread_label(value):
+    """'±12.3%' for a per-pair spread in percent; n/a for fewer than 2 pairs."""
+    return f"±{value:.1f}%" if isinstance(value, (int, float)) and math.isfinite(value) else "n/a"
+
+
+def needed_label(value):
+    """Pairs a +-3% CI needs: '79', '≥ 100,000' at speed.NEEDED_CAP, n/a without a spread."""
+    if not isinstance(value, (int, float, np.integer, np.floating)) or not math.isfinite(value):
+        return "n/a"
+    return f"≥ {NEEDED_CAP:,}" if value >= NEEDED_CAP else f"{int(value):,}"
+
+
+def floor_sentence(floors, scope):
+    """The noise floor of one suite, node and model pair (machine_floor rows), as the report states it."""
+    def one(r):
+        return f"{r['ratio']:.3f} [{r['ratio_lo']:.3f}, {r['ratio_hi']:.3f}]" if math.isfinite(r["ratio_lo"]) else \
+            f"{r['ratio']:.3f} [CI n/a]"
+    rows = floors
+    for column, value in zip(("suite", "device", "node", "model_spec"), scope):   # speed.FLOOR_SCOPE
+        rows = rows[rows[column].isna()] if pd.isna(value) else rows[rows[column] == value]
+    by = {r["framework"]: r for _, r in rows.iterrows()}
+    both = by["both"]
+    where = [f"suite {scope[0]}"] + ([f"node {scope[2]}"] if isinstance(scope[2], str) else []) + \
+        ([f"model pair {scope[3]}"] if isinstance(scope[3], str) and scope[3] else [])
+    needed = pairs_for_spread(both["spread_pct"] / 100, int(both["df"]), 0.03) if both["df"] else None
+    parts = "; ".join(f"{name} A/A {one(by[name])}, spread ±{by[name]['spread_pct']:.1f}%"
+                      for name in ("torch", "paddle") if name in by)
+    return (f"**Machine noise floor** ({', '.join(where)}; {int(both['pairs'])} A/A pairs on {both['tasks']}): on "
+            f"this machine during this run, the same framework against itself gave a ratio of {one(both)}, a "
+            f"per-pair spread of {both['spread_pct']:.1f} % ({parts})."
+            + (f" At that spread a ratio CI within ±3% needs about {needed:,} pairs." if needed else ""))
+
+
+def processes_label(row):
+    """'10 (a and b in two processes in every pair)': the worker processes an A/A configuration ran in."""
+    if not row["processes"]:
+        return "not recorded"
+    apart = "a and b in two processes in every pair" if row["two_processes"] else "a and b shared a process"
+    return f"{row['processes']} ({apart})"
+
+
+def aa_note(row):
+    if row["bias"]:
+        return "bias: the CI excludes 1, a harness or order effect, not noise"
+    return "-"
+
+
+def second_stage_notes(summary, decisions):
+    """Per summary row, what the second stage did where its CI is wider than the target (second_stage.csv,
+    the latest decision per configuration): no pairs at the machine's noise, or fewer than planned."""
+    if decisions is None or not len(decisions) or not len(summary):
+        return [""] * len(summary)
+    keys = ["suite", "task", "batch_size", "stage", "pairing", "model_spec"]
+    decisions = decisions.assign(model_spec=decisions["model_spec"].fillna("").astype(str))
+    decisions = latest(decisions, keys)
+    found = {tuple(fmt_key(v) for v in r[keys]): r for _, r in decisions.iterrows()}
+    notes = []
+    for _, row in summary.iterrows():
+        spec = row["model_spec"] if isinstance(row["model_spec"], str) else ""
+        d = found.get(tuple(fmt_key(v) for v in (row["suite"], row["task"], row["batch_size"], row["stage"],
+                                                   row["pairing"], spec)))
+        if d is None:
+            notes.append("")
+        elif d["decision"] == "machine noise":
+            notes.append(f"no second stage: needs {int(d['pairs_needed'])} pairs at the machine's noise; "
+                         f"{int(d['pairs_fit'])} fit in the time left")
+        elif row["pairs"] < d["pairs_planned"]:
+            notes.append(f"second stage: {int(d['pairs_planned'])} pairs planned, {int(row['pairs'])} ran in the "
+                         "time budget")
+        else:
+            notes.append("")
+    return notes
+
+
+def fmt_key(value):
+    """A key part as text: 64, 64.0 and '64' alike (a batch size read back from a CSV)."""
+    if isinstance(value, (int, float, np.integer, np.floating)) and math.isfinite(value) and float(value).is_integer():
+        return str(int(value))
+    return str(value)

@@ -1,11 +1,30 @@
 """The ratio tables on the terminal, printed by `dualbench bench` when it finishes."""
 import math
+from pathlib import Path
 
 import pandas as pd
 
-from dualbench.report.markdown import fmt, fmt_ci
-from dualbench.report.speed import infer_summary, node_column, overhead_summary, speed_summary
-from dualbench.report.tables import config_label, precision_line, problem_table
+from dualbench.report.markdown import fmt, fmt_ci, read_optional
+from dualbench.report.speed import (FLOOR_SCOPE, aa_pairs, aa_summary, infer_summary, machine_floor, node_column,
+                                    overhead_summary, speed_summary, with_settings)
+from dualbench.report.tables import (aa_note, config_label, floor_sentence, needed_label, precision_line,
+                                     problem_table, second_stage_notes, spread_label)
+
+
+def print_noise_floor(bench):
+    """The A/A pairs: the floor sentence per suite and node, and each A/A configuration."""
+    pairs = aa_pairs(with_settings(bench))
+    if not pairs:
+        return
+    aa, floors = aa_summary(pairs), machine_floor(pairs)
+    for scope in floors[FLOOR_SCOPE].drop_duplicates().itertuples(index=False):
+        print(floor_sentence(floors, scope).replace("**", ""))
+    print(pd.DataFrame({
+        "A/A task": aa["task"], "framework": aa["backend"],
+        "a/b [95% CI]": [fmt_ci(r["ratio"], r["ratio_lo"], r["ratio_hi"], ratio=True) for _, r in aa.iterrows()],
+        "spread": [spread_label(v) for v in aa["spread_pct"]], "pairs": aa["pairs"],
+        "processes": aa["processes"], "note": [aa_note(r) for _, r in aa.iterrows()]}).to_string(index=False))
+    print()
 
 
 def print_speed_summary(csv_path):
@@ -18,15 +37,21 @@ def print_speed_summary(csv_path):
         print("failed / diverged cells (left out of the ratios):")
         print(problems.to_string(index=False))
         print()
+    print_noise_floor(bench)
     if not len(summary):
         return
+    notes = second_stage_notes(summary, read_optional(Path(csv_path).parent / "second_stage.csv"))
     table = pd.DataFrame({
         "task": summary["task"], "config": [config_label(r) for _, r in summary.iterrows()],
         "torch/s": [fmt(v, 4) for v in summary["torch_samples_per_s"]],
         "paddle/s": [fmt(v, 4) for v in summary["paddle_samples_per_s"]],
         "torch/paddle [95% CI]": [fmt_ci(r["ratio"], r["ratio_lo"], r["ratio_hi"], ratio=True) for _, r in summary.iterrows()],
         "CI ±%": [f"{v:.1f}" if math.isfinite(v) else "n/a" for v in summary["ratio_ci_pct"]],
-        "verdict": summary["verdict"], "pairs": summary["pairs"]})
+        "verdict": summary["verdict"], "pairs": summary["pairs"],
+        "spread": [spread_label(v) for v in summary["spread_pct"]],
+        "±3% needs": [needed_label(v) for v in summary["pairs_for_3pct"]],
+        "noise, second stage": ["; ".join(t for t in (noise, note) if t) or "-"
+                                for noise, note in zip(summary["machine_noise"], notes)]})
     print(node_column(table, summary).to_string(index=False))
     print(precision_line(summary))
     best = summary[summary["stage"] == "best"]

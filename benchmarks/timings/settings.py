@@ -19,7 +19,10 @@ KNOBS = {
     "cpu": {"torch": ("onednn",), "paddle": ("onednn",)},
     "gpu": {"torch": ("cudnn_benchmark", "tf32"), "paddle": ("cudnn_benchmark",)},
 }
-STAGES = ("equal", "tune", "best")   # equal: one shared setting; tune: candidates; best: each its own winner
+# equal: one shared setting; tune: candidates; best: each its own winner; aa: a framework against itself at the
+# equal setting (the machine's noise floor, never in a torch/paddle ratio)
+STAGES = ("equal", "tune", "best", "aa")
+BEST = "each at its best"   # what the pairs of the best stage share
 
 
 def knobs_text(knobs):
@@ -46,6 +49,15 @@ def setting_label(threads, mode, precision, knobs):
     if knobs:
         parts.append(knobs if isinstance(knobs, str) else knobs_text(knobs))
     return ", ".join(parts)
+
+
+def pairing_label(stage, threads, mode, precision, knobs):
+    """What the two sides of a pair share, as the report names a configuration: the setting ('eager fp32,
+    2 threads, default switches'), 'each at its best' in the best stage, 'A/A, <setting>' for A/A pairs."""
+    if stage == "best":
+        return BEST
+    setting = setting_label(threads, mode, precision, knobs or "default switches")
+    return f"A/A, {setting}" if stage == "aa" else setting
 
 
 def thread_candidates(cores):

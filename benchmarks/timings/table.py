@@ -65,6 +65,23 @@ BENCH_COLUMNS = [
     # empty in older files, which the report reads as one node
     "node",                # host name of the machine the cell ran on (--executor ray: a node of the cluster)
     "node_hardware",       # that machine's CPUs, memory and GPUs in one line
+    # empty in older files (no A/A pairs; the worker's process id was not recorded)
+    "aa_side",             # stage aa: a | b, the two worker processes of one framework timed against each other
+    "worker_pid",          # process id of the worker that timed the cell (the two sides of an A/A pair differ)
+]
+
+# second_stage.csv beside bench.csv: what the second stage decided per configuration wider than the target
+# (the report says why a configuration got no more pairs). One row per configuration and invocation.
+SECOND_STAGE_COLUMNS = [
+    "suite", "task", "kind", "batch_size", "stage", "pairing", "model_spec",
+    "pairs",               # first-stage pairs the decision saw
+    "spread_pct",          # their per-pair spread: 100 x SD of log(torch/paddle)
+    "aa_spread_pct",       # the A/A spread of the run (pooled); empty without A/A pairs
+    "pairs_needed",        # pairs a CI within +-target needs at that spread (not capped by --max-repeats)
+    "pairs_planned",       # total pairs planned (capped by --max-repeats); 0 when skipped
+    "pairs_fit",           # pairs of this configuration alone that fit in the time left
+    "decision",            # added | machine noise (spread about the A/A spread and the pairs needed do not fit)
+    "target_pct", "run_id", "timestamp",
 ]
 
 
@@ -122,7 +139,7 @@ def problem_rows(cell, status, error):
     dataset = cell.get("dataset") or (pair_dataset(cell["batch_size"]) if cell.get("pair")
                                       else f"random-uint8-n{cell['samples']}")
     base = {k: cell.get(k) for k in ("suite", "task", "backend", "mode", "precision", "threads", "batch_size",
-                                     "repeat", "seed", "run_id", "device", "stage", "knobs")}
+                                     "repeat", "seed", "run_id", "device", "stage", "knobs", "aa_side")}
     base["model_spec"] = pair_label(cell.get("pair"))
     base.update({"dataset": dataset, "status": status, "error": error, "timestamp": now(),
                  "load_avg": os.getloadavg()[0] if hasattr(os, "getloadavg") else None, "cpu_count": os.cpu_count(),
