@@ -141,6 +141,18 @@ def test_execute_starts_no_group_expected_to_end_past_the_deadline(tmp_path):
     assert B.cell_seconds({}, groups[0]["cells"][0]) == 2.0
 
 
+def test_tuning_and_best_stages_start_no_group_past_the_budget(tmp_path, capsys):
+    from dualbench.bench.cli import run_stage
+    groups = B.plan(TINY, [TASKS["mnist-mlp"]], ["torch", "paddle"], [1], "run", stage="best",
+                    chosen={"mnist-mlp": {n: {"threads": 1, "mode": "eager", "precision": "fp32", "knobs": {}}
+                                          for n in ("torch", "paddle")}})
+    assert run_stage(groups, tmp_path / "bench.csv", False, {}, "each at its best",
+                     deadline=time.perf_counter() + 1) == []
+    assert not (tmp_path / "bench.csv").exists()
+    assert "each at its best: time budget reached; repeat(s) 1, 2 not started (rerun the command to add them)" in \
+        capsys.readouterr().err
+
+
 def test_ci_target_options_are_checked(tmp_path):
     from tests.conftest import run_cli
     for option, value in (("--ci-target", "150"), ("--max-repeats", "0"), ("--budget-minutes", "-1")):

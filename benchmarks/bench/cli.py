@@ -119,8 +119,10 @@ def bench(suite, tasks, backend_names, out_dir, threads_list, seed=0, samples=10
         return _bench(suite, tasks, backend_names, out_dir, threads_list, seed, samples, dataset, progress, executor)
 
 
-def run_stage(groups, csv_path, progress, durations, label, executor=None):
-    """Run a stage's pending cells (a rerun skips finished ones and retries failed ones)."""
+def run_stage(groups, csv_path, progress, durations, label, executor=None, deadline=None):
+    """Run a stage's pending cells (a rerun skips finished ones and retries failed ones). deadline: start no
+    group expected to end past it (the suite's time budget; the tuning and best stages), and say which
+    repeats were left for a rerun."""
     done, retried = recorded_keys(csv_path)
     todo = pending_cells(groups, done)
     n_all, n_todo = sum(len(g["cells"]) for g in groups), sum(len(g["cells"]) for g in todo)
@@ -128,7 +130,12 @@ def run_stage(groups, csv_path, progress, durations, label, executor=None):
     if n_todo < n_all or n_retry:
         print(f"dualbench bench: {label}: resuming, {n_all - n_todo} of {n_all} cells already in {csv_path}"
               + (f"; retrying {n_retry} failed cell(s)" if n_retry else ""), file=sys.stderr)
-    return execute(todo, csv_path, progress, durations, desc=f"bench, {label}", executor=executor)[0]
+    problems, left = execute(todo, csv_path, progress, durations, deadline, desc=f"bench, {label}", executor=executor)
+    if left:
+        repeats = ", ".join(str(r) for r in dict.fromkeys(g["repeat"] for g in left))
+        print(f"dualbench bench: {label}: time budget reached; repeat(s) {repeats} not started (rerun the command "
+              "to add them)", file=sys.stderr)
+    return problems
 
 
 def print_choices(chosen, backend_names):
@@ -152,7 +159,7 @@ def _bench(suite, tasks, backend_names, out_dir, threads_list, seed, samples, da
     first, chosen = list(equal), None
     if suite.tune:
         tune = plan(suite, tasks, backend_names, threads_list, run_id, seed, samples, dataset, stage="tune")
-        problems += run_stage(tune, csv_path, progress, durations, "tuning", executor)
+        problems += run_stage(tune, csv_path, progress, durations, "tuning", executor, started + suite.budget_seconds)
         chosen = choose_best(csv_path, tune)
         print_choices(chosen, backend_names)
         missing = [t.name for t in tasks if not all(n in chosen.get(t.name, {}) for n in backend_names)]
@@ -161,7 +168,8 @@ def _bench(suite, tasks, backend_names, out_dir, threads_list, seed, samples, da
                   "failed", file=sys.stderr)
         best = plan(suite, tasks, backend_names, threads_list, run_id, seed, samples, dataset, stage="best",
                     chosen=chosen)
-        problems += run_stage(best, csv_path, progress, durations, "each at its best", executor)
+        problems += run_stage(best, csv_path, progress, durations, "each at its best", executor,
+                              started + suite.budget_seconds)
         first += best
     if suite.ci_target > 0 and set(backend_names) == {"torch", "paddle"}:
         problems += second_stage(first, suite, tasks, backend_names, threads_list, run_id, seed, samples, dataset,
@@ -280,7 +288,8 @@ def register(subparsers):
                                                     "is wider than +-this percentage (default 3; 0 turns it off)")
     p.add_argument("--max-repeats", type=int, help="second stage: at most this many pairs per configuration (default 40)")
     p.add_argument("--budget-minutes", type=float, help="second stage: start no repeat expected to end past this "
-                                                         "wall time of the invocation (default 9.5; gpu suite 30)")
+                                                         "wall time of the invocation; the tuning and best stages start no repeat past "
+                                                         "it either (default 9.5, default suite 580 s; gpu suite 30)")
     p.add_argument("--threads", help=f"math threads per worker, comma list for a sweep (default {os.cpu_count()})")
     p.add_argument("--compile", action="store_true", help="also time compiled mode (torch.compile / paddle.jit.to_static)")
     p.add_argument("--amp", action="store_true", help="also time AMP (float16 + GradScaler; GPU only)")
