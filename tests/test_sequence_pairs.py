@@ -78,6 +78,7 @@ def test_transformer_encoder_pair_passes_with_the_packed_attention_split_in_thre
     assert rows[rows.check == "loss"].status.eq("ok").all()     # ce over the last axis of [N, T, V]
     notes = " ".join(result.notes)
     assert "eval fast path" in notes and "set to 0" in notes and "self_attn (p=0.1)" in notes
+    assert rows.dropout.str.contains("set to 0 inside torch enc.layers.0.self_attn").all()   # the rows say so too
 
 
 @pytest.mark.parametrize("broken, words, module", [

@@ -146,7 +146,9 @@ def schedule_shift(torch_lrs, paddle_lrs):
 
 
 def pair_context(pair, sides):
-    return {"task": pair.name, "dropout": DROPOUT_POLICY, "batch_size": len(pair.batches[0][1]),
+    dropout = DROPOUT_POLICY + (f"; set to 0 inside {', '.join(pair.functional_dropout)} (functional, cannot share "
+                                "a mask)" if pair.functional_dropout else "")
+    return {"task": pair.name, "dropout": dropout, "batch_size": len(pair.batches[0][1]),
             "steps": len(pair.batches), "torch_version": sides["torch"].version,
             "paddle_version": sides["paddle"].version}
 

@@ -118,15 +118,20 @@ def pair_inputs(args):
     return random_inputs(shape, 1, args.seed)[0], None
 
 
-def cmd_pair(args):
-    if args.task or args.all:
-        raise UserError("give either --task/--all or --torch/--paddle, not both")
+def check_pair_options(args):
+    """A model pair's numeric options, one line per problem (shared with `dualbench port`)."""
     if args.classes is not None and args.classes < 1:
         raise UserError(f"--classes must be at least 1, got {args.classes}")
     if args.lr is not None and not (args.lr > 0 and np.isfinite(args.lr)):
         raise UserError(f"--lr must be a positive number, got {args.lr}")
     if args.no_float64 and args.float64:
         raise UserError("give either --float64 or --no-float64")
+
+
+def cmd_pair(args):
+    if args.task or args.all:
+        raise UserError("give either --task/--all or --torch/--paddle, not both")
+    check_pair_options(args)
     inputs, labels = pair_inputs(args)
     from dualbench.parity.pair import load_pair_factories
     factories, label, sides = load_pair_factories(args)

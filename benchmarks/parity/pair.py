@@ -69,6 +69,7 @@ class Pair:
     notes: list = None          # what the report should say besides the rows (a check skipped, and why)
     start64: dict = None        # the start weights in float64, made once (a big model's copy is large)
     one_sided: dict = None      # {torch module: {torch local name: array}} of tensors only paddle's layer holds
+    functional_dropout: list = None   # "side module (p=...)" whose own dropout was set to 0 for the check
 
     def start_in(self, dtype):
         """The start weights in dtype ('float32' or 'float64')."""
@@ -376,7 +377,7 @@ def model_pair(factories, sides, config, inputs, *, loss=None, classes=None, lab
     clock = time.perf_counter()
     if isinstance(inputs, dict) and "args" not in inputs:
         inputs = bind_pair(inputs, models, input_renames(mapping_file), mapping_file or "the inputs")
-    notes = prepare_models(models, sides)
+    notes, functional_dropout = prepare_models(models, sides)
     tables = {side: sides[side].inspect.module_table(models[side]) for side in models}
     recorded = {side: sides[side].inspect.record_calls(models[side], for_side(inputs, side), False) for side in models}
     for side, (_, _, error) in recorded.items():
@@ -406,7 +407,7 @@ def model_pair(factories, sides, config, inputs, *, loss=None, classes=None, lab
     n = batch_size(inputs)
     return Pair(name, task, None, mapping, [(inputs, y) for y in labels], start, batch64=min(n, 8), steps64=steps,
                 float64=config.float64, origin="models", tables=tables, prototypes=models, timings=timings,
-                notes=notes, one_sided=one_sided)
+                notes=notes, one_sided=one_sided, functional_dropout=functional_dropout)
 
 
 def pair_mapping(models, sides, tables, recorded, mapping_file, info):
@@ -454,11 +455,12 @@ def mapping_has_modules(path):
 
 
 def prepare_models(models, sides):
-    """Functional dropout off on both sides (the checks cannot give it the other side's mask); the notes
-    the report shows about what the check changed."""
-    notes = []
+    """Functional dropout off on both sides (the checks cannot give it the other side's mask); (the notes the
+    report shows about what the check changed, ["side module (p=...)"] for the rows' dropout column)."""
+    notes, changed_all = [], []
     for side in ("torch", "paddle"):
         changed, _ = sides[side].inspect.functional_dropout_off(models[side])
+        changed_all += [f"{side} {n or '(model)'} (p={p:g})" for n, p in changed]
         if changed:
             where = ", ".join(f"{n or '(model)'} (p={p:g})" for n, p in changed)
             notes.append(f"{side}: dropout inside {where} "
@@ -469,7 +471,7 @@ def prepare_models(models, sides):
     if composites:
         notes.append("torch's eval fast path for MultiheadAttention and the Transformer layers (one fused call that "
                      "skips the submodules) is switched off for the check, so that every submodule is compared")
-    return notes
+    return notes, changed_all
 
 
 def load_pair_factories(args):

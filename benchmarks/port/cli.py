@@ -5,7 +5,6 @@ finish (a line it could not convert), or a converted model that does not build o
 """
 from pathlib import Path
 
-import numpy as np
 
 from dualbench.common.errors import UserError
 
@@ -44,14 +43,9 @@ def register(subparsers):
 
 def check_options(args):
     """Every option's problem as a one-line UserError, before anything is converted or written."""
-    from dualbench.parity.cli import check_common
+    from dualbench.parity.cli import check_common, check_pair_options
     check_common(args)
-    if args.classes is not None and args.classes < 1:
-        raise UserError(f"--classes must be at least 1, got {args.classes}")
-    if args.lr is not None and not (args.lr > 0 and np.isfinite(args.lr)):
-        raise UserError(f"--lr must be a positive number, got {args.lr}")
-    if args.no_float64 and args.float64:
-        raise UserError("give either --float64 or --no-float64")
+    check_pair_options(args)
     if args.mapping is not None and not args.mapping.is_file():
         raise UserError(f"--mapping {args.mapping}: no such file")
     if args.out.exists() and not args.out.is_dir():
