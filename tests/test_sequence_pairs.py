@@ -459,3 +459,46 @@ def test_rnn_tensors_pair_by_their_cells_names_not_by_order():
     found = {t: (p, transform) for t, p, transform, _ in pairs}
     assert found["weight_ih_l1"] == ("1.cell.weight_ih", "none") and found["weight_hh_l0"] == ("0.cell.weight_hh", "none")
     assert found["weight_hr_l1"] == ("1.cell.weight_ho", "transpose")
+
+
+class TorchLayers(tnn.Module):
+    """Conv1d, GroupNorm, PReLU, Conv3d, ConvTranspose2d, PixelShuffle, Upsample, LayerNorm, two inputs."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1, self.gn, self.prelu = tnn.Conv1d(3, 4, 3, padding=1), tnn.GroupNorm(2, 4), tnn.PReLU(4)
+        self.c3, self.up = tnn.Conv3d(1, 2, 3, padding=1), tnn.ConvTranspose2d(2, 8, 2, stride=2)
+        self.shuffle, self.upsample = tnn.PixelShuffle(2), tnn.Upsample(scale_factor=2, mode="bilinear")
+        self.ln = tnn.LayerNorm(8)
+
+    def forward(self, x1, x3):
+        a = self.prelu(self.gn(self.c1(x1)))
+        d = self.ln(self.upsample(self.shuffle(self.up(self.c3(x3)[:, :, 0])))[..., :8])
+        return torch.cat([a.flatten(1), d.flatten(1)], 1)
+
+
+class PaddleLayers(pnn.Layer):
+    def __init__(self):
+        super().__init__()
+        self.c1, self.gn, self.prelu = pnn.Conv1D(3, 4, 3, padding=1), pnn.GroupNorm(2, 4), pnn.PReLU(4)
+        self.c3, self.up = pnn.Conv3D(1, 2, 3, padding=1), pnn.Conv2DTranspose(2, 8, 2, stride=2)
+        self.shuffle, self.upsample = pnn.PixelShuffle(2), pnn.Upsample(scale_factor=2, mode="bilinear")
+        self.ln = pnn.LayerNorm(8)
+
+    def forward(self, x1, x3):
+        a = self.prelu(self.gn(self.c1(x1)))
+        d = self.ln(self.upsample(self.shuffle(self.up(self.c3(x3)[:, :, 0])))[..., :8])
+        return paddle.concat([a.flatten(1), d.flatten(1)], 1)
+
+
+def test_conv1d_conv3d_transposed_conv_prelu_pixelshuffle_upsample_group_and_layer_norm_pass():
+    rng = np.random.default_rng(0)
+    x = {"x1": rng.standard_normal((2, 3, 10)).astype(np.float32),
+         "x3": rng.standard_normal((2, 1, 3, 4, 4)).astype(np.float32)}
+    torch.manual_seed(10)
+    result = compare_models(TorchLayers, PaddleLayers, x, loss="mse", weights="random", **FAST)
+    assert result.passed, result.summary
+    kinds = {m.torch: m.kind for m in result.mapping.modules}
+    assert kinds == {"c1": "conv1d", "gn": "groupnorm", "prelu": "prelu", "c3": "conv3d", "up": "convtranspose2d",
+                     "shuffle": "pixelshuffle", "upsample": "upsample", "ln": "layernorm"}
+    assert {t.torch: t.paddle for t in result.mapping.tensors}["prelu.weight"] == "prelu._weight"
