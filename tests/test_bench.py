@@ -549,9 +549,9 @@ def aa_first_stage_rows(groups, torch_over_paddle, aa_noise, rng):
 
 
 
-def test_a_configuration_at_the_machines_noise_that_cannot_reach_the_target_gets_no_more_pairs(tmp_path, monkeypatch):
+def test_a_configuration_that_cannot_reach_the_target_in_the_time_left_gets_no_more_pairs(tmp_path, monkeypatch):
     from dualbench.bench import cli
-    from dualbench.bench.planning import aa_spread, first_stage_pairs, noise_limited
+    from dualbench.bench.planning import MACHINE_NOISE, NO_FIT, aa_spread, first_stage_pairs, second_stage_skips
     suite = replace(TINY, aa=True, repeats=5, ci_target=0.03, max_repeats=40, budget_seconds=60)
     tasks = [TASKS["mnist-linear-mse"], TASKS["mnist-mlp"], TASKS["mnist-conv-ce"]]
     first = B.plan(suite, tasks, ["torch", "paddle"], [2], "run")
@@ -565,31 +565,43 @@ def test_a_configuration_at_the_machines_noise_that_cannot_reach_the_target_gets
     spread, df = aa_spread(path, first)
     assert 0.05 < spread < 0.2 and df == 4 * 4                    # 4 A/A configurations of 5 pairs
     extra = B.second_stage_pairs(path, first, suite)
-    assert len(extra) == 3                                        # all three are wider than +-3%
-    pairs = first_stage_pairs(path, first)
-    seconds = {config: 2.0 for config in extra}
-    skipped = noise_limited(extra, pairs, (spread, df), seconds, seconds_left=20, target=0.03)
-    assert {config[0] for config in skipped} == {"mnist-linear-mse", "mnist-conv-ce"}   # mnist-mlp: above the floor
-    assert all(needed > 5 + 10 and fit == 10 for needed, fit in skipped.values())
-    assert noise_limited(extra, pairs, (spread, df), seconds, seconds_left=1e6, target=0.03) == {}   # they fit
-    assert noise_limited(extra, pairs, (float("nan"), 0), seconds, seconds_left=20, target=0.03) == {}  # no A/A
+    by_task = {config[0]: config for config in extra}
+    assert set(by_task) == set(t.name for t in tasks) and extra[by_task["mnist-mlp"]] == 40   # all wider than 3%
+    pairs, seconds = first_stage_pairs(path, first), {config: 2.0 for config in extra}
+
+    def skips(left, floor=(spread, df)):
+        return {config[0]: why for config, (why, _, _) in second_stage_skips(extra, pairs, floor, seconds, left, 0.03).items()}
+    # at the A/A spread, needing more than 100 pairs: not even 200 s would do; mnist-mlp's spread is its own
+    assert skips(20) == {"mnist-linear-mse": MACHINE_NOISE, "mnist-conv-ce": MACHINE_NOISE, "mnist-mlp": NO_FIT}
+    assert skips(200) == {"mnist-linear-mse": MACHINE_NOISE, "mnist-conv-ce": MACHINE_NOISE}   # 35 more pairs fit
+    assert skips(1e6) == {}
+    assert skips(20, (float("nan"), 0)) == {t: NO_FIT for t in by_task} and skips(200, (float("nan"), 0)) == {}
+    needed, fit = second_stage_skips(extra, pairs, (spread, df), seconds, 20, 0.03)[by_task["mnist-conv-ce"]][1:]
+    assert needed > 5 + 100 and fit == 10
 
     planned = []
     monkeypatch.setattr(cli, "execute", lambda groups, *a, **k: (planned.extend(groups), ([], []))[1])
     cli.second_stage(first, suite, tasks, ["torch", "paddle"], [2], "run", 0, 10000, None, path, {},
-                     time.perf_counter() + 20, False)
+                     time.perf_counter() + 200, False)
     assert {c["task"] for g in planned for c in g["cells"]} == {"mnist-mlp"}    # the only one that gets pairs
     decisions = read_csv(tmp_path / "second_stage.csv").set_index("task")
     assert decisions.loc["mnist-linear-mse", "decision"] == "machine noise"
-    assert decisions.loc["mnist-mlp", "decision"] == "added" and decisions.loc["mnist-mlp", "pairs_planned"] > 5
+    assert decisions.loc["mnist-mlp", "decision"] == "added" and decisions.loc["mnist-mlp", "pairs_planned"] == 40
 
     from dualbench.report import build_report
     text = build_report(tmp_path, plots=False).read_text()
-    row = next(line for line in text.splitlines() if line.startswith("| mnist-conv-ce | cpu, eager"))
-    needed = int(decisions.loc["mnist-conv-ce", "pairs_needed"])
-    fit = int(decisions.loc["mnist-conv-ce", "pairs_fit"])
-    assert f"no second stage: needs {needed} pairs at the machine's noise; {fit} fit in the time left" in row
-    assert "no second stage" not in next(line for line in text.splitlines() if line.startswith("| mnist-mlp | cpu"))
+
+    def row(task):
+        return next(line for line in text.splitlines() if line.startswith(f"| {task} | cpu, eager"))
+    needed, fit = (int(decisions.loc["mnist-conv-ce", c]) for c in ("pairs_needed", "pairs_fit"))
+    assert f"no second stage: needs {needed} pairs at the machine's noise; {fit} fit in the time left" in row("mnist-conv-ce")
+    assert "second stage: 40 pairs planned, 5 ran in the time budget" in row("mnist-mlp")
+    planned.clear()      # the same with 20 s left: mnist-mlp's 35 pairs (2 s each, as estimated) do not fit either
+    cli.second_stage(first, suite, tasks, ["torch", "paddle"], [2], "run", 0, 10000, None, path, {},
+                     time.perf_counter() + 20, False)
+    assert planned == []
+    text = build_report(tmp_path, plots=False).read_text()
+    assert "no second stage: 40 pairs planned (spread ±" in row("mnist-mlp") and "fit in the time left" in row("mnist-mlp")
 
 
 @pytest.mark.slow

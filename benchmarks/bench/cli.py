@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from dualbench.bench.planning import (NEEDED_CAP, aa_spread, choose_best, config_id, first_stage_pairs,
-                                      noise_limited, pending_cells, plan, second_stage_pairs)
+from dualbench.bench.planning import (MACHINE_NOISE, NEEDED_CAP, aa_spread, choose_best, config_id, first_stage_pairs,
+                                      pending_cells, plan, second_stage_pairs, second_stage_skips)
 from dualbench.bench import pool
 from dualbench.bench.suites import ModelPair, parse_int_list, suite_from_args, suite_tasks
 from dualbench.timings.table import recorded_keys
@@ -47,9 +47,9 @@ def second_stage(first, suite, tasks, backend_names, threads_list, run_id, seed,
     """More pairs for the configurations whose ratio CI is wider than +-ci_target after the first stage
     (`first`, its plan: equal and best stages), one repeat at a time for all of them (so the ones needing
     few pairs finish first), until each has its planned pairs or the time budget ends. A configuration whose
-    spread is about the machine's A/A spread and whose missing pairs do not fit in the time left gets none
-    (planning.noise_limited); OUT/second_stage.csv records each decision for the report. Returns the
-    problems of its cells."""
+    spread is about the machine's A/A spread and whose pairs for the target do not fit in the time left, or
+    whose planned pairs do not fit, gets none (planning.second_stage_skips); OUT/second_stage.csv records
+    each decision for the report. Returns the problems of its cells."""
     extra = second_stage_pairs(csv_path, first, suite)
     if not extra:
         return []
@@ -58,12 +58,13 @@ def second_stage(first, suite, tasks, backend_names, threads_list, run_id, seed,
     floor = aa_spread(csv_path, first)
     pair_seconds = {config: sum(pool.cell_seconds(durations, {"task": config[0], "backend": name, "kind": config[1]})
                                 for name in ("torch", "paddle")) for config in extra}
-    skipped = noise_limited(extra, pairs, floor, pair_seconds, deadline - time.perf_counter(), suite.ci_target)
+    skipped = second_stage_skips(extra, pairs, floor, pair_seconds, deadline - time.perf_counter(), suite.ci_target)
     record_decisions(csv_path, first, suite, run_id, extra, pairs, floor, pair_seconds, deadline, skipped)
-    for config, (needed, fit) in skipped.items():
+    for config, (why, needed, fit) in skipped.items():
+        wants = (f"needs {needed} pairs at the machine's noise (A/A spread {100 * floor[0]:.1f}%)"
+                 if why == MACHINE_NOISE else f"{extra[config]} pairs planned")
         print(f"dualbench bench: second stage: no more pairs for {config[0]} {config[1]} b{config[2]} {config[3]}: "
-              f"needs {needed} pairs at the machine's noise (A/A spread {100 * floor[0]:.1f}%); {fit} fit in the "
-              "time left", file=sys.stderr)
+              f"{wants}; {fit} fit in the time left", file=sys.stderr)
     extra = {config: total for config, total in extra.items() if config not in skipped}
     if not extra:
         return []
@@ -102,9 +103,9 @@ def record_decisions(csv_path, first, suite, run_id, extra, pairs, floor, pair_s
                                               cell["knobs"]),
                      "pairs": d.size, "spread_pct": 100 * log_spread(d), "aa_spread_pct": 100 * floor[0],
                      "pairs_needed": pairs_needed(d, suite.ci_target, NEEDED_CAP),
-                     "pairs_planned": 0 if config in skipped else total,
+                     "pairs_planned": total,
                      "pairs_fit": int(seconds_left // max(pair_seconds[config], 1e-9)),
-                     "decision": "machine noise" if config in skipped else "added",
+                     "decision": skipped[config][0] if config in skipped else "added",
                      "target_pct": 100 * suite.ci_target, "run_id": run_id, "timestamp": now()})
     append_rows(Path(csv_path).parent / "second_stage.csv", rows, SECOND_STAGE_COLUMNS)
 

@@ -303,23 +303,31 @@ def aa_spread(csv_path, first_stage):
 NEEDED_CAP = 100000   # pairs_needed's cap when the report says how many pairs a target needs
 
 
-def noise_limited(extra, pairs, floor, pair_seconds, seconds_left, target):
-    """The second stage's budget where it can help: {config: (pairs needed for +-target, pairs that fit)} for
-    the configurations of `extra` it leaves alone, those whose per-pair spread is about the machine's A/A
-    spread (an F test does not show it above; common.stats.spread_above) and whose missing pairs do not fit
-    in seconds_left at pair_seconds[config] each. More pairs there would shrink machine noise that
-    the budget cannot shrink enough. floor: (s, df) of aa_spread; pairs: first_stage_pairs."""
+MACHINE_NOISE, NO_FIT = "machine noise", "does not fit"   # why the second stage leaves a configuration alone
+
+
+def second_stage_skips(extra, pairs, floor, pair_seconds, seconds_left, target):
+    """The second stage's budget where it can help: {config: (why, pairs needed for +-target, pairs that fit)}
+    for the configurations of `extra` it leaves alone, each on its own at pair_seconds[config] per pair:
+
+    - MACHINE_NOISE: its per-pair spread is about the machine's A/A spread (an F test does not show it
+      above; common.stats.spread_above) and the pairs a +-target CI needs do not fit in seconds_left: more
+      pairs would only shrink machine noise that the budget cannot shrink enough;
+    - NO_FIT: the pairs planned for it (extra, capped by --max-repeats) do not fit: they would take the
+      time of configurations whose pairs do.
+    floor: (s, df) of aa_spread, (NaN, 0) without A/A pairs; pairs: first_stage_pairs."""
     from dualbench.common.stats import log_spread, pairs_needed, spread_above
     s0, df0 = floor
     out = {}
-    if not df0:
-        return out
-    for config in extra:
+    for config, total in extra.items():
         d = np.log(pairs[config][0]) - np.log(pairs[config][1])
         needed = pairs_needed(d, target, NEEDED_CAP)
         fit = int(max(seconds_left, 0) // max(pair_seconds[config], 1e-9))
-        if not spread_above(log_spread(d), d.size - 1, s0, df0) and needed - d.size > fit:
-            out[config] = (needed, fit)
+        at_floor = bool(df0) and not spread_above(log_spread(d), d.size - 1, s0, df0)
+        if at_floor and needed - d.size > fit:
+            out[config] = (MACHINE_NOISE, needed, fit)
+        elif total - d.size > fit:
+            out[config] = (NO_FIT, needed, fit)
     return out
 
 

@@ -228,7 +228,8 @@ def aa_note(row):
 
 def second_stage_notes(summary, decisions):
     """Per summary row, what the second stage did where its CI is wider than the target (second_stage.csv,
-    the latest decision per configuration): no pairs at the machine's noise, or fewer than planned."""
+    the latest decision per configuration): no pairs at the machine's noise, no pairs because the planned
+    ones do not fit, or fewer pairs than planned."""
     if decisions is None or not len(decisions) or not len(summary):
         return [""] * len(summary)
     keys = ["suite", "task", "batch_size", "stage", "pairing", "model_spec"]
@@ -245,6 +246,10 @@ def second_stage_notes(summary, decisions):
         elif d["decision"] == "machine noise":
             notes.append(f"no second stage: needs {int(d['pairs_needed'])} pairs at the machine's noise; "
                          f"{int(d['pairs_fit'])} fit in the time left")
+        elif d["decision"] == "does not fit":
+            above = (f", above the machine's ±{d['aa_spread_pct']:.1f}%" if pd.notna(d["aa_spread_pct"]) else "")
+            notes.append(f"no second stage: {int(d['pairs_planned'])} pairs planned (spread ±{d['spread_pct']:.1f}%"
+                         f"{above}); {int(d['pairs_fit'])} fit in the time left")
         elif row["pairs"] < d["pairs_planned"]:
             notes.append(f"second stage: {int(d['pairs_planned'])} pairs planned, {int(row['pairs'])} ran in the "
                          "time budget")

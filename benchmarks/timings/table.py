@@ -78,9 +78,10 @@ SECOND_STAGE_COLUMNS = [
     "spread_pct",          # their per-pair spread: 100 x SD of log(torch/paddle)
     "aa_spread_pct",       # the A/A spread of the run (pooled); empty without A/A pairs
     "pairs_needed",        # pairs a CI within +-target needs at that spread (not capped by --max-repeats)
-    "pairs_planned",       # total pairs planned (capped by --max-repeats); 0 when skipped
+    "pairs_planned",       # total pairs the first stage's spread asks for (capped by --max-repeats)
     "pairs_fit",           # pairs of this configuration alone that fit in the time left
-    "decision",            # added | machine noise (spread about the A/A spread and the pairs needed do not fit)
+    "decision",            # added | machine noise (spread about the A/A spread, the pairs needed do not fit)
+                           # | does not fit (the planned pairs do not fit)
     "target_pct", "run_id", "timestamp",
 ]
 
