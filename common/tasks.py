@@ -112,13 +112,12 @@ def forward_macs(model):
     """Multiply-accumulates of one sample's forward pass through the conv and linear layers (stride 1 convs,
     square pooling), the rest left out: how much a task computes, without a framework. mnist-linear-mse 784,
     mnist-conv-ce 2.4 million."""
-    c, h, w = model.input_shape
+    _, h, w = model.input_shape
     total = 0
     for layer in model.layers:
         a = dict(layer.args)
         if layer.kind == "conv":
             h, w = h + 2 * a["pad"] - a["k"] + 1, w + 2 * a["pad"] - a["k"] + 1
-            c = a["cout"]
             total += a["cout"] * h * w * a["cin"] * a["k"] * a["k"]
         elif layer.kind == "maxpool":
             h, w = h // a["k"], w // a["k"]

@@ -21,7 +21,7 @@ import numpy as np
 from dualbench.common.errors import UserError
 from dualbench.common.init import shared_weights
 from dualbench.parity.kinds import BATCHNORM_KINDS
-from dualbench.common.tasks import DataSpec, Optimizer, Protocol, Task
+from dualbench.common.tasks import DataSpec, Optimizer, Protocol, Task, forward_macs
 from dualbench.parity.inputs import (batch_size, bind_pair, check_loss, default_loss, describe_inputs, for_side,
                                      input_renames, make_labels)
 from dualbench.parity.mapping import from_canonical, paddle_arrays, to_canonical
@@ -244,18 +244,7 @@ FLOAT64_STEP_BUDGET = 4e9   # float64 forward FLOPs over all repeated steps (foo
 
 def forward_flops(spec):
     """Multiply-adds x 2 of one sample's forward pass (conv and linear layers)."""
-    c, h, w = spec.input_shape
-    flops = 0
-    for layer in spec.layers:
-        if layer.kind == "conv":
-            k, pad = layer.arg("k"), layer.arg("pad")
-            h, w, c_in, c = h + 2 * pad - k + 1, w + 2 * pad - k + 1, c, layer.arg("cout")
-            flops += 2 * c_in * c * k * k * h * w
-        elif layer.kind == "maxpool":
-            h, w = h // layer.arg("k"), w // layer.arg("k")
-        elif layer.kind == "linear":
-            flops += 2 * layer.arg("fin") * layer.arg("fout")
-    return flops
+    return 2 * forward_macs(spec)
 
 
 def parity_sizes(task, config):
