@@ -92,6 +92,12 @@ def test_transformer_layer_conventions_are_named_at_the_layer(broken, words, mod
     assert first["name"] == module and first["mode"] == "eval" and first["cause"].startswith(words), first
     also = result.rows[result.rows.cause.fillna("").str.startswith("an independent difference")]
     assert set(also.name) == {"enc.layers.1"}       # the second layer, which differs by itself too
+    # in train mode the layer's dropout modules keep the replay from reproducing torch's own output: no cause
+    # is claimed there, and the row points to the one eval proved instead of saying none explains it
+    train = result.rows[(result.rows["mode"] == "train") & (result.rows.name == module)
+                        & (result.rows.status == "FAIL")].iloc[0]
+    assert "not diagnosed in train:" in train.cause and f"proved: {words}" in train.cause, train.cause
+    assert not result.rows.cause.fillna("").str.startswith("no known convention").any()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -244,7 +244,7 @@ def forward_checks(pair, sides, models, ctx, config, start_weight_rows, lap):
     lap("diagnosis")
     rows = []
     for mode, f_rows, compared, records in forward:
-        diagnose_forward(pair, f_rows, compared, records, mode, start_weight_rows, seed=config.seed)
+        diagnose_forward(pair, f_rows, compared, records, mode, start_weight_rows, seed=config.seed, earlier=rows)
         rows += f_rows + (model_output_rows(ctx, mode, records, f_rows, tolerance("forward", config))
                           if pair.origin == "models" else [])
         rows += vacuous_rows(ctx, records) if mode == "eval" else []
@@ -273,7 +273,7 @@ def training_checks(pair, sides, config, ctx, models, rows_before, forward_failu
     are rounding; then the diagnosis. Returns the rows."""
     lap("training")
     lock = run_training(pair, sides, config, ctx, pair.batches, ("float32",),
-                        {(name, "float32"): models.pop(name) for name in sides}, forward_failure)
+                        {(name, "float32"): models.pop(name) for name in sides}, forward_failure, rows_before)
     part32, kept32 = lock.rows["float32"], lock.kept["float32"]
     before_training = first_failure(rows_before + part32["grad"])
     schedule = schedule_rows(pair, lock, ctx)
@@ -282,7 +282,7 @@ def training_checks(pair, sides, config, ctx, models, rows_before, forward_failu
     wanted = pair.float64 is True or (pair.float64 == "auto" and first_failure(float32_rows))
     if wanted and float64_fits(pair):
         del lock
-        lock, batches, same = float64_training(pair, sides, config, ctx, forward_failure, lap)
+        lock, batches, same = float64_training(pair, sides, config, ctx, forward_failure, lap, rows_before)
         part64 = lock.rows["float64"]
         rows64 = part64["grad"] + part64["train"] + part64["after"]
         broken64 = [f"{name}: {rep.error}" for (name, d), rep in lock.reps.items() if d == "float64" and rep.error]
@@ -318,7 +318,7 @@ def training_checks(pair, sides, config, ctx, models, rows_before, forward_failu
     return float32_rows + schedule + rows64
 
 
-def float64_training(pair, sides, config, ctx, forward_failure, lap):
+def float64_training(pair, sides, config, ctx, forward_failure, lap, earlier=()):
     """The training replicas again in float64: on the same batches and steps where the pair allows it,
     float32 and float64 replicas side by side, so that every float32 row has its own float64 reference
     (training.attribute); otherwise float64 alone on the smaller float64 budget. Returns (lock, batches,
@@ -329,7 +329,8 @@ def float64_training(pair, sides, config, ctx, forward_failure, lap):
     dtypes = ("float32", "float64") if same else ("float64",)
     lap("float64 reference")
     lock = run_training(pair, sides, config, ctx, batches, dtypes,
-                        {(name, d): pair.fresh(sides, name) for name in sides for d in dtypes}, forward_failure)
+                        {(name, d): pair.fresh(sides, name) for name in sides for d in dtypes}, forward_failure,
+                        earlier)
     return lock, batches, same
 
 

@@ -10,11 +10,14 @@ does not show), "vacuous" (outputs near zero or constant: agreement proves nothi
 import numpy as np
 
 from dualbench.parity.conventions import optimizers as optimizer_conventions
-from dualbench.parity.conventions.replay import replay
+from dualbench.parity.conventions.replay import modelled, replay
 from dualbench.parity.conventions import rules
 from dualbench.parity.conventions.sequence import SEQUENCE_COMPUTE
 from dualbench.parity.kinds import BATCHNORM_KINDS, COMPOSITE_KINDS, DROPOUT_KINDS
 from dualbench.parity.rows import FAILED, describe
+
+# causes that name no proven convention, which a later check must not point to as proof
+UNPROVEN = ("no known convention", "follows from", "the input of", "not diagnosed")
 
 def call_of(records, side, key):
     return records[side][0].get(key) if records.get(side) else None
@@ -82,9 +85,10 @@ def dropout_mask(pair, cp, t_call, mode, seed):
                                          config.get("channelwise", False))
 
 
-def diagnose_forward(pair, rows, pairs, records, mode, weight_rows_start, after=None, seed=0):
+def diagnose_forward(pair, rows, pairs, records, mode, weight_rows_start, after=None, seed=0, earlier=()):
     """Put a cause on the first module call that leaves tolerance. rows and pairs (CallPair) align;
-    records: {side: ({(module, call): recorded call}, outputs, error, order)}.
+    records: {side: ({(module, call): recorded call}, outputs, error, order)}; earlier: the rows of the
+    forward checks already diagnosed (eval before train), which a call the replay cannot reproduce refers to.
 
     In order: the weights it received differ (the weights check names why); its input already
     differs (then the difference arises in code between modules); a known convention, proven by
@@ -102,7 +106,7 @@ def diagnose_forward(pair, rows, pairs, records, mode, weight_rows_start, after=
         t_call = call_of(records, "torch", cp.torch_output)
         p_call = call_of(records, "paddle", (cp.paddle, cp.paddle_call))
         tol = (row["atol"], row["rtol"])
-        cause, input_note = None, ""
+        cause, input_note, unreplayed = None, "", False
         if after:
             cause = f"follows from {after}"
         elif tensors.get(cp.torch):
@@ -126,6 +130,7 @@ def diagnose_forward(pair, rows, pairs, records, mode, weight_rows_start, after=
                 input_note = f"the same input (max_rel {agreement['max_rel']:.1e})"
                 mask = dropout_mask(pair, cp, t_call, mode, seed)
                 found = replay_cause(pair, cp, t_call, p_call, mode, mask, tol)
+                unreplayed = found is None and modelled(cp.kind)
                 if found:
                     cause = found
                 elif found == "":
@@ -138,6 +143,8 @@ def diagnose_forward(pair, rows, pairs, records, mode, weight_rows_start, after=
         if cause is None and row["cause"].startswith("output shapes differ"):
             cause = (f"{cp.name} ({cp.kind}) gets {input_note or 'the same input'} on both sides but its "
                      f"{row['cause']}: compare the layer's kernel size, stride, padding, dilation and ceil_mode")
+        if cause is None and unreplayed:
+            cause = unreplayed_cause(row, cp, input_note, earlier)
         if cause is None:
             cause = (f"no known convention explains this: {cp.name} ({cp.kind}) gets {input_note or 'the same input'} "
                      f"on both sides but computes a different output (max_abs {row['max_abs']:.2e}, max_rel "
@@ -151,6 +158,20 @@ def diagnose_forward(pair, rows, pairs, records, mode, weight_rows_start, after=
     for outer in deferred:
         outer["cause"] = f"{outer['name']} differs although each of its parts agrees: compare what it does between them"
     return deferred[0] if deferred else None
+
+
+def unreplayed_cause(row, cp, input_note, earlier):
+    """A layer the replay models, whose replay with torch's settings does not reproduce torch's own output of
+    this call (dropout modules inside a Transformer layer in train mode, weights moved by training): the replay
+    proves nothing here, so no cause is named; a cause proven for the same module in an earlier forward
+    check is pointed to."""
+    proven = next((r for r in earlier if r["check"] == "forward" and r["name"] == row["name"] and
+                   r["status"] in FAILED and r["cause"] and not r["cause"].startswith(UNPROVEN)), None)
+    where = (f"; in {describe(proven)} the replay proved: {proven['cause'].split(':')[0]}" if proven else
+             "; compare the layer's construction")
+    return (f"{cp.name} ({cp.kind}) gets {input_note} on both sides but computes a different output (max_abs "
+            f"{row['max_abs']:.2e}, max_rel {row['max_rel']:.2e}); not diagnosed in {row['mode']}: the replay "
+            f"with torch's settings does not reproduce torch's own output of this call{where}")
 
 
 def diagnose_independent(pair, rows, pairs, records, mode, first, seed=0):

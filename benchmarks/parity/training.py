@@ -352,7 +352,7 @@ class Lockstep:
 
     # -----------------------------------------------------------------------------------------
 
-    def eval_after_train(self, x):
+    def eval_after_train(self, x, earlier=()):
         """Eval forward after training, with torch's running statistics copied into paddle."""
         from dualbench.parity.forward import compare_calls, compared_values
         from dualbench.parity.diagnose import diagnose_forward
@@ -389,7 +389,7 @@ class Lockstep:
         for dtype, (_, rows, compared, records) in outputs.items():   # after the attribution: the causes
             trained = next((r for r in self.rows[dtype]["train"] if r["status"] in FAILED), None)
             diagnose_forward(self.pair, rows, compared, records, "eval", [],
-                             after=f"the training steps ({describe(trained)})" if trained else None)
+                             after=f"the training steps ({describe(trained)})" if trained else None, earlier=earlier)
 
 
 def update_history(pair, side, dtype, batches, seed, names, steps):
@@ -423,9 +423,10 @@ def update_history(pair, side, dtype, batches, seed, names, steps):
     return params[:-1], grads, norms, moved
 
 
-def run_training(pair, sides, config, ctx, batches, dtypes, models, forward_after):
+def run_training(pair, sides, config, ctx, batches, dtypes, models, forward_after, earlier=()):
     """Checks 3-4 and the eval forward after training for the dtypes, in lockstep; returns the Lockstep
-    (its rows per dtype and part, and what the training diagnosis needs)."""
+    (its rows per dtype and part, and what the training diagnosis needs). earlier: the forward checks'
+    rows, which the diagnosis after training points to."""
     replicas = {(name, dtype): start_replica(pair, side, dtype, models[(name, dtype)], batches, config.seed)
                 for dtype in dtypes for name, side in sides.items()}
     lock = Lockstep(pair, sides, config, ctx, replicas, dtypes)
@@ -434,5 +435,5 @@ def run_training(pair, sides, config, ctx, batches, dtypes, models, forward_afte
         lock.train(batches)
     finally:
         close(replicas)
-    lock.eval_after_train(batches[0][0])
+    lock.eval_after_train(batches[0][0], earlier)
     return lock

@@ -11,6 +11,11 @@ import numpy as np
 from dualbench.parity.conventions import layers, sequence
 
 
+def modelled(kind):
+    """Whether a layer of this kind has a replay at all (one without one is simply not diagnosed)."""
+    return kind in layers.COMPUTE or kind in sequence.SEQUENCE_COMPUTE
+
+
 def replay(kind, args, kwargs, weights, torch_config, paddle_config, torch_out, paddle_out, train, mask, tol):
     if kind not in sequence.SEQUENCE_COMPUTE:
         return layers.replay(kind, args, weights, torch_config, paddle_config, torch_out, paddle_out, train, mask,
