@@ -228,7 +228,7 @@ def test_model_pair_bench_end_to_end(tmp_path):
         pytest.skip("needs both frameworks")
     out = run_cli("bench", *PAIR, "--input", "3,16,16", "--classes", "5", "--batch-size", "4", "--repeats", "1",
                   "--windows", "2", "--warmup", "1", "--warmup-seconds", "0", "--window-seconds", "0.01",
-                  "--no-aa", "--no-progress", "--out", tmp_path, timeout=600)   # A/A: test_bench's own tests
+                  "--no-progress", "--out", tmp_path, timeout=600)
     assert out.returncode == 0, out.stderr
     assert "tuned torch_net/paddle_net: torch eager fp32" in out.stderr
     frame = read_csv(tmp_path / "bench.csv", B.BENCH_COLUMNS)
