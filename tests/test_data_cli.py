@@ -214,7 +214,7 @@ def test_batch_hash_detects_a_difference(monkeypatch, capsys):
 
 
 def test_pickle_module_never_used_plainly_for_reading():
-    """Readers go through common.safepickle; plain pickle.load(s) would run code."""
+    """Readers go through dualbench.common.safepickle; plain pickle.load(s) would run code."""
     from pathlib import Path
     root = Path(__file__).resolve().parent.parent
     for path in list((root / "common" / "data").glob("*.py")) + [root / "benchmarks" / "data_cmd.py"]:
