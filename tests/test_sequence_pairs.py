@@ -100,6 +100,30 @@ def test_transformer_layer_conventions_are_named_at_the_layer(broken, words, mod
     assert not result.rows.cause.fillna("").str.startswith("no known convention").any()
 
 
+def full_transformer(side, **settings):
+    sizes = dict(d_model=16, nhead=2, num_encoder_layers=2, num_decoder_layers=2, dim_feedforward=32, dropout=0.1)
+    return tnn.Transformer(**sizes, batch_first=True) if side == "torch" else pnn.Transformer(**sizes, **settings)
+
+
+def test_a_whole_transformer_passes_and_each_of_its_layers_is_named_when_all_differ():
+    """torch.nn.Transformer against paddle.nn.Transformer, src and tgt bound by name; with paddle's layers
+    normalizing first, each of the four layers differs by itself and is named, the stacks follow from them."""
+    rng = np.random.default_rng(0)
+    inputs = {"src": rng.standard_normal((2, 5, 16)).astype(np.float32),
+              "tgt": rng.standard_normal((2, 4, 16)).astype(np.float32)}
+    torch.manual_seed(0)
+    assert compare_models(lambda: full_transformer("torch"), lambda: full_transformer("paddle"), inputs,
+                          **FAST).passed
+    torch.manual_seed(0)
+    result = compare_models(lambda: full_transformer("torch"),
+                            lambda: full_transformer("paddle", normalize_before=True), inputs, **FAST)
+    rows = result.rows[(result.rows["mode"] == "eval") & (result.rows.check == "forward")].set_index("name")
+    for layer in ("encoder.layers.0", "encoder.layers.1", "decoder.layers.0", "decoder.layers.1"):
+        assert "LayerNorm before or after the residual blocks" in rows.loc[layer, "cause"], rows.loc[layer, "cause"]
+    assert rows.loc["decoder", "cause"] == "follows from its part decoder.layers.0"
+    assert rows.loc["decoder.layers.1.self_attn", "cause"].startswith("follows from forward/eval decoder.layers.1")
+
+
 # ---------------------------------------------------------------------------------------------
 # Recurrent taggers: token ids in, [N, T, V] out
 
@@ -109,7 +133,8 @@ class TorchTagger(tnn.Module):
         super().__init__()
         self.emb = tnn.Embedding(VOCAB, 6)
         kwargs = dict(num_layers=2, batch_first=batch_first, bidirectional=bidirectional)
-        self.rnn = tnn.LSTM(6, 8, proj_size=proj, **kwargs) if cell == "lstm" else tnn.GRU(6, 8, **kwargs)
+        self.rnn = (tnn.LSTM(6, 8, proj_size=proj, **kwargs) if cell == "lstm" else
+                    tnn.GRU(6, 8, **kwargs) if cell == "gru" else tnn.RNN(6, 8, **kwargs))
         self.head = tnn.Linear((proj or 8) * (2 if bidirectional else 1), VOCAB)
 
     def forward(self, tokens):
@@ -118,11 +143,12 @@ class TorchTagger(tnn.Module):
 
 
 class PaddleTagger(pnn.Layer):
-    def __init__(self, cell="lstm", bidirectional=False, proj=0, time_major=False):
+    def __init__(self, cell="lstm", bidirectional=False, proj=0, time_major=False, activation="tanh"):
         super().__init__()
         self.emb = pnn.Embedding(VOCAB, 6)
         kwargs = dict(num_layers=2, direction="bidirect" if bidirectional else "forward", time_major=time_major)
-        self.rnn = pnn.LSTM(6, 8, proj_size=proj, **kwargs) if cell == "lstm" else pnn.GRU(6, 8, **kwargs)
+        self.rnn = (pnn.LSTM(6, 8, proj_size=proj, **kwargs) if cell == "lstm" else
+                    pnn.GRU(6, 8, **kwargs) if cell == "gru" else pnn.SimpleRNN(6, 8, activation=activation, **kwargs))
         self.head = pnn.Linear((proj or 8) * (2 if bidirectional else 1), VOCAB)
 
     def forward(self, tokens):
@@ -131,7 +157,8 @@ class PaddleTagger(pnn.Layer):
 
 
 @pytest.mark.parametrize("options", [dict(cell="lstm"), dict(cell="gru", bidirectional=True),
-                                     dict(cell="lstm", bidirectional=True, proj=3)])
+                                     dict(cell="lstm", bidirectional=True, proj=3),
+                                     dict(cell="rnn", bidirectional=True)])
 def test_recurrent_taggers_pass(options):
     torch.manual_seed(1)
     result = compare_models(lambda: TorchTagger(**options), lambda: PaddleTagger(**options), {"tokens": tokens()},
@@ -144,6 +171,14 @@ def test_recurrent_taggers_pass(options):
         assert names["rnn.weight_hr_l0"].transform == "transpose"
     # the integer ids reached both embeddings as ids
     assert (result.rows[result.rows.name == "emb"].status == "ok").all()
+
+
+def test_simple_rnn_with_another_nonlinearity_is_named():
+    torch.manual_seed(1)
+    result = compare_models(lambda: TorchTagger(cell="rnn"), lambda: PaddleTagger(cell="rnn", activation="relu"),
+                            {"tokens": tokens()}, **FAST)
+    first = cause_of(result)
+    assert first["name"] == "rnn" and first["cause"].startswith("simple RNN nonlinearity"), first
 
 
 def test_sequence_first_against_batch_first_is_named():

@@ -628,6 +628,16 @@ def case_gru_formulation():
     return "gru", module, layer, [x], {}, run_paddle(layer, [x])
 
 
+def case_rnn_nonlinearity():
+    """torch's default tanh RNN ported to a paddle SimpleRNN with activation='relu'."""
+    torch.manual_seed(0)
+    module = T.RNN(4, 5, batch_first=True).double()
+    with paddle_float64():
+        layer = paddle_from_torch("rnn", P.SimpleRNN(4, 5, activation="relu"), module)
+    x = rng(1).standard_normal((3, 6, 4))
+    return "rnn", module, layer, [x], {}, run_paddle(layer, [x])
+
+
 def _case_scaling(factor):
     module, layer = _attention_pair(lambda: RescaledAttention(E, HEADS, factor=factor))
     q, k = rng(1).standard_normal((2, 5, E)), rng(2).standard_normal((2, 4, E))
@@ -680,6 +690,7 @@ CONVENTION_CASES = {
     "batch first (encoder layer)": (case_batch_first_transformer, ("batch_first", True)),
     "LSTM projection layout": (case_projection_layout, ("proj_layout", "in_out")),
     "GRU formulation": (case_gru_formulation, ("reset_after", False)),
+    "simple RNN nonlinearity": (case_rnn_nonlinearity, ("nonlinearity", "relu")),
     "attention scaling: none": (lambda: _case_scaling((E // HEADS) ** 0.5), ("scaling", "none")),
     "attention scaling: 1/sqrt(embed_dim)": (lambda: _case_scaling(((E // HEADS) / E) ** 0.5),
                                              ("scaling", "embed_dim")),

@@ -174,14 +174,23 @@ def unreplayed_cause(row, cp, input_note, earlier):
             f"with torch's settings does not reproduce torch's own output of this call{where}")
 
 
+def composite_depth(cp):
+    """Sort key: (0, 0) for a module of one computation; (1, -depth) for a composite, the innermost first."""
+    return (1, -len(cp.name.split("."))) if cp.kind in COMPOSITE_KINDS else (0, 0)
+
+
 def diagnose_independent(pair, rows, pairs, records, mode, first, seed=0):
     """The failing rows after the first: each module was also run alone on torch's input of the same call
-    (records["local"]). Where it then agrees, its difference is inherited ("follows from" the first);
-    where it still differs, the difference is its own: an independent one, diagnosed by replay against
-    that local output, so that a model with several independent convention differences gets each named."""
+    (records["local"]). Where it then agrees, its difference is inherited ("follows from" the innermost
+    module around it that differs by itself, else the first); where it still differs, the difference is its
+    own: an independent one, diagnosed by replay against that local output, so that a model with several
+    independent convention differences gets each named."""
     local = records.get("local", {})
     seen, causes = {first["name"]}, [first["name"]]
-    for row, cp in zip(rows, pairs):
+    sources, inherited = {first["name"]: first}, []   # the rows that differ by themselves; (row, note) that follow
+    # a composite (a Transformer stack, its layers) after its parts, innermost first: its rows come first, in
+    # call-entry order, but whether it differs by itself or through a part depends on the parts' diagnosis
+    for row, cp in sorted(zip(rows, pairs), key=lambda pair: composite_depth(pair[1])):
         shapes_only = row["cause"].startswith("output shapes differ")   # make_row's note, not a diagnosis
         if row["status"] not in FAILED or (row["cause"] and not shapes_only) or row["name"] in seen or \
                 row["name"] != cp.name:
@@ -194,15 +203,14 @@ def diagnose_independent(pair, rows, pairs, records, mode, first, seed=0):
         own = local.get((cp.paddle, cp.paddle_call))
         local_rel = row.get("local_rel")
         if own is None or local_rel is None or not np.isfinite(local_rel):
-            row["cause"] = f"follows from {describe(first)}"
+            inherited.append((row, ""))
             continue
         tol = (row["atol"], row["rtol"])
         t_call = call_of(records, "torch", cp.torch_output)
         reference = t_call["outputs"][0] if t_call and t_call["outputs"] else None
         scale = float(np.abs(reference).max()) if reference is not None and np.size(reference) else np.nan
         if not np.isfinite(scale) or local_rel <= tol[1] + tol[0] / max(scale, 1e-30):
-            row["cause"] = (f"follows from {describe(first)} (fed torch's input, paddle's {cp.paddle} alone agrees: "
-                            f"max_rel {local_rel:.1e})")
+            inherited.append((row, f" (fed torch's input, paddle's {cp.paddle} alone agrees: max_rel {local_rel:.1e})"))
             continue
         found = replay_cause(pair, cp, t_call, None, mode, dropout_mask(pair, cp, t_call, mode, seed), tol,
                              paddle_out=own[0])
@@ -211,6 +219,10 @@ def diagnose_independent(pair, rows, pairs, records, mode, first, seed=0):
         row["cause"] = (f"an independent difference: fed torch's input, paddle's {cp.paddle} alone differs too "
                         f"(max_rel {local_rel:.1e}): {what}")
         causes.append(row["name"])
+        sources[row["name"]] = row
+    for row, note in inherited:
+        around = max((c for c in causes if row["name"].startswith(f"{c}.")), key=len, default=None)
+        row["cause"] = f"follows from {describe(sources[around] if around else first)}{note}"
 
 
 def vacuous_reason(output):

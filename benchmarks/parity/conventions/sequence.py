@@ -437,6 +437,11 @@ SEQUENCE_CONVENTIONS = [
                "the same (paddle.nn.GRU)",
                "apply r to W_hn h + b_hn, not to h before the product (the other formulation: Keras "
                "reset_after=False, Cho et al. 2014)", lambda t, p: [True, False]),
+    Convention("nonlinearity", ("rnn",), "simple RNN nonlinearity",
+               "nn.RNN nonlinearity='tanh' ('relu' the other choice)",
+               "nn.SimpleRNN activation='tanh' (the same choice, under another name)",
+               "torch nonlinearity is paddle SimpleRNN's activation: give both the same one",
+               lambda t, p: ["tanh", "relu"]),
     Convention("scaling", ATTENTION, "attention scaling",
                "scores q k^T / sqrt(head_dim), head_dim = embed_dim / num_heads",
                "q * head_dim**-0.5 (the same)",
