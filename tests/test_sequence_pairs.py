@@ -249,6 +249,44 @@ def test_causal_attention_passes_with_the_mask_inverted_and_fails_with_it_as_is(
     assert "mask_blocks=False" in first["cause"]
 
 
+class TorchBlock(tnn.Module):
+    """A GPT-style block: a pre-norm encoder layer under a causal mask."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = tnn.Embedding(VOCAB, 8)
+        self.block = tnn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, batch_first=True, norm_first=True)
+        self.head = tnn.Linear(8, VOCAB)
+
+    def forward(self, tokens):
+        blocked = torch.triu(torch.ones(tokens.shape[1], tokens.shape[1], dtype=torch.bool), 1)
+        return self.head(self.block(self.emb(tokens), src_mask=blocked))
+
+
+class PaddleBlock(pnn.Layer):
+    def __init__(self):
+        super().__init__()
+        self.emb = pnn.Embedding(VOCAB, 8)
+        self.block = pnn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, normalize_before=True)
+        self.head = pnn.Linear(8, VOCAB)
+
+    def forward(self, tokens):
+        blocked = paddle.triu(paddle.ones([tokens.shape[1], tokens.shape[1]]), 1).astype("bool")  # torch's, as is
+        return self.head(self.block(self.emb(tokens), src_mask=blocked))
+
+
+def test_a_mask_ported_as_is_into_a_transformer_layer_is_named_at_the_layer_and_nowhere_else():
+    """The layer converts the mask and passes it to its attention: the attention, fed torch's input with
+    that mask, differs alone too, but by no convention of its own: it follows from the layer."""
+    torch.manual_seed(3)
+    result = compare_models(TorchBlock, PaddleBlock, {"tokens": tokens()}, **FAST)
+    first = cause_of(result)
+    assert first["name"] == "block" and first["cause"].startswith("boolean attention-mask polarity"), first
+    attention = result.rows[(result.rows["mode"] == "eval") & (result.rows.name == "block.self_attn")].iloc[0]
+    assert attention.cause.startswith("follows from forward/eval block (inside it"), attention.cause
+    assert not result.rows.cause.fillna("").str.startswith("an independent difference").any()
+
+
 def test_attention_weights_only_torch_returns_are_listed_not_failed():
     torch.manual_seed(4)
 

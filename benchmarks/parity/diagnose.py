@@ -184,45 +184,82 @@ def diagnose_independent(pair, rows, pairs, records, mode, first, seed=0):
     (records["local"]). Where it then agrees, its difference is inherited ("follows from" the innermost
     module around it that differs by itself, else the first); where it still differs, the difference is its
     own: an independent one, diagnosed by replay against that local output, so that a model with several
-    independent convention differences gets each named."""
+    independent convention differences gets each named.
+
+    A module inside one that differs by itself keeps the keyword arguments its parent passes (an attention
+    mask a Transformer layer converts): when no convention of its own explains its local difference, it
+    follows from the parent. A composite (a Transformer stack, its layers) whose part differs by itself
+    follows from that part."""
     local = records.get("local", {})
-    seen, causes = {first["name"]}, [first["name"]]
-    sources, inherited = {first["name"]: first}, []   # the rows that differ by themselves; (row, note) that follow
-    # a composite (a Transformer stack, its layers) after its parts, innermost first: its rows come first, in
-    # call-entry order, but whether it differs by itself or through a part depends on the parts' diagnosis
-    for row, cp in sorted(zip(rows, pairs), key=lambda pair: composite_depth(pair[1])):
+    first_cp = next((cp for row, cp in zip(rows, pairs) if row is first), None)
+    independent = {first_cp.torch if first_cp else first["name"]: first}    # torch module -> its row
+    seen, own = {first["name"]}, []
+    for row, cp in zip(rows, pairs):
         shapes_only = row["cause"].startswith("output shapes differ")   # make_row's note, not a diagnosis
         if row["status"] not in FAILED or (row["cause"] and not shapes_only) or row["name"] in seen or \
                 row["name"] != cp.name:
             continue
         seen.add(row["name"])
-        inner = next((c for c in causes if c.startswith(f"{cp.name}.") or (not cp.torch and c != cp.name)), None)
-        if inner is not None:   # a composite (a Transformer stack) around a part that differs by itself
-            row["cause"] = f"follows from its part {inner}"
-            continue
-        own = local.get((cp.paddle, cp.paddle_call))
-        local_rel = row.get("local_rel")
-        if own is None or local_rel is None or not np.isfinite(local_rel):
-            inherited.append((row, ""))
-            continue
-        tol = (row["atol"], row["rtol"])
-        t_call = call_of(records, "torch", cp.torch_output)
-        reference = t_call["outputs"][0] if t_call and t_call["outputs"] else None
-        scale = float(np.abs(reference).max()) if reference is not None and np.size(reference) else np.nan
-        if not np.isfinite(scale) or local_rel <= tol[1] + tol[0] / max(scale, 1e-30):
-            inherited.append((row, f" (fed torch's input, paddle's {cp.paddle} alone agrees: max_rel {local_rel:.1e})"))
-            continue
-        found = replay_cause(pair, cp, t_call, None, mode, dropout_mask(pair, cp, t_call, mode, seed), tol,
-                             paddle_out=own[0])
-        what = found or (f"no known convention explains it; compare {cp.name}'s construction" if found == "" else
-                         f"compare {cp.name}'s construction and settings")
-        row["cause"] = (f"an independent difference: fed torch's input, paddle's {cp.paddle} alone differs too "
-                        f"(max_rel {local_rel:.1e}): {what}")
-        causes.append(row["name"])
-        sources[row["name"]] = row
-    for row, note in inherited:
-        around = max((c for c in causes if row["name"].startswith(f"{c}.")), key=len, default=None)
-        row["cause"] = f"follows from {describe(sources[around] if around else first)}{note}"
+        own.append((row, cp, *own_difference(pair, row, cp, records, local, mode, seed)))
+
+    def around(module):
+        """The row of the innermost module around `module` that differs by itself, or None."""
+        outer = [m for m in independent if m != module and contains(m, module)]
+        return independent[max(outer, key=len)] if outer else None
+
+    # the modules of one computation whose replay proves a cause first, then the composites, innermost first
+    # (a part that differs by itself decides them), then the unexplained modules of one computation (inside
+    # a module that differs by itself, they follow from it)
+    inherited, pending = [], []
+    for row, cp, verdict, text in sorted(own, key=lambda entry: composite_depth(entry[1])):
+        inner = [independent[m] for m in independent if m != cp.torch and contains(cp.torch, m)]
+        if cp.kind in COMPOSITE_KINDS and inner:
+            row["cause"] = f"follows from its part {inner[0]['name']}"
+        elif verdict == "unexplained" and cp.kind not in COMPOSITE_KINDS:
+            pending.append((row, cp, text))
+        elif verdict == "agrees":
+            inherited.append((row, cp, text))
+        else:
+            row["cause"] = text
+            independent[cp.torch] = row
+    for row, cp, text in pending:
+        if around(cp.torch) is None:
+            row["cause"] = text
+            independent[cp.torch] = row
+        else:
+            inherited.append((row, cp, f" (inside it: fed torch's input with the keyword arguments it passes, "
+                                       f"paddle's {cp.paddle} alone differs too, max_rel {row['local_rel']:.1e}, "
+                                       "and no convention of its own explains that)"))
+    for row, cp, note in inherited:
+        row["cause"] = f"follows from {describe(around(cp.torch) or first)}{note}"
+
+
+def contains(outer, name):
+    """Whether torch module `name` is inside torch module `outer` (the model itself, '', holds every one)."""
+    return outer == "" or name.startswith(f"{outer}.")
+
+
+def own_difference(pair, row, cp, records, local, mode, seed):
+    """('agrees', note) when paddle's module alone, fed torch's input, agrees (or cannot run it); else
+    ('proven', cause) when a replay against that local output proves a convention, or ('unexplained',
+    cause)."""
+    own_output = local.get((cp.paddle, cp.paddle_call))
+    local_rel = row.get("local_rel")
+    if own_output is None or local_rel is None or not np.isfinite(local_rel):
+        return "agrees", ""
+    tol = (row["atol"], row["rtol"])
+    t_call = call_of(records, "torch", cp.torch_output)
+    reference = t_call["outputs"][0] if t_call and t_call["outputs"] else None
+    scale = float(np.abs(reference).max()) if reference is not None and np.size(reference) else np.nan
+    if not np.isfinite(scale) or local_rel <= tol[1] + tol[0] / max(scale, 1e-30):
+        return "agrees", f" (fed torch's input, paddle's {cp.paddle} alone agrees: max_rel {local_rel:.1e})"
+    found = replay_cause(pair, cp, t_call, None, mode, dropout_mask(pair, cp, t_call, mode, seed), tol,
+                         paddle_out=own_output[0])
+    what = found or (f"no known convention explains it; compare {cp.name}'s construction" if found == "" else
+                     f"compare {cp.name}'s construction and settings")
+    return ("proven" if found else "unexplained",
+            f"an independent difference: fed torch's input, paddle's {cp.paddle} alone differs too "
+            f"(max_rel {local_rel:.1e}): {what}")
 
 
 def vacuous_reason(output):
