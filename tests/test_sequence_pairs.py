@@ -503,6 +503,77 @@ def test_inputs_bind_by_name_and_the_mapping_file_renames_them_per_side(tmp_path
     assert result.passed, result.summary
 
 
+class TorchDecoderOnMemory(tnn.Module):
+    def __init__(self):
+        super().__init__()
+        layer = tnn.TransformerDecoderLayer(8, 2, 16, dropout=0.0, batch_first=True)
+        self.dec = tnn.TransformerDecoder(layer, 2)
+
+    def forward(self, tgt, memory, tgt_mask):
+        return self.dec(tgt, memory, tgt_mask=tgt_mask)
+
+
+class PaddleDecoderOnMemory(pnn.Layer):
+    def __init__(self):
+        super().__init__()
+        self.dec = pnn.TransformerDecoder(pnn.TransformerDecoderLayer(8, 2, 16, dropout=0.0), 2)
+
+    def forward(self, tgt, memory, tgt_mask):
+        return self.dec(tgt, memory, tgt_mask=tgt_mask)
+
+
+class TorchStatefulLSTM(tnn.Module):
+    def __init__(self):
+        super().__init__()
+        self.rnn = tnn.LSTM(6, 8, num_layers=2)          # sequence first
+        self.head = tnn.Linear(8, 3)
+
+    def forward(self, x, h0, c0):
+        out, (h, c) = self.rnn(x, (h0, c0))
+        return self.head(out), h
+
+
+class PaddleStatefulLSTM(pnn.Layer):
+    def __init__(self):
+        super().__init__()
+        self.rnn = pnn.LSTM(6, 8, num_layers=2, time_major=True)
+        self.head = pnn.Linear(8, 3)
+
+    def forward(self, x, h0, c0):
+        out, (h, c) = self.rnn(x, (h0, c0))
+        return self.head(out), h
+
+
+def test_inputs_without_a_shared_batch_axis_a_mask_memory_and_initial_states(tmp_path):
+    """A .npz with a [T, T] additive mask beside [N, T, E] arrays, and a sequence-first LSTM with h0 and c0
+    [layers, N, hidden]: both bind by name and pass, the float64 repeat included (it takes the whole batch
+    when the arrays do not share a first axis)."""
+    rng = np.random.default_rng(0)
+    decoder = tmp_path / "decoder.npz"
+    np.savez(decoder, tgt=rng.standard_normal((2, 4, 8)).astype(np.float32),
+             memory=rng.standard_normal((2, 5, 8)).astype(np.float32),
+             tgt_mask=np.triu(np.full((4, 4), -np.inf, np.float32), 1))
+    path = "tests/test_sequence_pairs.py"
+    proc = run_main("parity", "--torch", f"{path}:TorchDecoderOnMemory", "--paddle", f"{path}:PaddleDecoderOnMemory",
+                    "--inputs", decoder, "--steps", "1", "--out", tmp_path / "decoder")
+    assert proc.returncode == 0 and "TorchDecoderOnMemory vs PaddleDecoderOnMemory: pass" in proc.stdout, proc.stdout
+    states = {"x": rng.standard_normal((5, 2, 6)).astype(np.float32),
+              "h0": rng.standard_normal((2, 2, 8)).astype(np.float32),
+              "c0": rng.standard_normal((2, 2, 8)).astype(np.float32)}
+    torch.manual_seed(2)
+    result = compare_models(TorchStatefulLSTM, PaddleStatefulLSTM, states, train_steps=1, float64=True)
+    assert result.passed, result.summary
+    assert {"(output[0])", "(output[1])"} <= set(result.rows.name)     # the logits and h, leaf by leaf
+
+
+def test_a_batch_larger_than_the_float64_repeat_is_cut_to_its_first_rows():
+    torch.manual_seed(1)
+    result = compare_models(lambda: TorchTagger(), lambda: PaddleTagger(), {"tokens": tokens(n=10)},
+                            train_steps=1, float64=True)
+    assert result.passed, result.summary
+    assert (result.rows.loc[result.rows["mode"] == "float64", "batch_size"] == 8).all()
+
+
 @pytest.mark.slow
 def test_convert_moves_a_transformer_checkpoint_through_the_concat_both_ways(tmp_path):
     from tests import sequence_models   # the builders as SPECs need an importable file

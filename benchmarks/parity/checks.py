@@ -26,6 +26,7 @@ import numpy as np
 
 from dualbench.parity.kinds import DROPOUT_KINDS
 from dualbench.parity.diagnose import diagnose_forward, diagnose_training, mark_float_noise, vacuous_reason
+from dualbench.parity.inputs import take_rows
 from dualbench.parity.pair import DROPOUT_POLICY, bind_mapping, mask_maker
 from dualbench.parity.rows import (FAILED, TOLERANCES, describe, error_row, error_text, finish, first_failure,
                                    make_row, stack, tolerance)
@@ -324,9 +325,10 @@ def float64_training(pair, sides, config, ctx, forward_failure, lap, earlier=())
     (training.attribute); otherwise float64 alone on the smaller float64 budget. Returns (lock, batches,
     same)."""
     same = pair.batch64 >= len(pair.batches[0][1]) and pair.steps64 >= len(pair.batches)
-    batches = pair.batches if same else [(bx[:pair.batch64], by[:pair.batch64])
+    batches = pair.batches if same else [(take_rows(bx, pair.batch64), by[:pair.batch64])
                                          for bx, by in pair.batches[:pair.steps64]]
     dtypes = ("float32", "float64") if same else ("float64",)
+    ctx = ctx if same else {**ctx, "batch_size": len(batches[0][1]), "steps": len(batches)}   # what the rows ran
     lap("float64 reference")
     lock = run_training(pair, sides, config, ctx, batches, dtypes,
                         {(name, d): pair.fresh(sides, name) for name in sides for d in dtypes}, forward_failure,

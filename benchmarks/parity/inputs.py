@@ -77,12 +77,42 @@ def read_npz(path):
     labels = next((arrays.pop(k) for k in LABEL_KEYS if k in arrays), None)
     if not arrays:
         raise UserError(f"{path}: holds no input array (only labels)")
-    sizes = {a.shape[0] if a.ndim else None for a in arrays.values()} | \
-        ({labels.shape[0]} if labels is not None and labels.ndim else set())
-    if len(sizes) != 1 or None in sizes:
-        raise UserError(f"{path}: the arrays do not share a batch size "
-                        f"({', '.join(f'{k} {list(v.shape)}' for k, v in arrays.items())})")
+    # no shared first dimension is required: a [T, T] attention mask, h0 [layers, batch, hidden] and a
+    # sequence-first [T, N, F] input are inputs as well as a batch-first one
+    if all(a.ndim == 0 for a in arrays.values()):
+        raise UserError(f"{path}: holds only scalars ({', '.join(arrays)}); the model needs at least one array")
     return arrays, labels
+
+
+def arrays_of(x):
+    """Every array of one call's inputs (both sides of SideInputs)."""
+    if isinstance(x, SideInputs):
+        return arrays_of(x.torch) + arrays_of(x.paddle)
+    if isinstance(x, dict):
+        return arrays_of(list(x.get("args", [])) + list(x.get("kwargs", {}).values()))
+    if isinstance(x, (list, tuple)):
+        return [a for item in x for a in arrays_of(item)]
+    return [x] if isinstance(x, np.ndarray) else []
+
+
+def rows_sliceable(x, labels):
+    """Whether every input array and the labels share their first axis, the batch (then the first k rows
+    are a smaller batch); a [T, T] mask, an h0 [layers, batch, hidden] or a sequence-first input under
+    per-sequence labels is not."""
+    arrays = arrays_of(x) + [np.asarray(labels)]
+    return len({a.shape[0] if a.ndim else None for a in arrays}) == 1 and arrays[0].ndim > 0
+
+
+def take_rows(x, k):
+    """The first k samples of every input array (rows_sliceable inputs)."""
+    if isinstance(x, SideInputs):
+        return SideInputs(take_rows(x.torch, k), take_rows(x.paddle, k))
+    if isinstance(x, dict):
+        return {"args": [take_rows(a, k) for a in x.get("args", [])],
+                "kwargs": {name: take_rows(v, k) for name, v in x.get("kwargs", {}).items()}}
+    if isinstance(x, (list, tuple)):
+        return [take_rows(a, k) for a in x]
+    return x[:k] if isinstance(x, np.ndarray) else x
 
 
 def forward_parameters(model):

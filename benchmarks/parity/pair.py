@@ -23,7 +23,7 @@ from dualbench.common.init import shared_weights
 from dualbench.parity.kinds import BATCHNORM_KINDS
 from dualbench.common.tasks import DataSpec, Optimizer, Protocol, Task, forward_macs
 from dualbench.parity.inputs import (batch_size, bind_pair, check_loss, default_loss, describe_inputs, for_side,
-                                     input_renames, make_labels)
+                                     input_renames, make_labels, rows_sliceable)
 from dualbench.parity.mapping import from_canonical, paddle_arrays, to_canonical
 
 DROPOUT_POLICY = "identical numpy masks injected into both"
@@ -393,8 +393,11 @@ def model_pair(factories, sides, config, inputs, *, loss=None, classes=None, lab
     else:
         start = to_canonical(config.weights, sides[config.weights].inspect.state_arrays(models[config.weights]),
                              mapping) if not mapping.blocking()[0] and not mapping.blocking()[1] else {}
+    # the float64 repeat takes the first 8 samples where every input array has the batch first; all of them
+    # where one does not (a [T, T] mask, h0 [layers, batch, hidden])
     n = batch_size(inputs)
-    return Pair(name, task, None, mapping, [(inputs, y) for y in labels], start, batch64=min(n, 8), steps64=steps,
+    batch64 = min(n, 8) if rows_sliceable(inputs, labels[0]) else len(labels[0])
+    return Pair(name, task, None, mapping, [(inputs, y) for y in labels], start, batch64=batch64, steps64=steps,
                 float64=config.float64, origin="models", tables=tables, prototypes=models, timings=timings,
                 notes=notes, one_sided=one_sided, functional_dropout=functional_dropout)
 
