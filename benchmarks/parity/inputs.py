@@ -51,18 +51,21 @@ def describe_inputs(x):
     return ", ".join(f"{list(np.shape(a))} {np.asarray(a).dtype}" for a in arrays)
 
 
+def map_arrays(x, fn):
+    """x with fn applied to every array of it: SideInputs, {"args", "kwargs"}, lists, or one array."""
+    if isinstance(x, SideInputs):
+        return SideInputs(map_arrays(x.torch, fn), map_arrays(x.paddle, fn))
+    if isinstance(x, dict):
+        return {"args": [map_arrays(a, fn) for a in x.get("args", [])],
+                "kwargs": {k: map_arrays(v, fn) for k, v in x.get("kwargs", {}).items()}}
+    if isinstance(x, (list, tuple)):
+        return [map_arrays(a, fn) for a in x]
+    return fn(x) if isinstance(x, np.ndarray) else x
+
+
 def cast_inputs(x, dtype):
     """Floating arrays in the run's dtype; integer and boolean arrays (token ids, masks) unchanged."""
-    if isinstance(x, SideInputs):
-        return SideInputs(cast_inputs(x.torch, dtype), cast_inputs(x.paddle, dtype))
-    if isinstance(x, dict):
-        return {"args": [cast_inputs(a, dtype) for a in x.get("args", [])],
-                "kwargs": {k: cast_inputs(v, dtype) for k, v in x.get("kwargs", {}).items()}}
-    if isinstance(x, (list, tuple)):
-        return [cast_inputs(a, dtype) for a in x]
-    if not isinstance(x, np.ndarray):
-        return x
-    return x.astype(dtype) if np.issubdtype(x.dtype, np.floating) else x
+    return map_arrays(x, lambda a: a.astype(dtype) if np.issubdtype(a.dtype, np.floating) else a)
 
 
 def read_npz(path):
@@ -86,13 +89,9 @@ def read_npz(path):
 
 def arrays_of(x):
     """Every array of one call's inputs (both sides of SideInputs)."""
-    if isinstance(x, SideInputs):
-        return arrays_of(x.torch) + arrays_of(x.paddle)
-    if isinstance(x, dict):
-        return arrays_of(list(x.get("args", [])) + list(x.get("kwargs", {}).values()))
-    if isinstance(x, (list, tuple)):
-        return [a for item in x for a in arrays_of(item)]
-    return [x] if isinstance(x, np.ndarray) else []
+    found = []
+    map_arrays(x, found.append)
+    return found
 
 
 def rows_sliceable(x, labels):
@@ -105,14 +104,7 @@ def rows_sliceable(x, labels):
 
 def take_rows(x, k):
     """The first k samples of every input array (rows_sliceable inputs)."""
-    if isinstance(x, SideInputs):
-        return SideInputs(take_rows(x.torch, k), take_rows(x.paddle, k))
-    if isinstance(x, dict):
-        return {"args": [take_rows(a, k) for a in x.get("args", [])],
-                "kwargs": {name: take_rows(v, k) for name, v in x.get("kwargs", {}).items()}}
-    if isinstance(x, (list, tuple)):
-        return [take_rows(a, k) for a in x]
-    return x[:k] if isinstance(x, np.ndarray) else x
+    return map_arrays(x, lambda a: a[:k])
 
 
 def forward_parameters(model):
