@@ -51,7 +51,7 @@ def test_nothing_outside_the_backends_imports_a_framework():
             "import dualbench.cli; dualbench.cli.build_parser()\n"
             "bad = [m for m in ('torch', 'paddle') if m in sys.modules]\n"
             "print(bad); sys.exit(1 if bad else 0)")
-    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=False, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert len(modules) > 60
 
@@ -178,8 +178,6 @@ def test_code_and_tests_import_only_the_dualbench_namespace():
     twice): refused in import statements and in strings (subprocess code, `python -m`, import_module)."""
     bad = []
     for path in source_files():
-        if path == Path(__file__).resolve():
-            continue   # this file holds examples of what the rule refuses
         for node in ast.walk(ast.parse(path.read_text())):
             where = f"{path.relative_to(ROOT)}:{getattr(node, 'lineno', '?')}"
             if isinstance(node, ast.Import):
@@ -193,12 +191,18 @@ def test_code_and_tests_import_only_the_dualbench_namespace():
     assert bad == []
 
 
+# The examples name the folders through placeholders, so that this file passes its own rule.
+REFUSED_EXAMPLES = ("import sys, {c}.parity_rules", "python -m {b}.cli", "from {k} import torch",
+                    "{b}.data_cmd", "x = 1; import {c}", "importlib.import_module('{c}.tasks')")
+ALLOWED_EXAMPLES = ("import dualbench.{c}.tasks", "statistics come from {c}.stats", "{k}.csv",
+                    "from dualbench import {k}", "python -m dualbench.cli")
+
+
 def test_the_folder_name_rule_catches_what_it_should():
-    for text in ("import sys, common.parity_rules", "python -m benchmarks.cli", "from backends import torch",
-                 "benchmarks.data_cmd", "x = 1; import common", "importlib.import_module('common.tasks')"):
+    folders = {"c": "common", "b": "benchmarks", "k": "backends"}
+    for text in (example.format(**folders) for example in REFUSED_EXAMPLES):
         assert FOLDER_MODULE.match(text) or FOLDER_IMPORT_IN_TEXT.search(text), text
-    for text in ("import dualbench.common.tasks", "statistics come from common.stats", "backends.csv",
-                 "from dualbench import backends", "python -m dualbench.cli"):
+    for text in (example.format(**folders) for example in ALLOWED_EXAMPLES):
         assert not FOLDER_MODULE.match(text) and not FOLDER_IMPORT_IN_TEXT.search(text), text
 
 
@@ -292,7 +296,7 @@ def test_installed_wheel_claims_only_dualbench(tmp_path):
     for name in FOLDERS:
         shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
     proc = subprocess.run([sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "--no-build-isolation",
-                           "--no-index", "-q", "-w", str(tmp_path)], capture_output=True, text=True, timeout=300)
+                           "--no-index", "-q", "-w", str(tmp_path)], check=False, capture_output=True, text=True, timeout=300)
     if proc.returncode != 0 and "No module named" in proc.stderr:
         pytest.skip(f"cannot build a wheel offline here: {proc.stderr.strip().splitlines()[-1]}")
     assert proc.returncode == 0, proc.stderr
@@ -310,6 +314,6 @@ def test_installed_wheel_claims_only_dualbench(tmp_path):
 def test_outside_the_checkout_only_dualbench_imports(tmp_path):
     code = ("import importlib.util as u, dualbench.cli, dualbench.common.tasks\n"
             "print([n for n in ('common', 'backends', 'benchmarks') if u.find_spec(n)])")
-    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, check=False, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
