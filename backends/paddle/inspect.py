@@ -10,6 +10,7 @@ import copy
 
 import numpy as np
 import paddle
+from dualbench.common.nested import nested_leaves
 from paddle import nn
 
 _DROPOUT = (nn.Dropout, nn.Dropout2D, nn.Dropout3D)
@@ -37,15 +38,13 @@ def to_numpy(tensor):
     return tensor.detach().numpy().copy()
 
 
+def _is_tensor(value):
+    return isinstance(value, paddle.Tensor)
+
+
 def tensors_of(value):
     """The tensors in a layer's output (a tensor, or nested tuples/lists/dicts of them), as numpy."""
-    if isinstance(value, paddle.Tensor):
-        return [to_numpy(value)]
-    if isinstance(value, dict):
-        value = list(value.values())
-    if isinstance(value, (tuple, list)):
-        return [a for v in value for a in tensors_of(v)]
-    return []
+    return [to_numpy(t) for _, t in nested_leaves(value, _is_tensor)]
 
 
 def set_mode(model, train):
@@ -382,13 +381,7 @@ def forward(model, inputs, train):
 def output_leaves(value, path="output"):
     """[(path, numpy)] of a model's output: a tensor, or nested tuples/lists/dicts of them, each leaf named
     by where it sits (output[1][0] is h of (out, (h, c)); None leaves are skipped)."""
-    if isinstance(value, paddle.Tensor):
-        return [(path, to_numpy(value))]
-    if isinstance(value, dict):
-        return [leaf for k, v in value.items() for leaf in output_leaves(v, f"{path}[{k!r}]")]
-    if isinstance(value, (tuple, list)):
-        return [leaf for i, v in enumerate(value) for leaf in output_leaves(v, f"{path}[{i}]")]
-    return []
+    return [(where, to_numpy(t)) for where, t in nested_leaves(value, _is_tensor, path)]
 
 
 def record_calls(model, inputs, train, names=None):

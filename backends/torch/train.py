@@ -9,6 +9,7 @@ from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
+from dualbench.common.nested import nested_leaves
 
 
 @dataclass
@@ -26,20 +27,12 @@ def primary_output(value, leaf=0):
     tuple/list/dict output, in flattened order (models that also return states or attention weights)."""
     if isinstance(value, torch.Tensor):
         return value
-    leaves = _leaves(value)
+    leaves = [t for _, t in nested_leaves(value, lambda v: isinstance(v, torch.Tensor))]
     if not leaves:
         raise TypeError(f"the model returns {type(value).__name__}, not a tensor")
     if leaf >= len(leaves):
         raise ValueError(f"the model returns {len(leaves)} tensors; output {leaf} does not exist")
     return leaves[leaf]
-
-
-def _leaves(value):
-    if isinstance(value, torch.Tensor):
-        return [value]
-    if isinstance(value, dict):
-        value = list(value.values())
-    return [t for v in value for t in _leaves(v)] if isinstance(value, (tuple, list)) else []
 
 
 def call_model(model, xb):
