@@ -23,13 +23,11 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
-from dualbench.bench.planning import (MACHINE_NOISE, NEEDED_CAP, aa_spread, choose_best, config_id, first_stage_pairs,
-                                      pending_cells, plan, second_stage_pairs, second_stage_skips)
+from dualbench.bench.planning import (ADDED, MACHINE_NOISE, aa_spread, choose_best, config_id, first_stage_pairs,
+                                      pending_cells, plan, second_stage_decisions, second_stage_totals)
 from dualbench.bench import pool
 from dualbench.bench.suites import ModelPair, parse_int_list, suite_from_args, suite_tasks
-from dualbench.timings.table import recorded_keys
+from dualbench.timings.table import read_bench, recorded_keys, recorded_keys_of
 from dualbench.common.errors import UserError
 
 
@@ -48,30 +46,33 @@ def second_stage(first, suite, tasks, backend_names, threads_list, run_id, seed,
     (`first`, its plan: equal and best stages), one repeat at a time for all of them (so the ones needing
     few pairs finish first), until each has its planned pairs or the time budget ends. A configuration whose
     spread is about the machine's A/A spread and whose pairs for the target do not fit in the time left, or
-    whose planned pairs do not fit, gets none (planning.second_stage_skips); OUT/second_stage.csv records
+    whose planned pairs do not fit, gets none (planning.second_stage_decisions); OUT/second_stage.csv records
     each decision for the report. Returns the problems of its cells."""
-    extra = second_stage_pairs(csv_path, first, suite)
+    bench_rows = read_bench(csv_path)   # read once: nothing is written to it until the second stage's cells run
+    pairs = first_stage_pairs(bench_rows, first)
+    extra = second_stage_totals(pairs, suite)
     if not extra:
         return []
     target = f"±{suite.ci_target:.0%}"
-    pairs = first_stage_pairs(csv_path, first)
-    floor = aa_spread(csv_path, first)
+    floor = aa_spread(bench_rows, first)
     pair_seconds = {config: sum(pool.cell_seconds(durations, {"task": config[0], "backend": name, "kind": config[1]})
                                 for name in ("torch", "paddle")) for config in extra}
-    skipped = second_stage_skips(extra, pairs, floor, pair_seconds, deadline - time.perf_counter(), suite.ci_target)
-    record_decisions(csv_path, first, suite, run_id, extra, pairs, floor, pair_seconds, deadline, skipped)
-    for config, (why, needed, fit) in skipped.items():
-        wants = (f"needs {needed} pairs at the machine's noise (A/A spread {100 * floor[0]:.1f}%)"
-                 if why == MACHINE_NOISE else f"{extra[config]} pairs planned")
+    decisions = second_stage_decisions(extra, pairs, floor, pair_seconds, deadline - time.perf_counter(),
+                                       suite.ci_target)
+    record_decisions(csv_path, first, suite, run_id, extra, floor, decisions)
+    skipped = {config: d for config, d in decisions.items() if d["decision"] != ADDED}
+    for config, d in skipped.items():
+        wants = (f"needs {d['needed']} pairs at the machine's noise (A/A spread {100 * floor[0]:.1f}%)"
+                 if d["decision"] == MACHINE_NOISE else f"{extra[config]} pairs planned")
         print(f"dualbench bench: second stage: no more pairs for {config[0]} {config[1]} b{config[2]} {config[3]}: "
-              f"{wants}; {fit} fit in the time left", file=sys.stderr)
+              f"{wants}; {d['fit']} fit in the time left", file=sys.stderr)
     extra = {config: total for config, total in extra.items() if config not in skipped}
     if not extra:
         return []
     wanted = ", ".join(f"{config[0]} {config[1]} b{config[2]} {config[3]} {total}" for config, total in extra.items())
     print(f"dualbench bench: second stage, {len(extra)} configuration(s) wider than {target}; "
           f"pairs planned: {wanted}", file=sys.stderr)
-    done = recorded_keys(csv_path)[0]
+    done = recorded_keys_of(bench_rows)[0]
     groups = []
     for stage in dict.fromkeys(g["stage"] for g in first):
         groups += plan(suite, tasks, backend_names, threads_list, run_id, seed, samples, dataset, extra, stage=stage,
@@ -86,26 +87,23 @@ def second_stage(first, suite, tasks, backend_names, threads_list, run_id, seed,
     return problems
 
 
-def record_decisions(csv_path, first, suite, run_id, extra, pairs, floor, pair_seconds, deadline, skipped):
-    """Append the second stage's decision per configuration to OUT/second_stage.csv (timings.table)."""
+def record_decisions(csv_path, first, suite, run_id, extra, floor, decisions):
+    """Append the second stage's decision per configuration (second_stage_decisions: the numbers it was made
+    from) to OUT/second_stage.csv (timings.table)."""
     from dualbench.common.results import append_rows, now
-    from dualbench.common.stats import log_spread, pairs_needed
     from dualbench.timings.settings import pairing_label
     from dualbench.timings.table import SECOND_STAGE_COLUMNS, pair_label
     cells = {config_id(c): c for g in first for c in g["cells"] if c["stage"] != "aa"}
-    seconds_left = max(deadline - time.perf_counter(), 0.0)
     rows = []
     for config, total in extra.items():
-        cell, d = cells[config], np.log(pairs[config][0]) - np.log(pairs[config][1])
+        cell, decision = cells[config], decisions[config]
         rows.append({"suite": suite.name, "task": config[0], "kind": config[1], "batch_size": config[2],
                      "stage": config[3], "model_spec": pair_label(cell.get("pair")),
                      "pairing": pairing_label(cell["stage"], cell["threads"], cell["mode"], cell["precision"],
                                               cell["knobs"]),
-                     "pairs": d.size, "spread_pct": 100 * log_spread(d), "aa_spread_pct": 100 * floor[0],
-                     "pairs_needed": pairs_needed(d, suite.ci_target, NEEDED_CAP),
-                     "pairs_planned": total,
-                     "pairs_fit": int(seconds_left // max(pair_seconds[config], 1e-9)),
-                     "decision": skipped[config][0] if config in skipped else "added",
+                     "pairs": decision["pairs"], "spread_pct": 100 * decision["spread"],
+                     "aa_spread_pct": 100 * floor[0], "pairs_needed": decision["needed"], "pairs_planned": total,
+                     "pairs_fit": decision["fit"], "decision": decision["decision"],
                      "target_pct": 100 * suite.ci_target, "run_id": run_id, "timestamp": now()})
     append_rows(Path(csv_path).parent / "second_stage.csv", rows, SECOND_STAGE_COLUMNS)
 

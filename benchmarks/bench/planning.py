@@ -2,7 +2,8 @@
 
 import hashlib
 import json
-import math
+import os
+from pathlib import Path
 
 import numpy as np
 
@@ -235,37 +236,57 @@ def choose_best(csv_path, tune_groups):
     return {config: {name: setting for name, (_, setting) in by.items()} for config, by in best.items()}
 
 
-def first_stage_pairs(csv_path, first_stage):
-    """{config_id: (torch samples/s, paddle samples/s)} per complete pair (arrays in repeat order) of the
-    first-stage plan's training configurations, A/A cells left out. Only the plan's own rows of each cell's
-    primary loop count (engine; bare for a model pair), by their cell keys, so a resumed run plans the same."""
+def bench_rows(bench):
+    """bench.csv's rows: read from its path (None when absent or empty), or `bench` itself when the caller
+    has read them already, so that one decision reads the file once."""
+    from dualbench.timings.table import read_bench
+    return read_bench(Path(bench)) if isinstance(bench, (str, os.PathLike)) else bench
+
+
+def paired_by_repeat(bench, cells, sides):
+    """{configuration: (samples/s of sides[0], samples/s of sides[1])}, arrays in repeat order over the repeats
+    both sides measured. cells: {cell_key: (configuration, side, repeat)}; only these cells' rows count (ok rows,
+    one per cell: as the report counts), by their keys, so a resumed run decides the same."""
     import pandas as pd
 
     from dualbench.timings.table import measured
-    from dualbench.common.results import read_csv
-    if not csv_path.exists() or csv_path.stat().st_size == 0:
+    frame = bench_rows(bench)
+    if frame is None or not cells:
         return {}
-    where = {c["keys"][c["loops"][0]]: (config_id(c), c["backend"], c["repeat"])
-             for g in first_stage for c in g["cells"] if c["kind"] == "speed" and c["stage"] != "aa"}
-    frame = read_csv(csv_path, BENCH_COLUMNS)
-    frame = measured(frame[frame["cell_key"].astype(str).isin(where)])   # ok rows, one per cell: as the report counts
-    values = pd.DataFrame([(*where[k], v) for k, v in zip(frame["cell_key"], frame["samples_per_s"])],
-                          columns=["config", "backend", "repeat", "sps"])
+    frame = measured(frame[frame["cell_key"].astype(str).isin(cells)])
+    values = pd.DataFrame([(*cells[k], v) for k, v in zip(frame["cell_key"], frame["samples_per_s"])],
+                          columns=["config", "side", "repeat", "sps"])
     out = {}
     for config, rows in values.groupby("config", sort=False):
-        table = rows.pivot(index="repeat", columns="backend", values="sps").dropna()
-        if {"torch", "paddle"} <= set(table.columns) and len(table) >= 2:
-            out[config] = (table["torch"].to_numpy(float), table["paddle"].to_numpy(float))
+        table = rows.pivot(index="repeat", columns="side", values="sps").dropna()
+        if set(sides) <= set(table.columns):
+            out[config] = tuple(table[side].to_numpy(float) for side in sides)
     return out
 
 
-def second_stage_pairs(csv_path, first_stage, suite):
+def first_stage_pairs(bench, first_stage):
+    """{config_id: (torch samples/s, paddle samples/s)} per complete pair (arrays in repeat order) of the
+    first-stage plan's training configurations with at least 2 pairs, A/A cells left out. Only the plan's own
+    rows of each cell's primary loop count (engine; bare for a model pair). bench: bench.csv's path or rows."""
+    cells = {c["keys"][c["loops"][0]]: (config_id(c), c["backend"], c["repeat"])
+             for g in first_stage for c in g["cells"] if c["kind"] == "speed" and c["stage"] != "aa"}
+    return {config: (t, p) for config, (t, p) in paired_by_repeat(bench, cells, ("torch", "paddle")).items()
+            if len(t) >= 2}
+
+
+def second_stage_pairs(bench, first_stage, suite):
     """{config_id: total pairs} for the configurations of the first-stage plan whose ratio CI misses
+    +-suite.ci_target (second_stage_totals of first_stage_pairs). bench: bench.csv's path or rows."""
+    return second_stage_totals(first_stage_pairs(bench, first_stage), suite)
+
+
+def second_stage_totals(pairs, suite):
+    """{config_id: total pairs} for the configurations of `pairs` (first_stage_pairs) whose ratio CI misses
     +-suite.ci_target: the pairs the first stage's spread asks for (common.stats.pairs_needed).
     Training configurations only (inference keeps its first-stage pairs; A/A pairs never get more)."""
     from dualbench.common.stats import pairs_needed, paired_ratio_ci, ratio_halfwidth
     out = {}
-    for config, (t, p) in first_stage_pairs(csv_path, first_stage).items():
+    for config, (t, p) in pairs.items():
         ci = paired_ratio_ci(t, p)
         if ratio_halfwidth(ci["ratio"], ci["lo"], ci["hi"]) <= suite.ci_target:
             continue
@@ -275,60 +296,60 @@ def second_stage_pairs(csv_path, first_stage, suite):
     return out
 
 
-def aa_spread(csv_path, first_stage):
+def aa_spread(bench, first_stage):
     """(s, df): the machine's per-pair spread in this run, pooled over the first-stage plan's A/A
     configurations (SD of log(side a / side b), each configuration around its own mean); (NaN, 0) without
-    A/A rows."""
-    import pandas as pd
-
-    from dualbench.timings.table import measured
-    from dualbench.common.results import read_csv
+    A/A rows. bench: bench.csv's path or rows."""
     from dualbench.common.stats import pooled_spread
-    where = {c["keys"][c["loops"][0]]: ((c["task"], c["backend"], c["batch_size"]), c["aa_side"], c["repeat"])
+    cells = {c["keys"][c["loops"][0]]: ((c["task"], c["backend"], c["batch_size"]), c["aa_side"], c["repeat"])
              for g in first_stage for c in g["cells"] if c["stage"] == "aa"}
-    if not where or not csv_path.exists() or csv_path.stat().st_size == 0:
-        return math.nan, 0
-    frame = read_csv(csv_path, BENCH_COLUMNS)
-    frame = measured(frame[frame["cell_key"].astype(str).isin(where)])
-    values = pd.DataFrame([(*where[k], v) for k, v in zip(frame["cell_key"], frame["samples_per_s"])],
-                          columns=["config", "side", "repeat", "sps"])
-    samples = []
-    for _, rows in values.groupby("config", sort=False):
-        table = rows.pivot(index="repeat", columns="side", values="sps").dropna()
-        if {"a", "b"} <= set(table.columns):
-            samples.append(np.log(table["a"].to_numpy(float)) - np.log(table["b"].to_numpy(float)))
-    return pooled_spread(samples)
+    return pooled_spread([np.log(a) - np.log(b) for a, b in paired_by_repeat(bench, cells, ("a", "b")).values()])
 
 
 NEEDED_CAP = 100000   # pairs_needed's cap when the report says how many pairs a target needs
 
 
-MACHINE_NOISE, NO_FIT = "machine noise", "does not fit"   # why the second stage leaves a configuration alone
+# what the second stage decides per configuration: more pairs, or none and why
+ADDED, MACHINE_NOISE, NO_FIT = "added", "machine noise", "does not fit"
 
 
-def second_stage_skips(extra, pairs, floor, pair_seconds, seconds_left, target):
-    """The second stage's budget where it can help: {config: (why, pairs needed for +-target, pairs that fit)}
-    for the configurations of `extra` it leaves alone, each on its own at pair_seconds[config] per pair:
+def second_stage_decisions(extra, pairs, floor, pair_seconds, seconds_left, target):
+    """The second stage's budget where it can help: per configuration of `extra`, on its own at
+    pair_seconds[config] per pair, {"decision", "pairs", "spread", "needed", "fit"}: the decision and the
+    numbers it was made from (its first-stage pairs, their per-pair spread, the pairs a +-target CI needs,
+    the pairs that fit in seconds_left). The decision is
 
     - MACHINE_NOISE: its per-pair spread is about the machine's A/A spread (an F test does not show it
       above; common.stats.spread_above) and the pairs a +-target CI needs do not fit in seconds_left: more
       pairs would only shrink machine noise that the budget cannot shrink enough;
     - NO_FIT: the pairs planned for it (extra, capped by --max-repeats) do not fit: they would take the
-      time of configurations whose pairs do.
+      time of configurations whose pairs do;
+    - ADDED otherwise.
     floor: (s, df) of aa_spread, (NaN, 0) without A/A pairs; pairs: first_stage_pairs."""
     from dualbench.common.stats import log_spread, pairs_needed, spread_above
     s0, df0 = floor
     out = {}
     for config, total in extra.items():
         d = np.log(pairs[config][0]) - np.log(pairs[config][1])
-        needed = pairs_needed(d, target, NEEDED_CAP)
+        spread, needed = log_spread(d), pairs_needed(d, target, NEEDED_CAP)
         fit = int(max(seconds_left, 0) // max(pair_seconds[config], 1e-9))
-        at_floor = bool(df0) and not spread_above(log_spread(d), d.size - 1, s0, df0)
+        at_floor = bool(df0) and not spread_above(spread, d.size - 1, s0, df0)
         if at_floor and needed - d.size > fit:
-            out[config] = (MACHINE_NOISE, needed, fit)
+            decision = MACHINE_NOISE
         elif total - d.size > fit:
-            out[config] = (NO_FIT, needed, fit)
+            decision = NO_FIT
+        else:
+            decision = ADDED
+        out[config] = {"decision": decision, "pairs": d.size, "spread": spread, "needed": needed, "fit": fit}
     return out
+
+
+def second_stage_skips(extra, pairs, floor, pair_seconds, seconds_left, target):
+    """{config: (why, pairs needed for +-target, pairs that fit)} for the configurations of `extra` the second
+    stage leaves alone (second_stage_decisions other than ADDED)."""
+    return {config: (d["decision"], d["needed"], d["fit"])
+            for config, d in second_stage_decisions(extra, pairs, floor, pair_seconds, seconds_left, target).items()
+            if d["decision"] != ADDED}
 
 
 def pending_cells(groups, done):

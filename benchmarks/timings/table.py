@@ -113,13 +113,24 @@ def row_status(frame):
     return frame["status"].fillna("ok").astype(str).replace("", "ok")
 
 
+def read_bench(csv_path):
+    """bench.csv's rows in today's columns, or None when the file is absent or empty."""
+    from dualbench.common.results import read_csv
+    if not csv_path.exists() or csv_path.stat().st_size == 0:
+        return None
+    return read_csv(csv_path, BENCH_COLUMNS)
+
+
 def recorded_keys(csv_path):
     """(finished, failed) cell_keys in bench.csv. Finished: measured (ok) or diverged, skipped by a rerun;
     failed: keys with only failed rows, which a rerun retries."""
-    from dualbench.common.results import read_csv
-    if not csv_path.exists() or csv_path.stat().st_size == 0:
+    return recorded_keys_of(read_bench(csv_path))
+
+
+def recorded_keys_of(frame):
+    """recorded_keys of bench.csv's rows already read (read_bench; None: no rows)."""
+    if frame is None:
         return set(), set()
-    frame = read_csv(csv_path, BENCH_COLUMNS)
     failed = row_status(frame) == "failed"
     done = set(frame.loc[~failed, "cell_key"].astype(str))
     return done, set(frame.loc[failed, "cell_key"].astype(str)) - done
