@@ -101,17 +101,19 @@ def primary_rows(frame):
     return engine if len(engine) else frame[frame["loop"] == "bare"]
 
 
-def speed_summary(bench, loop=None):
+def speed_summary(bench, loop=None, floors=None):
     """Per task and configuration: throughput per backend (median over repeats, 95% CI), the paired
     ratio torch/paddle with its CI and verdict, the settings each side ran at, and per-step numbers.
 
     loop: None for each configuration's primary loop (engine, else bare), or a loop name. Tuning rows
     are left out (they choose the settings; tuning_summary has them). Only ok rows count;
     `<backend>_failed` / `<backend>_diverged` count the cells left out, and a configuration with no
-    complete pair says which backend failed in its verdict."""
+    complete pair says which backend failed in its verdict. floors: noise_floor's, when the caller has
+    them already (the report and the terminal also print them)."""
     rows = []
     bench = with_settings(bench)
-    floors = machine_floor(aa_pairs(bench))
+    if floors is None:
+        floors = machine_floor(aa_pairs(bench))
     bench = torch_paddle(bench)
     frame = bench[bench["loop"].isin(SPEED_LOOPS if loop is None else [loop]) & (bench["stage"] != "tune")]
     for keys, all_rows in frame.groupby(["task"] + CONFIG, sort=False, dropna=False):
@@ -185,6 +187,12 @@ def aa_summary(pairs):
                      "two_processes": bool(known.any() and (a_pids[known] != b_pids[known]).all()),
                      "bias": bool(ci["n"] >= 2 and (ci["lo"] > 1 or ci["hi"] < 1))})
     return pd.DataFrame(rows)
+
+
+def noise_floor(bench):
+    """(aa, floors): aa_summary and machine_floor of bench's A/A pairs (empty frames without them)."""
+    pairs = aa_pairs(with_settings(bench))
+    return aa_summary(pairs), machine_floor(pairs)
 
 
 def machine_floor(pairs):

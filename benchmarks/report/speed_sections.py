@@ -6,11 +6,11 @@ import pandas as pd
 
 from dualbench.report.markdown import fmt, fmt_ci, markdown_table, read_optional
 from dualbench.report.plots import plot_throughput
-from dualbench.report.speed import (FLOOR_SCOPE, NOISE, OVERHEAD_TARGET, aa_pairs, aa_summary, infer_summary,
-                                    machine_floor, node_column, overhead_summary, problem_cells, speed_summary,
-                                    stage_ratios, ttt_summary, tuning_summary, with_settings)
+from dualbench.report.speed import (NOISE, OVERHEAD_TARGET, infer_summary, node_column, noise_floor,
+                                    overhead_summary, problem_cells, speed_summary, stage_ratios, ttt_summary,
+                                    tuning_summary)
 from dualbench.report.tables import (aa_note, config_label, duplicate_note, equal_label, excluded_label,
-                                     floor_sentence, machine_load_note, needed_label, pair_training, precision_line,
+                                     floor_sentences, machine_load_note, needed_label, pair_training, precision_line,
                                      problem_table, processes_label, second_stage_notes, spread_label)
 from dualbench.common.results import write_table
 from dualbench.common.stats import BAND
@@ -149,8 +149,9 @@ def speed_section(bench, directory, plot_dir):
         if note:
             md += [note, ""]
     md += problems_section(bench)
-    summary, overhead = speed_summary(bench), overhead_summary(bench)
-    md += noise_section(bench, directory)
+    aa, floors = noise_floor(bench)
+    summary, overhead = speed_summary(bench, floors=floors), overhead_summary(bench)
+    md += noise_section(aa, floors, directory)
     if len(summary):
         write_table(directory / "speed_summary.csv", summary)
         decisions = read_optional(directory / "second_stage.csv")
@@ -172,12 +173,11 @@ def problems_section(bench):
             markdown_table(problems)]
 
 
-def noise_section(bench, directory):
-    """The machine's noise floor from the A/A pairs, and each A/A configuration; writes aa_summary.csv."""
-    pairs = aa_pairs(with_settings(bench))
-    if not pairs:
+def noise_section(aa, floors, directory):
+    """The machine's noise floor from the A/A pairs, and each A/A configuration (noise_floor's aa and floors);
+    writes aa_summary.csv."""
+    if not len(aa):
         return []
-    aa, floors = aa_summary(pairs), machine_floor(pairs)
     write_table(directory / "aa_summary.csv", aa)
     table = pd.DataFrame({
         "task": aa["task"], "framework": aa["backend"], "batch": [fmt(v) for v in aa["batch_size"]],
@@ -189,8 +189,7 @@ def noise_section(bench, directory):
         "note": [aa_note(r) for _, r in aa.iterrows()],
     })
     return (["### Machine noise: each framework against itself (A/A)", ""]
-            + [line for scope in floors[FLOOR_SCOPE].drop_duplicates().itertuples(index=False)
-               for line in (floor_sentence(floors, scope), "")] +
+            + [line for sentence in floor_sentences(floors) for line in (sentence, "")] +
             ["In the equal stage, right after the torch/paddle pair of the suite's smallest and largest task (by "
              "multiply-adds per step; a model pair: the pair), each framework is timed against itself: two worker "
              "processes of the same framework and setting (sides a and b, each its own process; the rows record "

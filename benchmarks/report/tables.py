@@ -6,7 +6,7 @@ import pandas as pd
 
 from dualbench.common.stats import compare_means, mean_ci, pairs_for_spread
 from dualbench.report.markdown import fmt, fmt_ci
-from dualbench.report.speed import NEEDED_CAP, problem_cells, with_settings
+from dualbench.report.speed import FLOOR_SCOPE, NEEDED_CAP, problem_cells, with_settings
 from dualbench.timings.table import latest, row_status
 
 
@@ -210,6 +210,11 @@ def floor_sentence(floors, scope):
             f"this machine during this run, the same framework against itself gave a ratio of {one(both)}, a "
             f"per-pair spread of {both['spread_pct']:.1f} % ({parts})."
             + (f" At that spread a ratio CI within ±3% needs about {needed:,} pairs." if needed else ""))
+
+
+def floor_sentences(floors):
+    """floor_sentence of every suite, node and model pair of machine_floor's rows, in their order."""
+    return [floor_sentence(floors, scope) for scope in floors[FLOOR_SCOPE].drop_duplicates().itertuples(index=False)]
 
 
 def processes_label(row):

@@ -5,20 +5,18 @@ from pathlib import Path
 import pandas as pd
 
 from dualbench.report.markdown import fmt, fmt_ci, read_optional
-from dualbench.report.speed import (FLOOR_SCOPE, aa_pairs, aa_summary, infer_summary, machine_floor, node_column,
-                                    overhead_summary, speed_summary, with_settings)
-from dualbench.report.tables import (aa_note, config_label, floor_sentence, needed_label, precision_line,
+from dualbench.report.speed import infer_summary, node_column, noise_floor, overhead_summary, speed_summary
+from dualbench.report.tables import (aa_note, config_label, floor_sentences, needed_label, precision_line,
                                      problem_table, second_stage_notes, spread_label)
 
 
-def print_noise_floor(bench):
-    """The A/A pairs: the floor sentence per suite and node, and each A/A configuration."""
-    pairs = aa_pairs(with_settings(bench))
-    if not pairs:
+def print_noise_floor(aa, floors):
+    """The A/A pairs (noise_floor's aa and floors): the floor sentence per suite and node, and each A/A
+    configuration."""
+    if not len(aa):
         return
-    aa, floors = aa_summary(pairs), machine_floor(pairs)
-    for scope in floors[FLOOR_SCOPE].drop_duplicates().itertuples(index=False):
-        print(floor_sentence(floors, scope).replace("**", ""))
+    for sentence in floor_sentences(floors):
+        print(sentence.replace("**", ""))
     print(pd.DataFrame({
         "A/A task": aa["task"], "framework": aa["backend"],
         "a/b [95% CI]": [fmt_ci(r["ratio"], r["ratio_lo"], r["ratio_hi"], ratio=True) for _, r in aa.iterrows()],
@@ -31,13 +29,14 @@ def print_speed_summary(csv_path):
     """The ratio table on the terminal, after `dualbench bench`."""
     from dualbench.common.results import read_csv
     bench = read_csv(csv_path)
-    summary = speed_summary(bench)
+    aa, floors = noise_floor(bench)
+    summary = speed_summary(bench, floors=floors)
     problems = problem_table(bench)
     if problems is not None:
         print("failed / diverged cells (left out of the ratios):")
         print(problems.to_string(index=False))
         print()
-    print_noise_floor(bench)
+    print_noise_floor(aa, floors)
     if not len(summary):
         return
     notes = second_stage_notes(summary, read_optional(Path(csv_path).parent / "second_stage.csv"))
