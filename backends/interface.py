@@ -15,7 +15,6 @@ canonical weights are {name: numpy array} in torch's names and layout (Linear we
 from typing import Protocol
 
 PARTS = ("device", "models", "data", "weights", "train", "inspect", "speed")
-CORE_PARTS = ("device", "models", "data", "weights", "train")   # imported with the package
 
 
 class Device(Protocol):
@@ -183,9 +182,9 @@ class Inspect(Protocol):
         """Copy numpy arrays into the named state tensors (same shapes; other tensors are left alone)."""
 
     def watch_modules(self, model, callback, names=None):
-        """Call callback(name, inputs, outputs, kwargs) after every call of the named modules (numpy lists,
-        inputs read before the module runs, keyword tensors and flags); returns a function that removes
-        the hooks."""
+        """Call callback(name, inputs, outputs, kwargs, layout) after every call of the named modules (numpy
+        lists, inputs read before the module runs, keyword tensors (nested as passed) and flags, where each
+        input sat in the positional arguments); returns a function that removes the hooks."""
 
     def inject_dropout_masks(self, model, mask_for, keys=None):
         """Give the dropout modules the mask mask_for(key, input_shape, p, channelwise) in train mode, so
@@ -209,13 +208,13 @@ class Inspect(Protocol):
         """One forward pass recording every module call: (calls in execution order {module, call, inputs,
         kwargs, outputs}, the model's output leaves or None, the error message when a module raised)."""
 
-    def call_module(self, model, name, inputs, train, kwargs=None):
-        """Run one module alone on numpy inputs and keyword arguments (as captured from a call); returns
-        its outputs (numpy)."""
+    def call_module(self, model, name, inputs, train, kwargs=None, layout=None):
+        """Run one module alone on numpy inputs and keyword arguments (as captured from a call, layout
+        putting the flat inputs back where they sat); returns its outputs (numpy)."""
 
     def functional_dropout_off(self, model):
         """Dropout inside a module's own computation (attention weights, between RNN layers) set to 0:
-        ([(module, p)] changed, a function that restores them)."""
+        ([(module name, p)] changed, a function that restores them)."""
 
     def trainable_names(self, model):
         """Native names of the parameters an optimizer updates."""
@@ -264,7 +263,3 @@ class Speed(Protocol):
 
     def peak_memory(self, dev):
         """(MiB, kind): allocator peak on GPU ('gpu_allocated'), peak RSS of the process on CPU ('rss')."""
-
-
-PROTOCOLS = {"device": Device, "models": Models, "data": Data, "weights": Weights, "train": Train,
-             "inspect": Inspect, "speed": Speed}

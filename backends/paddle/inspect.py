@@ -10,8 +10,16 @@ import copy
 
 import numpy as np
 import paddle
-from dualbench.common.nested import nested_leaves
 from paddle import nn
+
+from dualbench.common.errors import UserError
+from dualbench.common.nested import fill_layout, leaf_layout, map_leaves, nested_leaves
+
+# Recording a layer's keyword arguments (attention masks, initial states) needs a pre-hook that is handed
+# them (with_kwargs), which paddle has from 3.0 on; develop builds call themselves 0.0.0.
+if 0 < int(paddle.__version__.split(".")[0]) < 3:
+    raise UserError(f"comparing models layer by layer needs paddle 3.0 or later (this is paddle "
+                    f"{paddle.__version__}): pip install 'paddlepaddle>=3.0'")
 
 _DROPOUT = (nn.Dropout, nn.Dropout2D, nn.Dropout3D)
 _CHANNEL_DROPOUT = (nn.Dropout2D, nn.Dropout3D)
@@ -60,19 +68,16 @@ def _modules(model):
     return dict(model.named_sublayers(include_self=True))
 
 
+def _compat(name):
+    """paddle.compat.nn.<name> (torch-style classes: Linear, MultiheadAttention, AvgPool2d, Softmax), or a
+    class nothing is an instance of on a paddle without it (paddle.compat.nn arrived after 3.2)."""
+    return getattr(getattr(getattr(paddle, "compat", None), "nn", None), name, None) or type(None)
+
+
 # Layers compared as one unit: their sublayers' tensors are theirs, their sublayers are not hooked. An RNN
 # lists each cell's weights a second time under `0.cell.*` (the same tensors); MultiHeadAttention's
 # q/k/v/out projections together make torch's packed in_proj and out_proj.
-def _optional(path):
-    """A class that only newer paddles have (paddle.compat.* arrived after 2.6), or None."""
-    value = paddle
-    for part in path.split("."):
-        value = getattr(value, part, None)
-    return value
-
-
-UNIT_TYPES = tuple(t for t in (nn.MultiHeadAttention, _optional("compat.nn.MultiheadAttention"), nn.LSTM, nn.GRU,
-                             nn.SimpleRNN) if t)
+UNIT_TYPES = (nn.MultiHeadAttention, _compat("MultiheadAttention"), nn.LSTM, nn.GRU, nn.SimpleRNN)
 # Containers whose calls are recorded (and compared) as well as their sublayers': what they compute around
 # their sublayers (normalize_before, the activation between the feed-forward layers) is not a layer.
 COMPOSITE_TYPES = (nn.TransformerEncoderLayer, nn.TransformerDecoderLayer, nn.TransformerEncoder,
@@ -128,12 +133,6 @@ def state_shapes(model):
 
 def _pair(value, n=2):
     return tuple(value) if isinstance(value, (tuple, list)) else (value,) * n
-
-
-def _compat(name):
-    """paddle.compat.nn.<name> (torch-style classes: Linear, MultiheadAttention, AvgPool2d, Softmax), or a
-    class nothing is an instance of on a paddle without it (paddle.compat arrived after 2.6)."""
-    return getattr(getattr(getattr(paddle, "compat", None), "nn", None), name, None) or type(None)
 
 
 def _activation_name(fn):
@@ -283,20 +282,32 @@ def load_state_arrays(model, arrays):
 
 
 def _values(kwargs):
-    """A call's keyword arguments as numpy (tensors) or as they are (flags)."""
+    """A call's keyword arguments: tensors as numpy, also inside tuples and lists (hx=(h, c)), and flags
+    (flags) as they are; other objects are left out."""
     out = {}
     for key, value in (kwargs or {}).items():
-        if isinstance(value, paddle.Tensor):
-            out[key] = to_numpy(value)
-        elif value is None or isinstance(value, (bool, int, float, str)):
-            out[key] = value
+        tensors, layout = leaf_layout(value, _is_tensor)
+        if tensors or value is None or isinstance(value, (bool, int, float, str)):
+            out[key] = fill_layout(layout, [to_numpy(t) for t in tensors])
     return out
 
 
+def _capture(args, kwargs):
+    """(positional tensors as a flat numpy list, where each sat in the arguments, keyword arguments)."""
+    tensors, layout = leaf_layout(tuple(args), _is_tensor)
+    return [to_numpy(t) for t in tensors], layout, _values(kwargs)
+
+
+def _to_tensors(value):
+    """numpy arrays as tensors, inside tuples, lists and dicts too; other values as they are."""
+    return map_leaves(value, lambda v: isinstance(v, np.ndarray), to_tensor)
+
+
 def watch_modules(model, callback, names=None):
-    """Call callback(name, inputs, outputs, kwargs) after every call of the named layers (all layers of
+    """Call callback(name, inputs, outputs, kwargs, layout) after every call of the named layers (all layers of
     module_table when names is None): inputs (positional) and outputs as lists of numpy arrays, kwargs
-    {name: numpy array or flag}. Inputs are read before the layer runs, so an in-place layer shows its
+    {name: numpy arrays (nested as passed) or flag}, layout: where each input sat in the positional
+    arguments (see call_module). Inputs are read before the layer runs, so an in-place layer shows its
     real input. Returns a function that removes the hooks.
     """
     modules = _modules(model)
@@ -306,13 +317,14 @@ def watch_modules(model, callback, names=None):
         pending = []
 
         def before(layer, args, kwargs, pending=pending):
-            pending.append((tensors_of(args), _values(kwargs)))
+            pending.append(_capture(args, kwargs))
 
-        def after(layer, args, kwargs, output, name=name, pending=pending):
-            ins, keywords = pending.pop() if pending else (tensors_of(args), _values(kwargs))
-            callback(name, ins, tensors_of(output), keywords)
-        handles.append(modules[name].register_forward_pre_hook(before, with_kwargs=True))
-        handles.append(modules[name].register_forward_post_hook(after, with_kwargs=True))
+        def after(layer, args, output, name=name, pending=pending):
+            ins, layout, keywords = pending.pop() if pending else _capture(args, {})
+            callback(name, ins, tensors_of(output), keywords, layout)
+        handles.append(modules[name].register_forward_pre_hook(before, with_kwargs=True))   # paddle 3.0 on
+        # the keyword arguments come from the pre-hook: a post-hook is handed them only from paddle 3.3 on
+        handles.append(modules[name].register_forward_post_hook(after))
     return lambda: [h.remove() for h in handles]
 
 
@@ -359,7 +371,7 @@ def model_call(inputs):
     {"args": [...], "kwargs": {name: array}} (inputs bound to forward()'s parameter names)."""
     if isinstance(inputs, dict):
         return ([to_tensor(a) for a in inputs.get("args", [])],
-                {k: to_tensor(v) if isinstance(v, np.ndarray) else v for k, v in inputs.get("kwargs", {}).items()})
+                _to_tensors(inputs.get("kwargs", {})))
     return [to_tensor(a) for a in (inputs if isinstance(inputs, (list, tuple)) else [inputs])], {}
 
 
@@ -393,9 +405,10 @@ def record_calls(model, inputs, train, names=None):
     """
     calls, counts = [], {}
 
-    def record(name, ins, outs, kwargs):
+    def record(name, ins, outs, kwargs, layout):
         counts[name] = counts.get(name, 0) + 1
-        calls.append({"module": name, "call": counts[name], "inputs": ins, "kwargs": kwargs, "outputs": outs})
+        calls.append({"module": name, "call": counts[name], "inputs": ins, "kwargs": kwargs, "outputs": outs,
+                      "layout": layout})
 
     remove = watch_modules(model, record, names)
     try:
@@ -406,20 +419,22 @@ def record_calls(model, inputs, train, names=None):
         remove()
 
 
-def call_module(model, name, inputs, train, kwargs=None):
+def call_module(model, name, inputs, train, kwargs=None, layout=None):
     """Run one layer alone on numpy inputs and keyword arguments (as captured from a call); returns its
-    outputs (numpy)."""
+    outputs (numpy). layout (a recorded call's) puts the flat inputs back where they sat, lstm(x, (h, c));
+    without it they are passed in order."""
     layer = _modules(model)[name]
     set_mode(layer, train)
+    tensors = [to_tensor(a) for a in inputs]
+    args = tensors if layout is None else fill_layout(layout, tensors)
     with paddle.no_grad(), no_fastpath():
-        return tensors_of(layer(*[to_tensor(a) for a in inputs],
-                                **{k: to_tensor(v) if isinstance(v, np.ndarray) else v for k, v in (kwargs or {}).items()}))
+        return tensors_of(layer(*args, **_to_tensors(kwargs or {})))
 
 
 def functional_dropout_off(model):
     """Dropout that runs inside a layer's own computation (MultiHeadAttention's attention weights, between
     an RNN's layers) cannot be given the other framework's mask: set to 0 for the check. Returns
-    ([(layer, p)] changed, a function that restores them)."""
+    ([(layer name, p)] changed, a function that restores them)."""
     changed = []
     for name, layer in model.named_sublayers(include_self=True):
         if isinstance(layer, UNIT_TYPES) and float(getattr(layer, "dropout", 0.0) or 0.0) > 0:

@@ -9,6 +9,7 @@ from typing import Callable, Optional
 
 import paddle
 import paddle.nn.functional as F
+
 from dualbench.common.nested import nested_leaves
 
 
@@ -25,8 +26,6 @@ class TrainState:
 def primary_output(value, leaf=0):
     """The tensor a loss is computed on: the output itself, or the leaf-th tensor (0: the first) of a
     tuple/list/dict output, in flattened order (models that also return states or attention weights)."""
-    if isinstance(value, paddle.Tensor):
-        return value
     leaves = [t for _, t in nested_leaves(value, lambda v: isinstance(v, paddle.Tensor))]
     if not leaves:
         raise TypeError(f"the model returns {type(value).__name__}, not a tensor")
@@ -45,7 +44,8 @@ def call_model(model, xb):
 
 def make_loss(task):
     """Data loss on the model's (primary) output: ce | mse_value | mse_onehot (output already
-    softmaxed) | mse (float targets of the output's shape) | sum (the output's sum, labels unused)."""
+    softmaxed) | mse (float targets of the output's shape) | sum (the output's sum, labels unused) |
+    ce_last (class scores on the last axis, [N, L, C] against [N, L] labels: a tagger or a language model)."""
     losses = {
         # torch's conventions: the class axis is 1 (paddle's default is the last one), and float
         # targets of the output's shape are probabilities (paddle needs soft_label=True for those)

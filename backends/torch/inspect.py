@@ -9,8 +9,9 @@ import copy
 
 import numpy as np
 import torch
-from dualbench.common.nested import nested_leaves
 from torch import nn
+
+from dualbench.common.nested import fill_layout, leaf_layout, map_leaves, nested_leaves
 
 _DROPOUT = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)
 _CHANNEL_DROPOUT = (nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)
@@ -219,20 +220,32 @@ def load_state_arrays(model, arrays):
 
 
 def _values(kwargs):
-    """A call's keyword arguments as numpy (tensors) or as they are (flags such as need_weights)."""
+    """A call's keyword arguments: tensors as numpy, also inside tuples and lists (hx=(h, c)), and flags
+    (flags such as need_weights) as they are; other objects are left out."""
     out = {}
     for key, value in (kwargs or {}).items():
-        if isinstance(value, torch.Tensor):
-            out[key] = to_numpy(value)
-        elif value is None or isinstance(value, (bool, int, float, str)):
-            out[key] = value
+        tensors, layout = leaf_layout(value, _is_tensor)
+        if tensors or value is None or isinstance(value, (bool, int, float, str)):
+            out[key] = fill_layout(layout, [to_numpy(t) for t in tensors])
     return out
 
 
+def _capture(args, kwargs):
+    """(positional tensors as a flat numpy list, where each sat in the arguments, keyword arguments)."""
+    tensors, layout = leaf_layout(tuple(args), _is_tensor)
+    return [to_numpy(t) for t in tensors], layout, _values(kwargs)
+
+
+def _to_tensors(value):
+    """numpy arrays as tensors, inside tuples, lists and dicts too; other values as they are."""
+    return map_leaves(value, lambda v: isinstance(v, np.ndarray), to_tensor)
+
+
 def watch_modules(model, callback, names=None):
-    """Call callback(name, inputs, outputs, kwargs) after every call of the named modules (all modules of
+    """Call callback(name, inputs, outputs, kwargs, layout) after every call of the named modules (all modules of
     module_table when names is None): inputs (positional) and outputs as lists of numpy arrays, kwargs
-    {name: numpy array or flag}. Inputs are read before the module runs, so an in-place module
+    {name: numpy arrays (nested as passed) or flag}, layout: where each input sat in the positional
+    arguments (see call_module). Inputs are read before the module runs, so an in-place module
     (ReLU(inplace=True)) shows its real input. Returns a function that removes the hooks.
     """
     modules = _modules(model)
@@ -242,11 +255,11 @@ def watch_modules(model, callback, names=None):
         pending = []
 
         def before(module, args, kwargs, pending=pending):
-            pending.append((tensors_of(args), _values(kwargs)))
+            pending.append(_capture(args, kwargs))
 
         def after(module, args, kwargs, output, name=name, pending=pending):
-            ins, keywords = pending.pop() if pending else (tensors_of(args), _values(kwargs))
-            callback(name, ins, tensors_of(output), keywords)
+            ins, layout, keywords = pending.pop() if pending else _capture(args, kwargs)
+            callback(name, ins, tensors_of(output), keywords, layout)
         handles.append(modules[name].register_forward_pre_hook(before, with_kwargs=True))
         handles.append(modules[name].register_forward_hook(after, with_kwargs=True))
     return lambda: [h.remove() for h in handles]
@@ -292,7 +305,7 @@ def model_call(inputs):
     {"args": [...], "kwargs": {name: array}} (inputs bound to forward()'s parameter names)."""
     if isinstance(inputs, dict):
         return ([to_tensor(a) for a in inputs.get("args", [])],
-                {k: to_tensor(v) if isinstance(v, np.ndarray) else v for k, v in inputs.get("kwargs", {}).items()})
+                _to_tensors(inputs.get("kwargs", {})))
     return [to_tensor(a) for a in (inputs if isinstance(inputs, (list, tuple)) else [inputs])], {}
 
 
@@ -331,9 +344,10 @@ def record_calls(model, inputs, train, names=None):
     """
     calls, counts = [], {}
 
-    def record(name, ins, outs, kwargs):
+    def record(name, ins, outs, kwargs, layout):
         counts[name] = counts.get(name, 0) + 1
-        calls.append({"module": name, "call": counts[name], "inputs": ins, "kwargs": kwargs, "outputs": outs})
+        calls.append({"module": name, "call": counts[name], "inputs": ins, "kwargs": kwargs, "outputs": outs,
+                      "layout": layout})
 
     remove = watch_modules(model, record, names)
     try:
@@ -344,20 +358,22 @@ def record_calls(model, inputs, train, names=None):
         remove()
 
 
-def call_module(model, name, inputs, train, kwargs=None):
+def call_module(model, name, inputs, train, kwargs=None, layout=None):
     """Run one module alone on numpy inputs and keyword arguments (as captured from a call); returns its
-    outputs (numpy)."""
+    outputs (numpy). layout (a recorded call's) puts the flat inputs back where they sat, lstm(x, (h, c));
+    without it they are passed in order."""
     module = _modules(model)[name]
-    module.train(train)
+    set_mode(module, train)
+    tensors = [to_tensor(a) for a in inputs]
+    args = tensors if layout is None else fill_layout(layout, tensors)
     with torch.no_grad(), no_fastpath():
-        return tensors_of(module(*[to_tensor(a) for a in inputs],
-                                 **{k: to_tensor(v) if isinstance(v, np.ndarray) else v for k, v in (kwargs or {}).items()}))
+        return tensors_of(module(*args, **_to_tensors(kwargs or {})))
 
 
 def functional_dropout_off(model):
     """Dropout that runs inside a module's own computation (MultiheadAttention's attention weights, between
     an RNN's layers) cannot be given the other framework's mask: set to 0 for the check. Returns
-    ([(module, p)] changed, a function that restores them)."""
+    ([(module name, p)] changed, a function that restores them)."""
     changed = []
     for name, module in model.named_modules():
         if isinstance(module, UNIT_TYPES) and float(getattr(module, "dropout", 0.0) or 0.0) > 0:

@@ -11,6 +11,7 @@ import numpy as np
 from dualbench.parity.conventions import rules
 from dualbench.parity.inputs import for_side
 from dualbench.parity.kinds import COMPOSITE_KINDS, NUMPY_ACTIVATIONS
+from dualbench.parity.match import run_on_torch_input
 from dualbench.parity.rows import error_row, make_row, stack
 
 
@@ -124,7 +125,7 @@ def local_output(sides, models, cp, t_in, p, train):
     if t_in is None or not t_in["inputs"]:
         return None
     try:
-        return sides["paddle"].inspect.call_module(models["paddle"], cp.paddle, t_in["inputs"], train, p["kwargs"])
+        return run_on_torch_input(sides["paddle"].inspect, models["paddle"], cp.paddle, t_in, p, train)
     except Exception:  # noqa: BLE001 - a module that cannot take the other side's input has no local row
         return None
 

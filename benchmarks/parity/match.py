@@ -332,6 +332,15 @@ def match_by_name(torch_table, paddle_table, names, info=None):
 MAX_AMBIGUOUS = 4    # square weights of one module tried in every orientation: 2**4 replays at most
 
 
+def run_on_torch_input(paddle_inspect, model, name, t_call, p_call, train):
+    """paddle's module run alone on torch's inputs of the same call, put where paddle's own call had its
+    inputs (lstm(x, (h, c))), with the arguments paddle's call has beyond torch's (an attention mask one
+    framework passes by position, the other by keyword) and its keyword arguments kept from paddle's call."""
+    torch_in, paddle_in = t_call["inputs"], p_call["inputs"]
+    inputs = list(torch_in[:len(paddle_in)]) + list(paddle_in[len(torch_in):])
+    return paddle_inspect.call_module(model, name, inputs, train, p_call["kwargs"], p_call.get("layout"))
+
+
 def settle_by_replay(mapping, models, sides, calls):
     """Orient the square weights that shapes could not: for each module pair with such weights, load the
     torch model's weights into the paddle module in every candidate orientation and run the paddle module
@@ -362,7 +371,7 @@ def settle_by_replay(mapping, models, sides, calls):
                     t.transform = transform
                 arrays = paddle_arrays(m.tensors, {t.torch: torch_state[t.torch] for t in m.tensors}, shapes)
                 paddle_inspect.load_state_arrays(models["paddle"], arrays)
-                out = paddle_inspect.call_module(models["paddle"], m.paddle, t_call["inputs"], False, p_call["kwargs"])
+                out = run_on_torch_input(paddle_inspect, models["paddle"], m.paddle, t_call, p_call, False)
                 if out and t_call["outputs"] and _reproduces(t_call["outputs"][0], out[0]):
                     matches.append(combo)
         except (RuntimeError, ValueError, TypeError, AssertionError) as e:

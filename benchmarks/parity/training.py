@@ -63,7 +63,7 @@ def start_replica(pair, side, dtype, model, batches, seed):
     bn_native = {side.module_names[m.torch]: m.torch for m in pair.mapping.modules if m.kind in BATCHNORM_KINDS}
     rep.bn = {name: [] for name in bn_native.values()}
 
-    def record_bn(name, inputs, _outputs, _kwargs):
+    def record_bn(name, inputs, *_outputs_kwargs_layout):
         x = inputs[0].astype(np.float64)
         axes = tuple(i for i in range(x.ndim) if i != 1)
         rep.bn[bn_native[name]].append((x.mean(axis=axes), x.var(axis=axes), x.size // x.shape[1]))
