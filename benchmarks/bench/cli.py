@@ -23,11 +23,11 @@ import sys
 import time
 from pathlib import Path
 
-from dualbench.bench.planning import (ADDED, MACHINE_NOISE, aa_spread, choose_best, config_id, first_stage_pairs,
-                                      pending_cells, plan, second_stage_decisions, second_stage_totals)
+from dualbench.bench.planning import (aa_spread, choose_best, config_id, first_stage_pairs, pending_cells, plan,
+                                      second_stage_decisions, second_stage_totals)
 from dualbench.bench import pool
 from dualbench.bench.suites import ModelPair, parse_int_list, suite_from_args, suite_tasks
-from dualbench.timings.table import read_bench, recorded_keys, recorded_keys_of
+from dualbench.timings.table import ADDED, MACHINE_NOISE, read_bench, recorded_keys, recorded_keys_of
 from dualbench.common.errors import UserError
 
 

@@ -9,7 +9,7 @@ import numpy as np
 
 from dualbench.bench.suites import ModelPair, epoch_samples, random_samples, ttt_dataset
 from dualbench.timings.settings import candidates, knobs_text, parse_knobs
-from dualbench.timings.table import BENCH_COLUMNS
+from dualbench.timings.table import ADDED, BENCH_COLUMNS, MACHINE_NOISE, NEEDED_CAP, NO_FIT
 
 def cell_key(cell, loop):
     """Everything that identifies a row: a changed setting makes a new key, never a silent mix. (Equal-stage
@@ -304,13 +304,6 @@ def aa_spread(bench, first_stage):
     cells = {c["keys"][c["loops"][0]]: ((c["task"], c["backend"], c["batch_size"]), c["aa_side"], c["repeat"])
              for g in first_stage for c in g["cells"] if c["stage"] == "aa"}
     return pooled_spread([np.log(a) - np.log(b) for a, b in paired_by_repeat(bench, cells, ("a", "b")).values()])
-
-
-NEEDED_CAP = 100000   # pairs_needed's cap when the report says how many pairs a target needs
-
-
-# what the second stage decides per configuration: more pairs, or none and why
-ADDED, MACHINE_NOISE, NO_FIT = "added", "machine noise", "does not fit"
 
 
 def second_stage_decisions(extra, pairs, floor, pair_seconds, seconds_left, target):

@@ -12,13 +12,12 @@ import numpy as np
 import pandas as pd
 
 from dualbench.timings.settings import pairing_label
-from dualbench.timings.table import latest, measured, row_status
+from dualbench.timings.table import NEEDED_CAP, latest, measured, row_status
 from dualbench.common.stats import (log_spread, median_ci, paired_ratio_ci, pairs_needed, pooled_spread,
                                     ratio_halfwidth, verdict)
 
 OVERHEAD_TARGET = 0.97
 TARGET = 0.03          # the CI half-width each configuration's "pairs for +-3%" is computed for
-NEEDED_CAP = 100000    # pairs_needed's cap: the report says how many pairs, however many
 NOISE = "within machine noise"
 # A configuration is measured on one node: pairs and ratios never mix the timings of two machines (a cluster
 # bench keeps each configuration on one node; rows written before the node column read as one node).

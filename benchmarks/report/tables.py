@@ -6,8 +6,8 @@ import pandas as pd
 
 from dualbench.common.stats import compare_means, mean_ci, pairs_for_spread
 from dualbench.report.markdown import fmt, fmt_ci
-from dualbench.report.speed import FLOOR_SCOPE, NEEDED_CAP, problem_cells, with_settings
-from dualbench.timings.table import latest, row_status
+from dualbench.report.speed import FLOOR_SCOPE, problem_cells, with_settings
+from dualbench.timings.table import MACHINE_NOISE, NEEDED_CAP, NO_FIT, latest, row_status
 
 
 def duplicate_note(bench):
@@ -185,7 +185,7 @@ def spread_label(value):
 
 
 def needed_label(value):
-    """Pairs a +-3% CI needs: '79', '≥ 100,000' at speed.NEEDED_CAP, n/a without a spread."""
+    """Pairs a +-3% CI needs: '79', '≥ 100,000' at timings.table.NEEDED_CAP, n/a without a spread."""
     if not isinstance(value, (int, float, np.integer, np.floating)) or not math.isfinite(value):
         return "n/a"
     return f"≥ {NEEDED_CAP:,}" if value >= NEEDED_CAP else f"{int(value):,}"
@@ -248,10 +248,10 @@ def second_stage_notes(summary, decisions):
                                                    row["pairing"], spec)))
         if d is None:
             notes.append("")
-        elif d["decision"] == "machine noise":
+        elif d["decision"] == MACHINE_NOISE:
             notes.append(f"no second stage: needs {int(d['pairs_needed'])} pairs at the machine's noise; "
                          f"{int(d['pairs_fit'])} fit in the time left")
-        elif d["decision"] == "does not fit":
+        elif d["decision"] == NO_FIT:
             above = (f", above the machine's ±{d['aa_spread_pct']:.1f}%" if pd.notna(d["aa_spread_pct"]) else "")
             notes.append(f"no second stage: {int(d['pairs_planned'])} pairs planned (spread ±{d['spread_pct']:.1f}%"
                          f"{above}); {int(d['pairs_fit'])} fit in the time left")

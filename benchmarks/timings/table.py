@@ -84,6 +84,11 @@ SECOND_STAGE_COLUMNS = [
                            # | does not fit (the planned pairs do not fit)
     "target_pct", "run_id", "timestamp",
 ]
+# second_stage.csv's decisions: the second stage writes them, the report turns them into notes
+ADDED, MACHINE_NOISE, NO_FIT = "added", "machine noise", "does not fit"
+# pairs_needed's cap for second_stage.csv's pairs_needed and the report's "pairs for ±3%": not --max-repeats,
+# so they say how many pairs a target needs however many that is (shown as "≥ 100,000" at the cap)
+NEEDED_CAP = 100000
 
 
 
