@@ -6,7 +6,7 @@ import pandas as pd
 
 from dualbench.common.stats import compare_means, mean_ci, pairs_for_spread
 from dualbench.report.markdown import fmt, fmt_ci
-from dualbench.report.speed import FLOOR_SCOPE, problem_cells, with_settings
+from dualbench.report.speed import FLOOR_SCOPE, TARGET, problem_cells, with_settings
 from dualbench.timings.table import MACHINE_NOISE, NEEDED_CAP, NO_FIT, latest, row_status
 
 
@@ -194,22 +194,21 @@ def needed_label(value):
 def floor_sentence(floors, scope):
     """The noise floor of one suite, node and model pair (machine_floor rows), as the report states it."""
     def one(r):
-        return f"{r['ratio']:.3f} [{r['ratio_lo']:.3f}, {r['ratio_hi']:.3f}]" if math.isfinite(r["ratio_lo"]) else \
-            f"{r['ratio']:.3f} [CI n/a]"
+        return fmt_ci(r["ratio"], r["ratio_lo"], r["ratio_hi"], ratio=True)
     rows = floors
-    for column, value in zip(("suite", "device", "node", "model_spec"), scope):   # speed.FLOOR_SCOPE
+    for column, value in zip(FLOOR_SCOPE, scope):
         rows = rows[rows[column].isna()] if pd.isna(value) else rows[rows[column] == value]
     by = {r["framework"]: r for _, r in rows.iterrows()}
     both = by["both"]
     where = [f"suite {scope[0]}"] + ([f"node {scope[2]}"] if isinstance(scope[2], str) else []) + \
         ([f"model pair {scope[3]}"] if isinstance(scope[3], str) and scope[3] else [])
-    needed = pairs_for_spread(both["spread_pct"] / 100, int(both["df"]), 0.03) if both["df"] else None
+    needed = pairs_for_spread(both["spread_pct"] / 100, int(both["df"]), TARGET) if both["df"] else None
     parts = "; ".join(f"{name} A/A {one(by[name])}, spread ±{by[name]['spread_pct']:.1f}%"
                       for name in ("torch", "paddle") if name in by)
     return (f"**Machine noise floor** ({', '.join(where)}; {int(both['pairs'])} A/A pairs on {both['tasks']}): on "
             f"this machine during this run, the same framework against itself gave a ratio of {one(both)}, a "
             f"per-pair spread of {both['spread_pct']:.1f} % ({parts})."
-            + (f" At that spread a ratio CI within ±3% needs about {needed:,} pairs." if needed else ""))
+            + (f" At that spread a ratio CI within ±{TARGET:.0%} needs about {needed:,} pairs." if needed else ""))
 
 
 def floor_sentences(floors):
