@@ -166,6 +166,15 @@ def log_spread(log_ratios):
     return float(d.std(ddof=1)) if d.size >= 2 else math.nan
 
 
+def spread_and_pairs_needed(a, b, target, max_pairs, level=LEVEL):
+    """(spread, needed) of paired positive values a[i], b[i]: the per-pair spread of their log ratios
+    (log_spread) and the total pairs a ratio CI within +-target needs at that spread (pairs_needed, at most
+    max_pairs); both NaN with fewer than 2 finite log ratios."""
+    d = np.log(np.asarray(a, dtype=float)) - np.log(np.asarray(b, dtype=float))
+    needed = pairs_needed(d, target, max_pairs, level)
+    return log_spread(d), math.nan if needed is None else needed
+
+
 def pooled_spread(samples):
     """(s, df): the spread pooled over several samples of log ratios, each around its own mean (their
     variances weighted by their degrees of freedom); samples with fewer than 2 values add nothing.

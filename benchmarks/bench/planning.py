@@ -319,21 +319,22 @@ def second_stage_decisions(extra, pairs, floor, pair_seconds, seconds_left, targ
       time of configurations whose pairs do;
     - ADDED otherwise.
     floor: (s, df) of aa_spread, (NaN, 0) without A/A pairs; pairs: first_stage_pairs."""
-    from dualbench.common.stats import log_spread, pairs_needed, spread_above
+    from dualbench.common.stats import spread_above, spread_and_pairs_needed
     s0, df0 = floor
     out = {}
     for config, total in extra.items():
-        d = np.log(pairs[config][0]) - np.log(pairs[config][1])
-        spread, needed = log_spread(d), pairs_needed(d, target, NEEDED_CAP)
+        torch_sps, paddle_sps = pairs[config]
+        n = len(torch_sps)
+        spread, needed = spread_and_pairs_needed(torch_sps, paddle_sps, target, NEEDED_CAP)
         fit = int(max(seconds_left, 0) // max(pair_seconds[config], 1e-9))
-        at_floor = bool(df0) and not spread_above(spread, d.size - 1, s0, df0)
-        if at_floor and needed - d.size > fit:
+        at_floor = bool(df0) and not spread_above(spread, n - 1, s0, df0)
+        if at_floor and needed - n > fit:
             decision = MACHINE_NOISE
-        elif total - d.size > fit:
+        elif total - n > fit:
             decision = NO_FIT
         else:
             decision = ADDED
-        out[config] = {"decision": decision, "pairs": d.size, "spread": spread, "needed": needed, "fit": fit}
+        out[config] = {"decision": decision, "pairs": n, "spread": spread, "needed": needed, "fit": fit}
     return out
 
 

@@ -13,8 +13,8 @@ import pandas as pd
 
 from dualbench.timings.settings import pairing_label
 from dualbench.timings.table import NEEDED_CAP, latest, measured, row_status
-from dualbench.common.stats import (log_spread, median_ci, paired_ratio_ci, pairs_needed, pooled_spread,
-                                    ratio_halfwidth, verdict)
+from dualbench.common.stats import (median_ci, paired_ratio_ci, pooled_spread, ratio_halfwidth,
+                                    spread_and_pairs_needed, verdict)
 
 OVERHEAD_TARGET = 0.97
 TARGET = 0.03          # the CI half-width each configuration's "pairs for +-3%" is computed for
@@ -174,13 +174,11 @@ def aa_summary(pairs):
     rows = []
     for pair in pairs:
         ci = paired_ratio_ci(pair["a"], pair["b"])
-        d = np.log(pair["a"]) - np.log(pair["b"])
+        spread, needed = spread_and_pairs_needed(pair["a"], pair["b"], TARGET, NEEDED_CAP)
         a_pids, b_pids = pair["pids"]["a"], pair["pids"]["b"]
         known = a_pids.notna() & b_pids.notna()
-        needed = pairs_needed(d, TARGET, NEEDED_CAP)
         rows.append({**{k: pair[k] for k in AA_CONFIG + ["loop"]}, "ratio": ci["ratio"], "ratio_lo": ci["lo"],
-                     "ratio_hi": ci["hi"], "pairs": ci["n"], "spread_pct": 100 * log_spread(d),
-                     "pairs_for_3pct": needed if needed is not None else math.nan,
+                     "ratio_hi": ci["hi"], "pairs": ci["n"], "spread_pct": 100 * spread, "pairs_for_3pct": needed,
                      "a_samples_per_s": float(np.median(pair["a"])), "b_samples_per_s": float(np.median(pair["b"])),
                      "processes": int(pd.concat([a_pids, b_pids]).nunique()),
                      "two_processes": bool(known.any() and (a_pids[known] != b_pids[known]).all()),
@@ -251,13 +249,10 @@ def noise_fields(values, ratio, floor):
     the A/A ratio's CI of the same suite and node (`floor`, a machine_floor row; None: no A/A pairs)."""
     t, p = values.get("torch", pd.Series(dtype=float)), values.get("paddle", pd.Series(dtype=float))
     common = sorted(set(t.index) & set(p.index))
-    d = np.log(t[common].to_numpy(float)) - np.log(p[common].to_numpy(float)) if common else np.array([])
-    d = d[np.isfinite(d)]
-    needed = pairs_needed(d, TARGET, NEEDED_CAP)
+    spread, needed = spread_and_pairs_needed(t[common].to_numpy(float), p[common].to_numpy(float), TARGET, NEEDED_CAP)
     noise = (floor is not None and math.isfinite(ratio["ratio_lo"]) and math.isfinite(floor["ratio_lo"])
              and ratio["ratio_lo"] <= floor["ratio_hi"] and ratio["ratio_hi"] >= floor["ratio_lo"])
-    return {"spread_pct": 100 * log_spread(d), "pairs_for_3pct": needed if needed is not None else math.nan,
-            "machine_noise": NOISE if noise else ""}
+    return {"spread_pct": 100 * spread, "pairs_for_3pct": needed, "machine_noise": NOISE if noise else ""}
 
 
 def problem_counts(bad):
