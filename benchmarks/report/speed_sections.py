@@ -241,30 +241,34 @@ def configurations_section(summary, plot_dir, decisions=None):
     return md
 
 
-def tuning_section(bench, directory):
-    tuning = tuning_summary(bench)
-    if not len(tuning):
+def summary_section(summary, heading, text, to_markdown, csv_path=None):
+    """A section of one summary table: none without rows; else the table written to csv_path (when given)
+    and the heading, the text saying how to read it and the table in Markdown (to_markdown)."""
+    if not len(summary):
         return []
-    write_table(directory / "tuning_summary.csv", tuning)
-    return ["### Tuning", "",
-            "Each framework on its own, one short cell per candidate setting (math threads, oneDNN on and off; "
-            "compiled mode with --tune-compile); the fastest (bold) is the framework's *best* setting. The "
-            "percentages are each candidate's speed relative to the fastest. These cells only choose: the "
-            "ratios above come from new, interleaved repeats (no winner's curse).", "",
-            _tuning_markdown(tuning)]
+    if csv_path is not None:
+        write_table(csv_path, summary)
+    return [heading, "", text, "", to_markdown(summary)]
+
+
+def tuning_section(bench, directory):
+    return summary_section(
+        tuning_summary(bench), "### Tuning",
+        "Each framework on its own, one short cell per candidate setting (math threads, oneDNN on and off; "
+        "compiled mode with --tune-compile); the fastest (bold) is the framework's *best* setting. The "
+        "percentages are each candidate's speed relative to the fastest. These cells only choose: the "
+        "ratios above come from new, interleaved repeats (no winner's curse).",
+        _tuning_markdown, directory / "tuning_summary.csv")
 
 
 def inference_section(bench, directory):
-    infer = infer_summary(bench)
-    if not len(infer):
-        return []
-    write_table(directory / "infer_summary.csv", infer)
-    return ["## Inference latency", "",
-            "Eval mode, no autograd, one batch per call over batches already in memory; the clock is read "
-            "around every call (after a device sync). Per repeat the median and 95th percentile over its "
-            "calls; the table gives the median over repeats with a 95% CI, and the paired latency ratio "
-            "torch/paddle (below 1: torch answers faster; the verdict says whether torch is faster).", "",
-            _infer_markdown(infer)]
+    return summary_section(
+        infer_summary(bench), "## Inference latency",
+        "Eval mode, no autograd, one batch per call over batches already in memory; the clock is read "
+        "around every call (after a device sync). Per repeat the median and 95th percentile over its "
+        "calls; the table gives the median over repeats with a 95% CI, and the paired latency ratio "
+        "torch/paddle (below 1: torch answers faster; the verdict says whether torch is faster).",
+        _infer_markdown, directory / "infer_summary.csv")
 
 
 def overhead_section(overhead):
@@ -279,10 +283,8 @@ def overhead_section(overhead):
 
 
 def ttt_section(bench):
-    ttt = ttt_summary(bench)
-    if not len(ttt):
-        return []
-    return ["## Time to target accuracy", "",
-            "Training seconds (evaluation excluded) until the evaluation accuracy first reaches the task's "
-            "target, through the engine's epoch loop; n/a when not reached within the task's epochs.", "",
-            _ttt_markdown(ttt)]
+    return summary_section(
+        ttt_summary(bench), "## Time to target accuracy",
+        "Training seconds (evaluation excluded) until the evaluation accuracy first reaches the task's "
+        "target, through the engine's epoch loop; n/a when not reached within the task's epochs.",
+        _ttt_markdown)
