@@ -319,28 +319,40 @@ def close(a, b, atol, rtol):
     return bool(np.isfinite(b).all() and np.abs(a - b).max() <= atol + rtol * np.abs(a).max())
 
 
-def replay(kind, inputs, weights, torch_config, paddle_config, torch_out, paddle_out, train, mask, tol):
-    """Which flipped conventions make the layer's replay reproduce paddle's output.
+def _replay(compute_with, conventions, torch_config, paddle_config, torch_out, paddle_out, tol, catch=()):
+    """The proof shared by every replay (this module's layers, conventions.sequence's through
+    conventions.replay): compute_with(settings) is the layer's output under those settings, None where
+    it is not modelled; `catch` names the errors by which a flipped setting reproduces nothing.
 
-    Returns None when the replay with torch's settings does not reproduce torch's output (the
-    layer is not modelled faithfully: no claim is made), else [(Convention, torch value, flipped
-    value, max_abs of the flipped replay against paddle)], empty when no single flip explains it.
+    Returns None when the replay with torch's settings does not reproduce torch's output (the layer is
+    not modelled faithfully: no claim is made), else [(Convention, torch value, flipped value, max_abs
+    of the flipped replay against paddle)], empty when no single flip explains the difference.
     """
-    torch_config = dict(torch_config, function=torch_config.get("function", kind))
-    base = compute(kind, inputs, weights, torch_config, train, mask)
+    base = compute_with(torch_config)
     if base is None or not close(torch_out, base, *tol):
         return None
     proven = []
-    for convention in conventions_for(kind):
-        torch_value = torch_config.get(convention.key, convention.values(torch_config, paddle_config)[0])
-        for value in convention.values(torch_config, paddle_config):
+    for convention in conventions:
+        values = convention.values(torch_config, paddle_config)
+        torch_value = torch_config.get(convention.key, values[0])
+        for value in values:
             if value == torch_value:
                 continue
-            flipped = compute(kind, inputs, weights, dict(torch_config, **{convention.key: value}), train, mask)
+            try:
+                flipped = compute_with(dict(torch_config, **{convention.key: value}))
+            except catch:
+                continue
             if flipped is not None and close(paddle_out, flipped, *tol):
                 gap = float(np.abs(np.asarray(paddle_out, np.float64) - flipped).max()) if np.size(flipped) else 0.0
                 proven.append((convention, torch_value, value, gap))
     return proven
+
+
+def replay(kind, inputs, weights, torch_config, paddle_config, torch_out, paddle_out, train, mask, tol):
+    """Which flipped conventions make the layer's replay reproduce paddle's output (see _replay)."""
+    torch_config = dict(torch_config, function=torch_config.get("function", kind))
+    return _replay(lambda config: compute(kind, inputs, weights, config, train, mask), conventions_for(kind),
+                   torch_config, paddle_config, torch_out, paddle_out, tol)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -24,27 +24,12 @@ def replay(kind, args, kwargs, weights, torch_config, paddle_config, torch_out, 
     # the precision the frameworks computed in: paddle's boolean masks behave differently in float32
     torch_config = dict(torch_config, dtype=np.asarray(torch_out).dtype.name)
 
-    def first(config):
+    def first_output(config):
         return np.asarray(compute(args, kwargs or {}, weights, config, train)[0], np.float64)
 
-    base = first(torch_config)
-    if not layers.close(torch_out, base, *tol):
-        return None
-    proven = []
-    for convention in (c for c in sequence.SEQUENCE_CONVENTIONS if kind in c.kinds):
-        values = convention.values(torch_config, paddle_config)
-        torch_value = torch_config.get(convention.key, values[0])
-        for value in values:
-            if value == torch_value:
-                continue
-            try:
-                flipped = first(dict(torch_config, **{convention.key: value}))
-            except ValueError:     # a flip that makes this call inconsistent reproduces nothing
-                continue
-            if layers.close(paddle_out, flipped, *tol):
-                gap = float(np.abs(np.asarray(paddle_out, np.float64) - flipped).max()) if flipped.size else 0.0
-                proven.append((convention, torch_value, value, gap))
-    return proven
+    # a flip that makes this call inconsistent (a ValueError) reproduces nothing
+    return layers._replay(first_output, [c for c in sequence.SEQUENCE_CONVENTIONS if kind in c.kinds],
+                          torch_config, paddle_config, torch_out, paddle_out, tol, catch=ValueError)
 
 
 def table():
