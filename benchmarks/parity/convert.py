@@ -126,19 +126,10 @@ def convert_inputs(args, models, mapping):
 
 
 def convert_mapping(args, models, sides, tables, x):
-    """The mapping from --mapping, or matched by running both models on x (square weights replayed)."""
-    from dualbench.parity.inputs import describe_inputs, for_side
-    from dualbench.parity.match import describe_calls, match_models, settle_by_replay
-    calls, recorded = {}, {}
-    for side in models:
-        recorded[side], _, error = sides[side].inspect.record_calls(models[side], for_side(x, side), False)
-        if error:
-            raise UserError(f"the {side} model cannot run the input ({describe_inputs(x)}): {error}")
-        calls[side] = describe_calls(side, tables[side], recorded[side])
-    mapping = match_models(tables["torch"], tables["paddle"], calls["torch"], calls["paddle"],
+    """The mapping matched by running both models on x (square weights replayed)."""
+    from dualbench.parity.pair import matched_mapping, record_both
+    return matched_mapping(models, sides, tables, record_both(models, sides, tables, x),
                            {"torch": args.torch, "paddle": args.paddle})
-    settle_by_replay(mapping, models, sides, recorded)
-    return mapping
 
 
 def cmd_convert(args):

@@ -144,44 +144,15 @@ def to_canonical(side, arrays, mapping, tensors=None):
 
 def from_canonical(side, canonical, mapping, paddle_shapes=None):
     """Canonical arrays -> {own name: array} for one framework; every mapped tensor is required.
-    paddle_shapes {name: shape}: needed for transforms that reshape or slice (the paddle tensors' shapes)."""
+    paddle_shapes {name: shape}: the paddle tensors' shapes (for the paddle side; transforms that reshape or
+    slice lay the arrays out by them)."""
     expected = {t.torch for t in mapping.tensors}
     if set(canonical) != expected:
         missing, extra = sorted(expected - set(canonical)), sorted(set(canonical) - expected)
         raise ValueError(f"weights do not match the model: missing {missing}, unexpected {extra}")
     if side == "torch":
         return {name: np.asarray(value) for name, value in canonical.items()}
-    return paddle_arrays(mapping.tensors, canonical, paddle_shapes)
-
-
-def paddle_arrays(tensors, canonical, paddle_shapes=None):
-    """{paddle name: array} of the given TensorPairs from their canonical arrays."""
-    shapes = dict(paddle_shapes or {})
-    for t in tensors:   # shapes the pair itself implies, where none were given (1:1 and concat pairs)
-        if t.torch in canonical and not any(n in shapes for n in t.paddle_parts):
-            shapes.update(_implied_shapes(t, np.shape(canonical[t.torch])))
-    return transforms.to_paddle(tensors, canonical, shapes)
-
-
-def _implied_shapes(t, shape):
-    """The paddle shapes of a pair without reshape/slice steps, from its canonical shape."""
-    steps, combine = transforms.parse(t.transform)
-    if any(name == "reshape" for name, _ in steps) or (combine and combine[0] == "slice"):
-        raise ValueError(f"{t.torch}: transform '{t.transform}' needs the paddle tensors' shapes")
-    parts = len(t.paddle_parts)
-    if combine is None:
-        pieces = [tuple(shape)]
-    else:
-        axis = combine[1][0]
-        if shape[axis] % parts:
-            raise ValueError(f"{t.torch}: {list(shape)} does not split into {parts} equal parts on axis {axis}")
-        pieces = [tuple(shape[:axis]) + (shape[axis] // parts,) + tuple(shape[axis + 1:])] * parts
-    out = {}
-    for name, piece in zip(t.paddle_parts, pieces):
-        for step, args in reversed(steps):   # undo the steps on the shape: transpose / permute only here
-            piece = tuple(reversed(piece)) if step == "transpose" else tuple(piece[i] for i in np.argsort(args))
-        out[name] = piece
-    return out
+    return transforms.to_paddle(mapping.tensors, canonical, paddle_shapes)
 
 
 # ---------------------------------------------------------------------------------------------

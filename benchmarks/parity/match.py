@@ -16,8 +16,6 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from typing import Optional
 
-import numpy as np
-
 from dualbench.parity.kinds import NUMPY_ACTIVATIONS, ONE_SIDED, compatible, is_custom, kind_of_module, pair_tensors
 from dualbench.parity.mapping import Mapping, ModulePair, TensorPair, left_out
 
@@ -140,11 +138,6 @@ def align(torch_calls, paddle_calls):
         else:
             j -= 1
     return pairs[::-1]
-
-
-def _signature(call, side):
-    shapes = tuple(sorted((k, v) for k, v in call.tensors.items() if k != "num_batches_tracked"))
-    return call.kind, len(shapes), call.ins, call.outs, side
 
 
 def _consistent(pairs, torch_calls, paddle_calls):
@@ -350,37 +343,37 @@ def settle_by_replay(mapping, models, sides, calls):
     calls: {side: recorded calls} of the matching run."""
     import itertools
 
-    from dualbench.parity.mapping import paddle_arrays
+    from dualbench.parity.conventions.layers import close
+    from dualbench.parity.transforms import to_paddle
     first = {side: {(c["module"], c["call"]): c for c in found} for side, found in calls.items()}
-    torch_state = None
+    paddle_inspect, shapes = sides["paddle"].inspect, None
     for m in mapping.modules:
         ambiguous = [t for t in m.tensors if t.torch in m.ambiguous]
         t_call = first["torch"].get((m.torch, 1))
         p_call = first["paddle"].get((m.paddle, 1))
         if not ambiguous or len(ambiguous) > MAX_AMBIGUOUS or t_call is None or p_call is None:
             continue
-        torch_state = torch_state or sides["torch"].inspect.state_arrays(models["torch"])
-        paddle_inspect = sides["paddle"].inspect
+        torch_state = sides["torch"].inspect.state_arrays(models["torch"], [t.torch for t in m.tensors])
         parts = [n for t in m.tensors for n in t.paddle_parts]
         original = paddle_inspect.state_arrays(models["paddle"], parts)
-        shapes = paddle_inspect.state_shapes(models["paddle"])
-        matches = []
+        shapes = shapes or paddle_inspect.state_shapes(models["paddle"])
+        defaults, matches = [t.transform for t in ambiguous], []
         try:
             for combo in itertools.product(("none", "transpose"), repeat=len(ambiguous)):
                 for t, transform in zip(ambiguous, combo):
                     t.transform = transform
-                arrays = paddle_arrays(m.tensors, {t.torch: torch_state[t.torch] for t in m.tensors}, shapes)
+                arrays = to_paddle(m.tensors, torch_state, shapes)
                 paddle_inspect.load_state_arrays(models["paddle"], arrays)
                 out = run_on_torch_input(paddle_inspect, models["paddle"], m.paddle, t_call, p_call, False)
-                if out and t_call["outputs"] and _reproduces(t_call["outputs"][0], out[0]):
+                if out and t_call["outputs"] and close(t_call["outputs"][0], out[0], 1e-6, 1e-4):
                     matches.append(combo)
         except (RuntimeError, ValueError, TypeError, AssertionError) as e:
             matches, m.basis = [], m.basis + f"; orientation replay failed ({type(e).__name__})"
         finally:
             paddle_inspect.load_state_arrays(models["paddle"], original)
         chosen = matches[0] if len(matches) == 1 else None
-        for t, default in zip(ambiguous, _defaults(m, ambiguous)):
-            t.transform = chosen[ambiguous.index(t)] if chosen else default
+        for t, chosen_or_default in zip(ambiguous, chosen or defaults):
+            t.transform = chosen_or_default
         if chosen:
             m.evidence.append("replay")
             m.basis += (f"; {', '.join(t.torch.rsplit('.', 1)[-1] for t in ambiguous)} square: the orientation that "
@@ -388,19 +381,3 @@ def settle_by_replay(mapping, models, sides, calls):
         else:
             m.basis += ("; a square weight's orientation: the replay did not single one out, the kind's default "
                         "is kept (check it in this file)")
-
-
-def _defaults(module, ambiguous):
-    from dualbench.parity.kinds import TENSOR_RULES
-    rules = TENSOR_RULES.get(module.kind, {})
-    local = [t.torch[len(module.torch) + 1:] if module.torch else t.torch for t in ambiguous]
-    return [rules.get(name, (None, "none"))[1] if not isinstance(rules.get(name, (None,))[0], tuple) else "none"
-            for name in local]
-
-
-def _reproduces(expected, got, rtol=1e-4):
-    expected, got = np.asarray(expected, np.float64), np.asarray(got, np.float64)
-    if expected.shape != got.shape:
-        return False
-    scale = max(float(np.abs(expected).max()) if expected.size else 0.0, 1e-12)
-    return bool(np.all(np.isfinite(got)) and float(np.abs(expected - got).max()) <= rtol * scale + 1e-6)

@@ -20,11 +20,12 @@ import numpy as np
 
 from dualbench.common.errors import UserError
 from dualbench.common.init import shared_weights
-from dualbench.parity.kinds import BATCHNORM_KINDS
 from dualbench.common.tasks import DataSpec, Optimizer, Protocol, Task, forward_macs
+from dualbench.parity import transforms
 from dualbench.parity.inputs import (batch_size, bind_pair, check_loss, default_loss, describe_inputs, for_side,
                                      input_renames, make_labels, rows_sliceable)
-from dualbench.parity.mapping import from_canonical, paddle_arrays, to_canonical
+from dualbench.parity.kinds import BATCHNORM_KINDS, TENSOR_RULES
+from dualbench.parity.mapping import from_canonical, to_canonical
 
 DROPOUT_POLICY = "identical numpy masks injected into both"
 DEFAULT_STEPS = 10          # tasks
@@ -176,7 +177,7 @@ def bind_side(name, side, mapping):
         return to_canonical(name, inspect.state_arrays(model, native(pairs)), mapping, pairs)
 
     def import_all(model, weights):
-        shapes = None if name == "torch" else _paddle_shapes(inspect, model)
+        shapes = None if name == "torch" else inspect.state_shapes(model)
         inspect.load_state_arrays(model, from_canonical(name, weights, mapping, shapes))
 
     def import_some(model, weights):
@@ -184,10 +185,11 @@ def bind_side(name, side, mapping):
             inspect.load_state_arrays(model, {c: np.asarray(v) for c, v in weights.items()})
             return
         pairs = pairs_of(list(weights))
-        writers = [t for t in by_torch.values() if set(t.paddle_parts) & set(native(pairs))]
+        written = set(native(pairs))
+        writers = [t for t in by_torch.values() if not written.isdisjoint(t.paddle_parts)]
         missing = [t.torch for t in writers if t.torch not in weights]
         weights = {**weights, **(export(model, missing) if missing else {})}
-        inspect.load_state_arrays(model, paddle_arrays(writers, weights, _paddle_shapes(inspect, model)))
+        inspect.load_state_arrays(model, transforms.to_paddle(writers, weights, inspect.state_shapes(model)))
 
     def gradients(model, names=None):
         pairs = pairs_of(names)
@@ -202,11 +204,6 @@ def bind_side(name, side, mapping):
     return replace(side, export_weights=side.export_weights or export, import_weights=side.import_weights or import_all,
                    import_some=import_some, gradients=gradients, trainable=trainable,
                    module_names={m.torch: (m.torch if name == "torch" else m.paddle) for m in mapping.modules})
-
-
-def _paddle_shapes(inspect, model):
-    """{name: shape} of a model's state, without copying the tensors."""
-    return inspect.state_shapes(model)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -368,10 +365,7 @@ def model_pair(factories, sides, config, inputs, *, loss=None, classes=None, lab
         inputs = bind_pair(inputs, models, input_renames(mapping_file), mapping_file or "the inputs")
     notes, functional_dropout = prepare_models(models, sides)
     tables = {side: sides[side].inspect.module_table(models[side]) for side in models}
-    recorded = {side: sides[side].inspect.record_calls(models[side], for_side(inputs, side), False) for side in models}
-    for side, (_, _, error) in recorded.items():
-        if error:
-            raise UserError(f"the {side} model cannot run the input ({describe_inputs(inputs)}): {error}")
+    recorded = record_both(models, sides, tables, inputs)
     mapping = mapping or pair_mapping(models, sides, tables, recorded, mapping_file, info)
     mapping.info.update(info or {})
     one_sided = show_one_sided(mapping, models, sides, config.seed)
@@ -402,17 +396,33 @@ def model_pair(factories, sides, config, inputs, *, loss=None, classes=None, lab
                 notes=notes, one_sided=one_sided, functional_dropout=functional_dropout)
 
 
-def pair_mapping(models, sides, tables, recorded, mapping_file, info):
-    """The mapping from the file, or matched from the recorded calls (ambiguous orientations replayed)."""
-    from dualbench.parity.mapping import read_mapping
+def record_both(models, sides, tables, inputs):
+    """Both models run once on the inputs (eval), every module of their tables recorded: {side: (calls,
+    output leaves, error)}; a model that cannot run the inputs is a one-line UserError."""
+    recorded = {side: sides[side].inspect.record_calls(models[side], for_side(inputs, side), False, list(tables[side]))
+                for side in models}
+    for side, (_, _, error) in recorded.items():
+        if error:
+            raise UserError(f"the {side} model cannot run the input ({describe_inputs(inputs)}): {error}")
+    return recorded
+
+
+def matched_mapping(models, sides, tables, recorded, info):
+    """The mapping matched from the recorded calls (record_both), square weights' orientation replayed."""
     from dualbench.parity.match import describe_calls, match_models, settle_by_replay
-    if mapping_file and mapping_has_modules(mapping_file):
-        states = {side: sides[side].inspect.state_shapes(models[side]) for side in models}
-        return read_mapping(mapping_file, tables["torch"], tables["paddle"], states["torch"], states["paddle"])
     calls = {side: describe_calls(side, tables[side], recorded[side][0]) for side in models}
     mapping = match_models(tables["torch"], tables["paddle"], calls["torch"], calls["paddle"], info)
     settle_by_replay(mapping, models, sides, {side: recorded[side][0] for side in models})
     return mapping
+
+
+def pair_mapping(models, sides, tables, recorded, mapping_file, info):
+    """The mapping from the file, or matched from the recorded calls (ambiguous orientations replayed)."""
+    from dualbench.parity.mapping import read_mapping
+    if mapping_file and mapping_has_modules(mapping_file):
+        states = {side: sides[side].inspect.state_shapes(models[side]) for side in models}
+        return read_mapping(mapping_file, tables["torch"], tables["paddle"], states["torch"], states["paddle"])
+    return matched_mapping(models, sides, tables, recorded, info)
 
 
 def show_one_sided(mapping, models, sides, seed):
@@ -429,7 +439,10 @@ def show_one_sided(mapping, models, sides, seed):
                           rng.normal(0.0, 0.5, shapes[n])).astype(np.float32) for n in names}
             sides[side].inspect.load_state_arrays(models[side], values)
             prefix = (f"{m.paddle}." if m.paddle else "") if side == "paddle" else (f"{m.torch}." if m.torch else "")
-            found.setdefault(m.torch, {}).update({("weight" if n[len(prefix):] == "scale" else n[len(prefix):]): v
+            # under torch's local names, as the replays read them (paddle's InstanceNorm `scale` is `weight`)
+            torch_local = {} if side == "torch" else {rule[0]: name for name, rule in TENSOR_RULES.get(m.kind, {}).items()
+                                                      if isinstance(rule[0], str)}
+            found.setdefault(m.torch, {}).update({torch_local.get(n[len(prefix):], n[len(prefix):]): v
                                                   for n, v in values.items()})
             notes.append(f"{side}'s {m.types[0 if side == 'torch' else 1]} {m.torch if side == 'torch' else m.paddle} "
                          f"holds {', '.join(n.rsplit('.', 1)[-1] for n in names)}, which the other side's layer "

@@ -24,6 +24,7 @@ from dualbench.parity.diagnose import bn_weights, explain_bn_rows, mark_bn_bias_
 from dualbench.parity.inputs import cast_inputs
 from dualbench.parity.pair import mask_maker
 from dualbench.parity.rows import FAILED, TOLERANCES, describe, error_row, error_text, make_row, tolerance
+from dualbench.parity.transfer import paddle_names
 
 RUN_ERRORS = (RuntimeError, ValueError, TypeError, AssertionError, IndexError)
 LABEL_LOSSES = ("ce", "mse_value", "mse_onehot")
@@ -155,7 +156,7 @@ class Lockstep:
     def __init__(self, pair, sides, config, ctx, replicas, dtypes):
         self.pair, self.sides, self.config, self.ctx = pair, sides, config, ctx
         self.reps, self.dtypes = replicas, dtypes
-        self.paddle_names = {t.torch: t.paddle for t in pair.mapping.tensors}
+        self.paddle_names = paddle_names(pair)
         self.rows = {d: {"grad": [], "train": [], "after": []} for d in dtypes}
         # for the training diagnosis, per dtype and compared step: the updates {name: (torch, paddle)}
         # of the parameters whose update failed there

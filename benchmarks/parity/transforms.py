@@ -51,9 +51,7 @@ def parse(transform):
         if name in STEPS:
             if combine is not None:
                 raise ValueError(f"'{part}' comes after '{combine[0]}': the combining step goes last")
-            if name == "permute":
-                steps.append((name, _ints(args)))
-            elif name == "reshape":
+            if name in ("permute", "reshape"):
                 steps.append((name, _ints(args)))
             elif name != "none":
                 steps.append((name, ()))
