@@ -172,6 +172,10 @@ def _gelu(x, config):
     return 0.5 * x * (1 + _erf(x / np.sqrt(2)))
 
 
+def _sigmoid(x):
+    return 1 / (1 + np.exp(-x))
+
+
 def _hardsigmoid(x, config):
     return np.clip(config.get("slope", 1 / 6) * x + config.get("offset", 0.5), 0, 1)
 
@@ -189,7 +193,7 @@ def _axis(x, axis):
 ACTIVATIONS = {
     "relu": lambda x, c: np.maximum(x, 0),
     "relu6": lambda x, c: np.clip(x, 0, 6),
-    "sigmoid": lambda x, c: 1 / (1 + np.exp(-x)),
+    "sigmoid": lambda x, c: _sigmoid(x),
     "tanh": lambda x, c: np.tanh(x),
     "gelu": _gelu,
     "silu": lambda x, c: x / (1 + np.exp(-x)),

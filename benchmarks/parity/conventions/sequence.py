@@ -36,24 +36,15 @@ No torch, no paddle here.
 """
 import numpy as np
 
-from dualbench.parity.conventions.layers import Convention, _gelu, _softmax
+from dualbench.parity.conventions.layers import ACTIVATIONS, Convention, _sigmoid, _softmax, _weights
 
 # ---------------------------------------------------------------------------------------------
 # Helpers
 
 
-def _w(weights, name):
-    value = weights.get(name)
-    return None if value is None else np.asarray(value, np.float64)
-
-
 def _sub(weights, prefix):
     """The weights under `prefix.`, with the prefix taken off (self_attn.in_proj_weight -> in_proj_weight)."""
     return {k[len(prefix) + 1:]: v for k, v in weights.items() if k.startswith(prefix + ".")}
-
-
-def _sigmoid(x):
-    return 1.0 / (1.0 + np.exp(-x))
 
 
 def _no_dropout(config, train, *keys):
@@ -68,7 +59,7 @@ def _affine(x, w, b):
 
 def _layernorm(x, weights, prefix, eps):
     y = (x - x.mean(axis=-1, keepdims=True)) / np.sqrt(x.var(axis=-1, keepdims=True) + eps)
-    w, b = _w(weights, prefix + ".weight"), _w(weights, prefix + ".bias")
+    w, b = _weights(weights, prefix + ".weight"), _weights(weights, prefix + ".bias")
     return y * (w if w is not None else 1.0) + (b if b is not None else 0.0)
 
 
@@ -86,7 +77,7 @@ def embedding(args, kwargs, weights, config, train):
     """weight[ids]; with zero_padding_output (paddle) the padding id's output is zeros, else (torch) the
     row itself. max_norm renormalises the looked-up rows as torch does (scale max_norm / (norm + 1e-7))."""
     ids = np.asarray(args[0]).astype(np.int64)
-    table = _w(weights, "weight")
+    table = _weights(weights, "weight")
     if config.get("max_norm") is not None:
         table = table.copy()
         rows = np.unique(ids)
@@ -161,7 +152,7 @@ def _recurrent(mode, args, kwargs, weights, config, train):
     batched = x.ndim == 3
     x = x[:, None] if not batched else (x.transpose(1, 0, 2) if config.get("batch_first") else x)
     layers, dirs = config.get("num_layers", 1), 2 if config.get("bidirectional") else 1
-    hidden, proj = _w(weights, "weight_ih_l0").shape[0] // GATES[mode], config.get("proj_size") or 0
+    hidden, proj = _weights(weights, "weight_ih_l0").shape[0] // GATES[mode], config.get("proj_size") or 0
     out_size = proj or hidden
     n = x.shape[1]
     h0, c0 = _initial_states(mode, args, kwargs, (layers * dirs, n, out_size), (layers * dirs, n, hidden))
@@ -172,9 +163,9 @@ def _recurrent(mode, args, kwargs, weights, config, train):
         outs = []
         for d in range(dirs):
             sfx = f"_l{layer}" + ("_reverse" if d else "")
-            w = {"ih": _w(weights, "weight_ih" + sfx), "hh": _w(weights, "weight_hh" + sfx),
-                 "b_ih": _w(weights, "bias_ih" + sfx), "b_hh": _w(weights, "bias_hh" + sfx),
-                 "hr": _w(weights, "weight_hr" + sfx) if proj else None}
+            w = {"ih": _weights(weights, "weight_ih" + sfx), "hh": _weights(weights, "weight_hh" + sfx),
+                 "b_ih": _weights(weights, "bias_ih" + sfx), "b_hh": _weights(weights, "bias_hh" + sfx),
+                 "hr": _weights(weights, "weight_hr" + sfx) if proj else None}
             h, c = h0[layer * dirs + d], (c0[layer * dirs + d] if c0 is not None else None)
             steps = range(seq.shape[0] - 1, -1, -1) if d else range(seq.shape[0])
             out = np.zeros((seq.shape[0], n, out_size))
@@ -248,9 +239,9 @@ def _attend(q, k, v, weights, config, masks, blocked_rows_zero=True):
     if config.get("add_bias_kv") or config.get("add_zero_attn") or "bias_k" in weights:
         raise ValueError("add_bias_kv / add_zero_attn are not replayed")
     embed, heads = q.shape[-1], config["num_heads"]
-    packed, bias = _w(weights, "in_proj_weight"), _w(weights, "in_proj_bias")
+    packed, bias = _weights(weights, "in_proj_weight"), _weights(weights, "in_proj_bias")
     projections = np.split(packed, 3) if packed is not None else \
-        [_w(weights, f"{p}_proj_weight") for p in "qkv"]
+        [_weights(weights, f"{p}_proj_weight") for p in "qkv"]
     biases = np.split(bias, 3) if bias is not None else [None] * 3
     n, length, source, head_dim = q.shape[0], q.shape[1], k.shape[1], embed // heads
     split = [(_affine(x, w, b)).reshape(n, x.shape[1], heads, head_dim).transpose(0, 2, 1, 3)
@@ -267,7 +258,7 @@ def _attend(q, k, v, weights, config, masks, blocked_rows_zero=True):
     if blocked_rows_zero and mask is not None:
         attn = np.where(np.isneginf(scores + mask).all(axis=-1, keepdims=True), 0.0, attn)
     out = (attn @ split[2]).transpose(0, 2, 1, 3).reshape(n, length, embed)
-    return _affine(out, _w(weights, "out_proj.weight"), _w(weights, "out_proj.bias")), attn
+    return _affine(out, _weights(weights, "out_proj.weight"), _weights(weights, "out_proj.bias")), attn
 
 
 def _to_batch_first(x, batch_first):
@@ -304,18 +295,23 @@ def mha(args, kwargs, weights, config, train):
 # Transformer layers and InstanceNorm
 
 
+# a Transformer layer's activation name (backends/*/inspect._activation_name) as the layers.ACTIVATIONS
+# entry and the settings that compute it
+FEED_FORWARD_ACTIVATIONS = {"relu": ("relu", {}), "gelu": ("gelu", {"approximate": "none"}),
+                            "gelu_tanh": ("gelu", {"approximate": "tanh"})}
+
+
 def _activation(x, name):
-    if name == "relu":
-        return np.maximum(x, 0.0)
-    if name in ("gelu", "gelu_tanh"):
-        return _gelu(x, {"approximate": "tanh" if name == "gelu_tanh" else "none"})
-    raise ValueError(f"activation {name!r} is not replayed")
+    if name not in FEED_FORWARD_ACTIVATIONS:
+        raise ValueError(f"activation {name!r} is not replayed")
+    function, settings = FEED_FORWARD_ACTIVATIONS[name]
+    return ACTIVATIONS[function](x, settings)
 
 
 def _feed_forward(x, weights, config):
-    hidden = _activation(_affine(x, _w(weights, "linear1.weight"), _w(weights, "linear1.bias")),
+    hidden = _activation(_affine(x, _weights(weights, "linear1.weight"), _weights(weights, "linear1.bias")),
                          config.get("activation", "relu"))
-    return _affine(hidden, _w(weights, "linear2.weight"), _w(weights, "linear2.bias"))
+    return _affine(hidden, _weights(weights, "linear2.weight"), _weights(weights, "linear2.bias"))
 
 
 def _block(x, norm, fn, weights, config):
@@ -383,11 +379,12 @@ def _instancenorm(spatial):
         if config.get("track_running_stats") and not train:
             if "running_mean" not in weights or "running_var" not in weights:
                 raise ValueError("track_running_stats without running_mean / running_var")
-            mean, var = _w(weights, "running_mean").reshape(shape), _w(weights, "running_var").reshape(shape)
+            mean = _weights(weights, "running_mean").reshape(shape)
+            var = _weights(weights, "running_var").reshape(shape)
         else:
             mean, var = x.mean(axis=axes, keepdims=True), x.var(axis=axes, keepdims=True)
         y = (x - mean) / np.sqrt(var + config.get("eps", 1e-5))
-        w, b = _w(weights, "weight"), _w(weights, "bias")
+        w, b = _weights(weights, "weight"), _weights(weights, "bias")
         if config.get("affine"):
             y = y * (w.reshape(shape) if w is not None else 1.0) + (b.reshape(shape) if b is not None else 0.0)
         return [y if batched else y[0]]
