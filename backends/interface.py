@@ -110,6 +110,9 @@ class Train(Protocol):
     def regularisation(self, task, model):
         """Loss-term regularisers (L1, L2) over the trainable parameters, or None."""
 
+    def forward_objective(self, state, xb, yb):
+        """(model output, data loss, data loss + regularisers) of one batch, on the device."""
+
     def train_step(self, state, xb, yb):
         """One optimizer step; returns (data loss, model output), both still on the device."""
 

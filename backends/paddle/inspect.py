@@ -475,12 +475,9 @@ def loss_and_gradients(state, x, y):
     Returns {"loss", "objective", "output"}; raises what the framework raises (e.g. a
     cross-entropy label of the wrong shape or dtype).
     """
-    from dualbench.backends.paddle.train import call_model, primary_output, regularisation
+    from dualbench.backends.paddle.train import forward_objective, primary_output
     state.model.clear_gradients(set_to_zero=False)
-    out = call_model(state.model, x)
-    loss = state.loss_fn(out, y)
-    reg = regularisation(state.task, state.model)
-    objective = loss if reg is None else loss + reg
+    out, loss, objective = forward_objective(state, x, y)
     objective.backward()
     return {"loss": float(loss.detach()), "objective": float(objective.detach()),
             "output": to_numpy(primary_output(out, state.task.output_leaf))}

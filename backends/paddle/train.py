@@ -121,12 +121,17 @@ def regularisation(task, model):
     return reg
 
 
-def train_step(state, xb, yb):
-    """One optimizer step; returns (data loss, model output), both still on the device."""
+def forward_objective(state, xb, yb):
+    """(model output, data loss, data loss + regularisers) of one batch: what a training step differentiates."""
     out = call_model(state.model, xb)
     loss = state.loss_fn(out, yb)
     reg = regularisation(state.task, state.model)
-    objective = loss if reg is None else loss + reg
+    return out, loss, (loss if reg is None else loss + reg)
+
+
+def train_step(state, xb, yb):
+    """One optimizer step; returns (data loss, model output), both still on the device."""
+    out, loss, objective = forward_objective(state, xb, yb)
     state.optimizer.clear_grad(set_to_zero=False)
     objective.backward()
     if state.task.protocol.grad_clip:
@@ -174,8 +179,9 @@ def evaluate(state, loader):
     n = 0
     for batch in loader:
         xb, yb = to_device(batch, state.dev)
-        out = state.model(xb)
+        out = call_model(state.model, xb)
         loss_sum += state.loss_fn(out, yb).astype("float64") * len(yb)
+        out = primary_output(out, state.task.output_leaf)
         correct += (predict_classes(out, num_classes) == yb).astype("int64").sum()
         n += len(yb)
     return {"loss": float(loss_sum) / max(n, 1), "acc": int(correct) / max(n, 1), "n": n}
@@ -197,7 +203,7 @@ def output_gradient(state, loader):
     try:
         for batch in loader:
             xb, yb = to_device(batch, state.dev)
-            loss = state.loss_fn(state.model(xb), yb)
+            loss = state.loss_fn(call_model(state.model, xb), yb)
             (grad,) = paddle.grad(loss, captured["z"])
             total += float(paddle.linalg.norm(grad * len(yb), axis=1).sum())
             n += len(yb)

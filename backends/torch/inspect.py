@@ -406,13 +406,10 @@ def loss_and_gradients(state, x, y):
     Returns {"loss", "objective", "output"}; raises what the framework raises (e.g. a
     cross-entropy label of the wrong shape or dtype).
     """
-    from dualbench.backends.torch.train import call_model, primary_output, regularisation
+    from dualbench.backends.torch.train import forward_objective, primary_output
     for p in state.model.parameters():
         p.grad = None
-    out = call_model(state.model, x)
-    loss = state.loss_fn(out, y)
-    reg = regularisation(state.task, state.model)
-    objective = loss if reg is None else loss + reg
+    out, loss, objective = forward_objective(state, x, y)
     objective.backward()
     return {"loss": float(loss.detach()), "objective": float(objective.detach()),
             "output": to_numpy(primary_output(out, state.task.output_leaf))}

@@ -115,12 +115,17 @@ def regularisation(task, model):
     return reg
 
 
-def train_step(state, xb, yb):
-    """One optimizer step; returns (data loss, model output), both still on the device."""
+def forward_objective(state, xb, yb):
+    """(model output, data loss, data loss + regularisers) of one batch: what a training step differentiates."""
     out = call_model(state.model, xb)
     loss = state.loss_fn(out, yb)
     reg = regularisation(state.task, state.model)
-    objective = loss if reg is None else loss + reg
+    return out, loss, (loss if reg is None else loss + reg)
+
+
+def train_step(state, xb, yb):
+    """One optimizer step; returns (data loss, model output), both still on the device."""
+    out, loss, objective = forward_objective(state, xb, yb)
     state.optimizer.zero_grad(set_to_none=True)
     objective.backward()
     if state.task.protocol.grad_clip:
@@ -166,8 +171,9 @@ def evaluate(state, loader):
     n = 0
     for batch in loader:
         xb, yb = to_device(batch, state.dev)
-        out = state.model(xb)
+        out = call_model(state.model, xb)
         loss_sum += state.loss_fn(out, yb) * len(yb)
+        out = primary_output(out, state.task.output_leaf)
         correct += (predict_classes(out, num_classes) == yb).sum()
         n += len(yb)
     return {"loss": loss_sum.item() / max(n, 1), "acc": correct.item() / max(n, 1), "n": n}
@@ -189,7 +195,7 @@ def output_gradient(state, loader):
     try:
         for batch in loader:
             xb, yb = to_device(batch, state.dev)
-            loss = state.loss_fn(state.model(xb), yb)
+            loss = state.loss_fn(call_model(state.model, xb), yb)
             (grad,) = torch.autograd.grad(loss, captured["z"])
             total += float((grad * len(yb)).norm(dim=1).sum())
             n += len(yb)
