@@ -62,38 +62,62 @@ def _import(spec, option):
         path = Path(spec.module).expanduser().resolve()
         if not path.is_file():
             raise UserError(f"{what}: no such file {spec.module}")
-        name = f"dualbench_user_{path.stem}_{hashlib.sha1(str(path).encode()).hexdigest()[:8]}"
-        if name in sys.modules:
-            return sys.modules[name]
-        if str(path.parent) not in sys.path:
-            sys.path.insert(0, str(path.parent))
-        module_spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(module_spec)
-        sys.modules[name] = module
         try:
-            module_spec.loader.exec_module(module)
+            return import_file(path)
         except Exception as e:  # noqa: BLE001 - any error in the user's file is theirs to see, in one line
-            del sys.modules[name]
-            raise UserError(f"{what}: importing {spec.module} failed ({_one_line(e)})") from None
-        return module
+            raise UserError(f"{what}: importing {spec.module} failed ({one_line(e)})") from None
     try:
         return importlib.import_module(spec.module)
     except Exception as e:  # noqa: BLE001 - ModuleNotFoundError, or the module's own error
-        raise UserError(f"{what}: cannot import {spec.module} ({_one_line(e)})") from None
+        raise UserError(f"{what}: cannot import {spec.module} ({one_line(e)})") from None
 
 
-def _one_line(e):
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0] if text else ''}".strip()[:240]
+def import_file(path):
+    """The Python file at `path` as a module, its code run once per process: cached under a name of its own
+    (its path and content, so a changed file is imported again), with its folder on sys.path so it can import
+    its neighbours. Whatever its code raises is raised as is, for the caller to word (`dualbench port`
+    names the converted file's line from the traceback), and leaves nothing cached."""
+    path = Path(path).expanduser().resolve()
+    digest = hashlib.sha1(str(path).encode() + path.read_bytes()).hexdigest()[:8]
+    name = f"dualbench_user_{path.stem}_{digest}"
+    if name in sys.modules:
+        return sys.modules[name]
+    if str(path.parent) not in sys.path:
+        sys.path.insert(0, str(path.parent))
+    module_spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(module_spec)
+    sys.modules[name] = module
+    try:
+        module_spec.loader.exec_module(module)
+    except Exception:
+        del sys.modules[name]   # a half-run module is never reused
+        raise
+    return module
+
+
+def one_line(error):
+    """An exception as one line: its type and the first line of its message, at most 240 characters."""
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0] if text else ''}".strip()[:240]
+
+
+def find_attribute(target, dotted):
+    """target.a.b for 'a.b' (a SPEC's callable may be dotted: Class.from_config); AttributeError naming the
+    first part that is missing."""
+    for part in dotted.split("."):
+        if not hasattr(target, part):
+            raise AttributeError(part)
+        target = getattr(target, part)
+    return target
 
 
 def resolve(spec, option="--torch"):
     """The callable a SPEC names (imports its module)."""
-    target = _import(spec, option)
-    for part in spec.attr.split("."):
-        if not hasattr(target, part):
-            raise UserError(f"{option} '{spec.text}': {spec.module} has no attribute '{spec.attr}'")
-        target = getattr(target, part)
+    module = _import(spec, option)
+    try:
+        target = find_attribute(module, spec.attr)
+    except AttributeError:
+        raise UserError(f"{option} '{spec.text}': {spec.module} has no attribute '{spec.attr}'") from None
     if not callable(target):
         raise UserError(f"{option} '{spec.text}': {spec.attr} is a {type(target).__name__}, not a callable")
     return target
@@ -115,7 +139,7 @@ def model_factory(text, framework, seed=0, option=None):
             model = build(**spec.kwargs)
         except Exception as e:  # noqa: BLE001 - the user's builder failed: say how, in one line
             raise UserError(f"{option} '{spec.text}': calling {spec.attr}(**{spec.kwargs}) failed "
-                            f"({_one_line(e)})") from None
+                            f"({one_line(e)})") from None
         if not inspect.is_model(model):
             other = next((f for f in MODEL_TYPES if f != framework and backends.is_installed(f) and
                           backends.load(f, "inspect").is_model(model)), None)

@@ -8,24 +8,17 @@ file; any other error raised by the converted code, one line naming its line. Th
 port was given, parsed by parity's own parser: port follows whatever the parity command does.
 """
 import argparse
-import hashlib
-import importlib.util
 import json
 import re
-import sys
 import traceback
 from pathlib import Path
 
 from dualbench.common.errors import UserError
+from dualbench.model_loader import find_attribute, import_file, one_line
 from dualbench.port.convert import release_hint
 
 MISSING_MODULE_ATTR = re.compile(r"module '(paddle(?:\.\w+)*)' has no attribute '(\w+)'")
 MISSING_TENSOR_ATTR = re.compile(r"'(Tensor|EagerParamBase)' object has no attribute '(\w+)'")
-
-
-def one_line(error):
-    text = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {text[0] if text else ''}".strip()[:240]
 
 
 def missing_api(text, code_line=None):
@@ -64,23 +57,13 @@ def converted_error(error, conversion, paddle_version):
 
 
 def import_converted(conversion, paddle_version):
-    """The paddle file as a module, under a name of its own (its path and content: a changed file is
-    imported again); errors as one line."""
-    path = conversion.paddle_file.resolve()
-    digest = hashlib.sha1(str(path).encode() + path.read_bytes()).hexdigest()[:8]
-    name = f"dualbench_port_{path.stem}_{digest}"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
+    """The paddle file as a module, imported the way `dualbench parity` imports it (model_loader.import_file:
+    the same module, so its code runs once); errors as one line."""
     try:
-        spec.loader.exec_module(module)
+        return import_file(conversion.paddle_file)
     except Exception as e:  # noqa: BLE001 - whatever the converted code raises is reported in one line
-        del sys.modules[name]
         raise (converted_error(e, conversion, paddle_version) or
                UserError(f"{conversion.paddle_file}: importing it failed ({one_line(e)})")) from None
-    return module
 
 
 def probe_converted(conversion, spec, paddle_version):
@@ -88,11 +71,11 @@ def probe_converted(conversion, spec, paddle_version):
     reported with its line (through model_loader it would be one line without it)."""
     from dualbench import backends
     inspect = backends.load("paddle", "inspect")
-    build = import_converted(conversion, paddle_version)
-    for part in spec.attr.split("."):
-        if not hasattr(build, part):
-            raise UserError(f"{conversion.paddle_file}: PaConvert's output has no '{spec.attr}'")
-        build = getattr(build, part)
+    module = import_converted(conversion, paddle_version)
+    try:
+        build = find_attribute(module, spec.attr)
+    except AttributeError:
+        raise UserError(f"{conversion.paddle_file}: PaConvert's output has no '{spec.attr}'") from None
     try:
         model = build(**spec.kwargs)
     except Exception as e:  # noqa: BLE001 - the converted builder failed: say where, in one line
