@@ -117,10 +117,7 @@ def check_pair(conversion, spec, argv):
     args = parity_arguments(["--torch", spec.text, "--paddle", paddle_spec(conversion, spec), *argv])
     try:
         cmd_parity(args)
-    except UserError as e:
-        if MISSING_MODULE_ATTR.search(str(e)):   # the engine reports a forward's error as text
-            raise missing_api_error(missing_api(str(e)), f"{conversion.paddle_file}, in the forward pass",
-                                    paddle_version, conversion.version) from None
+    except UserError:   # parity's own one-line errors, as they are
         raise
     except Exception as e:  # noqa: BLE001 - only the converted code's own errors are turned into one line
         problem = converted_error(e, conversion, paddle_version)
