@@ -19,9 +19,6 @@ KNOBS = {
     "cpu": {"torch": ("onednn",), "paddle": ("onednn",)},
     "gpu": {"torch": ("cudnn_benchmark", "tf32"), "paddle": ("cudnn_benchmark",)},
 }
-# equal: one shared setting; tune: candidates; best: each its own winner; aa: a framework against itself at the
-# equal setting (the machine's noise floor, never in a torch/paddle ratio)
-STAGES = ("equal", "tune", "best", "aa")
 BEST = "each at its best"   # what the pairs of the best stage share
 
 

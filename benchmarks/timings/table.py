@@ -53,6 +53,7 @@ BENCH_COLUMNS = [
                            # step and the last finite loss. Failed and diverged rows hold no timings.
     "stage",               # equal: both backends at one shared setting | tune: one candidate setting of one
                            # backend (chooses its winner, never part of a verdict) | best: each at its winner
+                           # | aa: a framework against itself at the equal setting (the noise floor, in no ratio)
     "knobs",               # framework switches the cell set, e.g. onednn=on (CPU), cudnn_benchmark/tf32 (GPU);
                            # empty: each framework's defaults (the equal stage)
     "latency_ms",          # infer: median milliseconds per batch (one clock read around each call)
