@@ -69,3 +69,16 @@ def map_leaves(value, is_leaf, fn):
     """value with fn applied to each leaf, containers kept (a keyword argument hx=(h, c) as numpy)."""
     leaves, layout = leaf_layout(value, is_leaf)
     return fill_layout(layout, [fn(leaf) for leaf in leaves])
+
+
+def capture_call(args, kwargs, is_tensor, to_numpy):
+    """A module call as numpy, for a backend's hooks: (its positional tensors as a flat list, where each sat
+    in the arguments (leaf_layout), its keyword arguments: tensors as numpy, also inside tuples and lists
+    (hx=(h, c)), and flags such as need_weights as they are; other objects are left out)."""
+    tensors, layout = leaf_layout(tuple(args), is_tensor)
+    keywords = {}
+    for key, value in (kwargs or {}).items():
+        found, where = leaf_layout(value, is_tensor)
+        if found or value is None or isinstance(value, (bool, int, float, str)):
+            keywords[key] = fill_layout(where, [to_numpy(t) for t in found])
+    return [to_numpy(t) for t in tensors], layout, keywords

@@ -13,7 +13,7 @@ import paddle
 from paddle import nn
 
 from dualbench.common.errors import UserError
-from dualbench.common.nested import fill_layout, leaf_layout, map_leaves, nested_leaves
+from dualbench.common.nested import capture_call, fill_layout, map_leaves, nested_leaves
 
 # Recording a layer's keyword arguments (attention masks, initial states) needs a pre-hook that is handed
 # them (with_kwargs), which paddle has from 3.0 on; develop builds call themselves 0.0.0.
@@ -281,21 +281,9 @@ def load_state_arrays(model, arrays):
         state[name].set_value(np.asarray(value, order="C"))
 
 
-def _values(kwargs):
-    """A call's keyword arguments: tensors as numpy, also inside tuples and lists (hx=(h, c)), and flags
-    (flags) as they are; other objects are left out."""
-    out = {}
-    for key, value in (kwargs or {}).items():
-        tensors, layout = leaf_layout(value, _is_tensor)
-        if tensors or value is None or isinstance(value, (bool, int, float, str)):
-            out[key] = fill_layout(layout, [to_numpy(t) for t in tensors])
-    return out
-
-
 def _capture(args, kwargs):
     """(positional tensors as a flat numpy list, where each sat in the arguments, keyword arguments)."""
-    tensors, layout = leaf_layout(tuple(args), _is_tensor)
-    return [to_numpy(t) for t in tensors], layout, _values(kwargs)
+    return capture_call(args, kwargs, _is_tensor, to_numpy)
 
 
 def _to_tensors(value):

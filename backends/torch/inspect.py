@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from dualbench.common.nested import fill_layout, leaf_layout, map_leaves, nested_leaves
+from dualbench.common.nested import capture_call, fill_layout, map_leaves, nested_leaves
 
 _DROPOUT = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)
 _CHANNEL_DROPOUT = (nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)
@@ -219,21 +219,9 @@ def load_state_arrays(model, arrays):
             state[name].copy_(torch.from_numpy(np.asarray(value, order="C")))   # keeps 0-d as 0-d
 
 
-def _values(kwargs):
-    """A call's keyword arguments: tensors as numpy, also inside tuples and lists (hx=(h, c)), and flags
-    (flags such as need_weights) as they are; other objects are left out."""
-    out = {}
-    for key, value in (kwargs or {}).items():
-        tensors, layout = leaf_layout(value, _is_tensor)
-        if tensors or value is None or isinstance(value, (bool, int, float, str)):
-            out[key] = fill_layout(layout, [to_numpy(t) for t in tensors])
-    return out
-
-
 def _capture(args, kwargs):
     """(positional tensors as a flat numpy list, where each sat in the arguments, keyword arguments)."""
-    tensors, layout = leaf_layout(tuple(args), _is_tensor)
-    return [to_numpy(t) for t in tensors], layout, _values(kwargs)
+    return capture_call(args, kwargs, _is_tensor, to_numpy)
 
 
 def _to_tensors(value):
